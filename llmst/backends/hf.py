@@ -1,0 +1,265 @@
+"""In-process transformers backend.
+
+Scoring runs right-padded batches and reads logits only where they are needed (the hidden state of the
+last prompt token, plus candidate positions for multi-token verbalizers), so the vocabulary projection is
+paid once per prompt, not once per token. When every candidate is one token, a request costs a single
+forward pass over its prompt. A shared prefix (a few-shot block) is encoded once and its key/value cache
+reused for every request that starts with it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from llmst.backends.base import ScoreRequest
+from llmst.errors import BackendError
+from llmst.models import resolve_model
+
+MIN_PREFIX_TOKENS = 32  # below this, re-encoding the prefix is cheaper than copying its cache
+
+
+def default_dtype(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    try:
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return "bfloat16"
+    except (AttributeError, RuntimeError):
+        pass
+    return "float32"
+
+
+@dataclass
+class _Seq:
+    request: int  # index into the batch of requests
+    candidate: int  # -1: prompt only (single-token fast path)
+    tokens: list[int]  # suffix tokens after the shared prefix
+    score_from: int  # first position (in `tokens`) whose next-token log-prob is scored
+    targets: list[int]  # tokens to score, predicted at positions score_from .. score_from+len-1
+
+
+class HFBackend:
+    """transformers causal LM scored in-process."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 32,
+        max_context: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        resolved = resolve_model(model)
+        self.model_id = model
+        self.fingerprint = resolved.fingerprint
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = default_dtype(self.device) if dtype == "auto" else dtype
+        self.batch_size = batch_size
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, self.dtype))
+        except OSError as err:
+            raise BackendError(
+                f"could not load model '{model}': {str(err).splitlines()[0]}",
+                hint="pass a local folder, a .gguf file, or a bundled name (llmst models list)",
+            ) from err
+        self.model.to(self.device).eval()
+        config = self.model.config
+        context = getattr(config, "max_position_embeddings", None) or 2048
+        self.max_context = min(max_context or context, context)
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = self.tokenizer.eos_token_id or 0
+        self._softcap = getattr(config, "final_logit_softcapping", None)
+        self._prefix_cache: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
+
+    # ----------------------------------------------------------------- tokens
+    def _encode(self, text: str, *, first: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=first)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text, first=False))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) <= max_tokens:
+            return text
+        return text[: enc["offset_mapping"][max(max_tokens, 0)][0]] if max_tokens > 0 else ""
+
+    # ---------------------------------------------------------------- scoring
+    def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
+        """Log-probability of each candidate continuation (sum over its tokens)."""
+        results: list[list[float]] = [[0.0] * len(r.candidates) for r in requests]
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(request.prompt[: request.prefix_chars], []).append(index)
+        for prefix, indices in groups.items():
+            self._score_group(prefix, [requests[i] for i in indices], indices, results)
+        return results
+
+    def _prefix_state(self, prefix: str):
+        """Token ids and key/value cache of a shared prefix (memoised), or ([], None) when not worth it."""
+        if not prefix:
+            return [], None
+        if prefix in self._prefix_cache:
+            self._prefix_cache.move_to_end(prefix)
+            return self._prefix_cache[prefix]
+        import torch
+
+        ids = self._encode(prefix, first=True)
+        if len(ids) < MIN_PREFIX_TOKENS:
+            state = (ids, None)
+        else:
+            with torch.inference_mode():
+                out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
+            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            state = (ids, layers)
+        self._prefix_cache[prefix] = state
+        if len(self._prefix_cache) > 4:
+            self._prefix_cache.popitem(last=False)
+        return state
+
+    def _build_seqs(self, prefix: str, prefix_ids: list[int], reuse: bool, requests: list[ScoreRequest]):
+        seqs: list[_Seq] = []
+        for r_index, request in enumerate(requests):
+            if prefix:
+                head = [] if reuse else prefix_ids
+                tokens = head + self._encode(request.prompt[len(prefix) :], first=False)
+            else:
+                tokens = self._encode(request.prompt, first=True)
+            cand_ids = [self._encode(c, first=False) for c in request.candidates]
+            if any(len(c) == 0 for c in cand_ids):
+                raise BackendError(f"a candidate continuation encodes to no tokens: {request.candidates}")
+            if all(len(c) == 1 for c in cand_ids):
+                targets = [c[0] for c in cand_ids]
+                seqs.append(_Seq(r_index, -1, tokens, len(tokens) - 1, targets))
+            else:
+                for c_index, cand in enumerate(cand_ids):
+                    seqs.append(_Seq(r_index, c_index, tokens + cand[:-1], len(tokens) - 1, cand))
+        return seqs
+
+    def _score_group(self, prefix, requests, indices, results) -> None:
+        import torch
+
+        prefix_ids, prefix_kv = self._prefix_state(prefix)
+        seqs = self._build_seqs(prefix, prefix_ids, prefix_kv is not None, requests)
+        offset = len(prefix_ids) if prefix_kv is not None else 0
+        too_long = [s for s in seqs if offset + len(s.tokens) > self.max_context]
+        if too_long:
+            raise BackendError(
+                f"prompt of {offset + len(too_long[0].tokens)} tokens exceeds the context of {self.max_context}"
+            )
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].tokens))
+        for start in range(0, len(order), self.batch_size):
+            batch = [seqs[i] for i in order[start : start + self.batch_size]]
+            with torch.inference_mode():
+                scores = self._forward_batch(batch, prefix_kv, offset)
+            for seq, value in zip(batch, scores, strict=True):
+                request_index = indices[seq.request]
+                if seq.candidate < 0:
+                    results[request_index] = value
+                else:
+                    results[request_index][seq.candidate] = value[0]
+
+    def _forward_batch(self, batch: list[_Seq], prefix_kv, offset: int) -> list[list[float]]:
+        import torch
+
+        length = max(len(s.tokens) for s in batch)
+        ids = torch.full((len(batch), length), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), offset + length), dtype=torch.long)
+        mask[:, :offset] = 1
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq.tokens)] = torch.tensor(seq.tokens)
+            mask[row, offset : offset + len(seq.tokens)] = 1
+        kwargs = {}
+        if prefix_kv is not None:
+            kwargs["past_key_values"] = self._expand_prefix(prefix_kv, len(batch))
+            kwargs["position_ids"] = (torch.arange(length) + offset).unsqueeze(0).expand(len(batch), -1)
+            kwargs["position_ids"] = kwargs["position_ids"].to(self.device)
+        decoder = self.model.get_decoder()
+        hidden = decoder(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False, **kwargs
+        ).last_hidden_state
+        # gather only the positions that predict a scored token
+        rows, cols, owners = [], [], []
+        for row, seq in enumerate(batch):
+            if seq.candidate < 0:
+                rows.append(row)
+                cols.append(seq.score_from)
+                owners.append(row)
+            else:
+                for j in range(len(seq.targets)):
+                    rows.append(row)
+                    cols.append(seq.score_from + j)
+                    owners.append(row)
+        picked = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
+        logits = self.model.get_output_embeddings()(picked).float()
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        logprobs = torch.log_softmax(logits, dim=-1).cpu()
+        out: list[list[float]] = []
+        position = 0
+        for seq in batch:
+            if seq.candidate < 0:
+                out.append(logprobs[position, seq.targets].tolist())
+                position += 1
+            else:
+                n = len(seq.targets)
+                picks = logprobs[position : position + n].gather(1, torch.tensor(seq.targets).unsqueeze(1))
+                out.append([float(picks.sum())])
+                position += n
+        return out
+
+    def _expand_prefix(self, prefix_kv, batch_size: int):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer_index, (keys, values) in enumerate(prefix_kv):
+            cache.update(
+                keys.expand(batch_size, -1, -1, -1).contiguous(),
+                values.expand(batch_size, -1, -1, -1).contiguous(),
+                layer_index,
+            )
+        return cache
+
+    # ------------------------------------------------------------- generation
+    def generate(
+        self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int = 64
+    ) -> list[list[str]]:
+        import torch
+
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token_id = self._pad_id
+        outputs: list[list[str]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start : start + self.batch_size]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True).to(self.device)
+            sample = temperature > 0
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    **enc,
+                    max_new_tokens=max_tokens,
+                    do_sample=sample,
+                    temperature=temperature if sample else None,
+                    top_p=None,
+                    top_k=None,
+                    num_return_sequences=n,
+                    pad_token_id=self._pad_id,
+                )
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            outputs.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
+        return outputs
+
+    def close(self) -> None:
+        self._prefix_cache.clear()

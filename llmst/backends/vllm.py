@@ -1,0 +1,86 @@
+"""In-process vLLM backend (`vllm.LLM`) for GPU users. Optional: `pip install "llmst[vllm]"`.
+
+Scoring feeds prompt + candidate token ids and reads `prompt_logprobs` of the candidate positions, so
+multi-token verbalizers are exact; vLLM's prefix caching shares the prompt across a request's candidates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from llmst.backends.base import ScoreRequest
+from llmst.errors import ConfigError
+from llmst.models import resolve_model
+
+
+def is_vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model: str, *, dtype: str = "auto", max_context: int | None = None, **engine_kwargs):
+        if not is_vllm_available():
+            raise ConfigError(
+                "the vllm backend needs vLLM installed",
+                hint='pip install "llmst[vllm]" (GPU), or serve the model and use --backend openai',
+            )
+        from vllm import LLM
+
+        resolved = resolve_model(model)
+        self.model_id = model
+        self.fingerprint = resolved.fingerprint
+        self.llm = LLM(
+            model=resolved.path,
+            dtype=dtype,
+            max_model_len=max_context,
+            enable_prefix_caching=True,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_context = self.llm.llm_engine.model_config.max_model_len
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) <= max_tokens:
+            return text
+        return text[: enc["offset_mapping"][max_tokens][0]] if max_tokens > 0 else ""
+
+    def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, spans = [], []
+        for request in requests:
+            context = self.tokenizer(request.prompt)["input_ids"]
+            for candidate in request.candidates:
+                cand = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+                prompts.append(TokensPrompt(prompt_token_ids=context + cand))
+                spans.append((len(context), cand))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        flat = []
+        for output, (start, cand) in zip(outputs, spans, strict=True):
+            logprobs = output.prompt_logprobs
+            flat.append(sum(logprobs[start + j][token].logprob for j, token in enumerate(cand)))
+        results, position = [], 0
+        for request in requests:
+            results.append(flat[position : position + len(request.candidates)])
+            position += len(request.candidates)
+        return results
+
+    def generate(
+        self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int = 64
+    ) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[choice.text for choice in output.outputs] for output in outputs]
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,171 @@
+"""The `llmst` command line. Each command only parses options and calls one library function.
+
+Exit codes: 0 success (rows rejected as bad input do not fail a run; they are counted and written to the
+rejects file), 1 internal error, 2 usage or configuration error, 3 model backend error (server unreachable
+after retries, model failed to load), 130 interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmst.errors import LlmstError
+
+app = typer.Typer(
+    name="llmst",
+    help="LLM-centric self-training: label corpora with LLMs, keep what can be trusted, train students.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Bundled and local models.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Shipped labeling tasks (prompts/).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(tasks_app, name="tasks")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+@app.command("label")
+def label_cmd(
+    input: Annotated[str, typer.Argument(help="Corpus: .jsonl, .csv, .tsv, .parquet, a saved HF dataset, hf:NAME[:SPLIT].")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL of labeled records.")],
+    task: Annotated[str | None, typer.Option(help="Task name (llmst tasks list) or a task YAML file.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Ad-hoc task: comma-separated label names.")] = None,
+    model: Annotated[str, typer.Option(help="Bundled name, model folder, .gguf file, hub id, or served name.")] = (
+        "smollm2-135m-instruct"
+    ),
+    backend: Annotated[str, typer.Option(help="hf (in-process), openai (vLLM/OpenAI server), vllm.")] = "hf",
+    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    text_field: Annotated[str | None, typer.Option(help="Field(s) that feed the prompt, comma-separated.")] = None,
+    id_field: Annotated[str, typer.Option(help="Input field holding a stable id (else a text hash).")] = "id",
+    few_shot: Annotated[str | None, typer.Option(help="Labeled file of demonstrations (text + label).")] = None,
+    few_shot_label_field: Annotated[str, typer.Option(help="Label field in the few-shot file.")] = "label",
+    shots: Annotated[int, typer.Option(help="Demonstrations per prompt.")] = 4,
+    select: Annotated[str, typer.Option(help="Demonstration choice: random (fixed, stratified) or knn.")] = (
+        "random"
+    ),
+    calibrate: Annotated[str, typer.Option(help="none, contextual (content-free inputs), prior (fit on corpus).")] = (
+        "none"
+    ),
+    prior: Annotated[str | None, typer.Option(help="Target prior for --calibrate prior, e.g. 0.5,0.5.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf, vllm).")] = 32,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight (openai).")] = 32,
+    limit: Annotated[int | None, typer.Option(help="Label only the first N input rows.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for few-shot sampling.")] = 0,
+    dtype: Annotated[str, typer.Option(help="auto, bfloat16, float16 or float32 (hf, vllm).")] = "auto",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the answer cache.")] = False,
+    cache_path: Annotated[str | None, typer.Option(help="sqlite cache file (default ~/.cache/llmst).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output instead of resuming.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Label a text corpus with an LLM: score every label's verbalizer, write records with probs.
+
+    Rerunning the same command after an interruption resumes where it stopped. Bad rows go to
+    OUT.rejects.jsonl with their line number and reason. Prints a JSON summary on stdout.
+    """
+    from llmst.label.run import LabelConfig, label_corpus
+
+    config = LabelConfig(
+        task=task,
+        labels=_split(labels),
+        model=model,
+        backend=backend,  # type: ignore[arg-type]
+        base_url=base_url,
+        text_fields=_split(text_field),
+        id_field=id_field,
+        few_shot=few_shot,
+        few_shot_label_field=few_shot_label_field,
+        shots=shots,
+        select=select,  # type: ignore[arg-type]
+        calibrate=calibrate,  # type: ignore[arg-type]
+        prior=[float(x) for x in _split(prior)] if prior else None,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        limit=limit,
+        seed=seed,
+        dtype=dtype,
+        cache=not no_cache,
+        cache_path=cache_path,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    summary = label_corpus(input, out, config)
+    typer.echo(json.dumps(summary.to_json(), indent=2))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    labeled: Annotated[Path, typer.Argument(help="Labeled JSONL (output of label or predict).")],
+    gold_field: Annotated[str, typer.Option(help="Field holding the gold label (name or index).")] = "gold",
+    report_dir: Annotated[Path | None, typer.Option(help="Write report.json and PNG plots here.")] = None,
+    bins: Annotated[int, typer.Option(help="Bins of the reliability diagram / ECE.")] = 10,
+) -> None:
+    """Score labeled records against gold labels: accuracy, macro-F1, per-class P/R, ECE, coverage curve."""
+    from llmst.evaluate import evaluate_file
+
+    report = evaluate_file(labeled, gold_field=gold_field, report_dir=report_dir, bins=bins)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@models_app.command("list")
+def models_list_cmd() -> None:
+    """List the bundled models and whether they are installed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from llmst.models import list_models
+
+    from rich.markup import escape
+
+    table = Table("name", "kind", "installed", "description")
+    for row in list_models():
+        table.add_row(*(escape(row[key]) for key in ("name", "kind", "installed", "description")))
+    Console().print(table)
+
+
+@tasks_app.command("list")
+def tasks_list_cmd() -> None:
+    """List the shipped tasks with their labels."""
+    from llmst.label.task import available_tasks, load_task
+
+    for name in available_tasks():
+        task = load_task(name)
+        typer.echo(f"{name}: {', '.join(task.label_names)}  {task.description}")
+
+
+def main() -> None:
+    """Console entry point: known errors become one line on stderr and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except LlmstError as err:
+        typer.echo(f"error: {err.message}", err=True)
+        if err.hint:
+            typer.echo(f"hint: {err.hint}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to resume where it stopped", err=True)
+        sys.exit(130)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Tasks: labels with verbalizers and a sandboxed Jinja2 prompt template, loaded from YAML.
+
+```yaml
+task: sst2
+labels:                      # label name -> verbalizer continuation(s); several are pooled (log-sum-exp)
+  negative: [" negative"]
+  positive: [" positive"]
+prompt: 'Movie review: "{{ text }}"\nThe reviewer''s opinion of the movie is'
+text_field: text             # or text_fields: [question, passage]; every record field is a template variable
+instruction: ""              # optional, placed before the few-shot examples
+example_separator: "\n\n"    # between few-shot examples and the query
+content_free: ["N/A", "", "[MASK]"]   # inputs for contextual calibration
+metadata: {version: 1}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llmst.errors import ConfigError
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+@dataclass
+class Task:
+    name: str
+    labels: dict[str, list[str]]
+    prompt: str
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
+    instruction: str = ""
+    example_separator: str = "\n\n"
+    content_free: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])
+    version: str = "1"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.labels) < 2:
+            raise ConfigError(f"task '{self.name}' needs at least two labels")
+        for label, verbalizers in self.labels.items():
+            if not verbalizers or not all(isinstance(v, str) and v for v in verbalizers):
+                raise ConfigError(f"task '{self.name}': label '{label}' needs non-empty verbalizer strings")
+        try:
+            self._template = _ENV.from_string(self.prompt)
+        except TemplateError as err:
+            raise ConfigError(f"task '{self.name}': bad prompt template: {err}") from err
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+    def candidates(self) -> tuple[tuple[str, ...], list[int]]:
+        """Flat tuple of all verbalizers and, for each, the index of its label."""
+        flat, owner = [], []
+        for index, verbalizers in enumerate(self.labels.values()):
+            flat.extend(verbalizers)
+            owner.extend([index] * len(verbalizers))
+        return tuple(flat), owner
+
+    def render(self, record: dict[str, Any], text: str) -> str:
+        """Render the query prompt for one record; `text` is the (possibly truncated) joined text fields."""
+        variables = dict(record)
+        variables["text"] = text
+        try:
+            return self._template.render(**variables)
+        except TemplateError as err:
+            raise ConfigError(f"task '{self.name}': prompt template failed: {err}") from err
+
+    def render_example(self, record: dict[str, Any], text: str, label: str) -> str:
+        """A solved few-shot example: the prompt followed by the label's first verbalizer."""
+        return self.render(record, text) + self.labels[label][0]
+
+    def prompt_hash(self, extra: str = "") -> str:
+        payload = json.dumps(
+            [self.name, self.version, self.labels, self.prompt, self.instruction, self.example_separator, extra],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+
+def _prompts_dir() -> Path:
+    return Path(str(resources.files("llmst.prompts")))
+
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in _prompts_dir().glob("*.yaml"))
+
+
+def task_from_dict(data: dict[str, Any], default_name: str) -> Task:
+    if not isinstance(data, dict) or "labels" not in data or "prompt" not in data:
+        raise ConfigError(f"task '{default_name}' must be a mapping with 'labels' and 'prompt'")
+    labels = data["labels"]
+    if isinstance(labels, list):  # plain list of names: verbalizer = " " + name
+        labels = {str(name): [f" {name}"] for name in labels}
+    labels = {str(k): ([v] if isinstance(v, str) else list(v or [])) for k, v in labels.items()}
+    text_fields = data.get("text_fields") or [data.get("text_field", "text")]
+    meta = data.get("metadata") or {}
+    return Task(
+        name=str(data.get("task", default_name)),
+        labels=labels,
+        prompt=str(data["prompt"]),
+        text_fields=[str(f) for f in text_fields],
+        instruction=str(data.get("instruction", "")),
+        example_separator=str(data.get("example_separator", "\n\n")),
+        content_free=[str(c) for c in data.get("content_free", ["N/A", "", "[MASK]"])],
+        version=str(meta.get("version", "1")),
+        description=str(data.get("description", "")),
+    )
+
+
+def load_task(spec: str) -> Task:
+    """Load a shipped task by name or a user's YAML file."""
+    path = Path(spec)
+    if spec.endswith((".yaml", ".yml")):
+        if not path.is_file():
+            raise ConfigError(f"task file not found: {spec}")
+        source, name = path.read_text(encoding="utf-8"), path.stem
+    else:
+        shipped = _prompts_dir() / f"{spec}.yaml"
+        if not shipped.is_file():
+            raise ConfigError(f"unknown task '{spec}'", hint="available: " + ", ".join(available_tasks()))
+        source, name = shipped.read_text(encoding="utf-8"), spec
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"task '{spec}' is not valid YAML: {err}") from err
+    return task_from_dict(data, name)
+
+
+def adhoc_task(labels: list[str], text_field: str = "text") -> Task:
+    """A task from `--labels a,b,c`: a generic classification prompt scored on ' a', ' b', ' c'."""
+    names = [name.strip() for name in labels if name.strip()]
+    if len(set(names)) != len(names):
+        raise ConfigError("--labels has duplicate names")
+    choices = ", ".join(names)
+    prompt = "Text: {{ text }}\nQuestion: Which label fits the text best: " + choices + "?\nAnswer:"
+    return Task(
+        name="adhoc-" + "-".join(names),
+        labels={name: [f" {name}"] for name in names},
+        prompt=prompt,
+        text_fields=[text_field],
+    )
