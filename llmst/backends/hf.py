@@ -4,11 +4,13 @@ Scoring runs right-padded batches and reads logits only where they are needed (t
 last prompt token, plus candidate positions for multi-token verbalizers), so the vocabulary projection is
 paid once per prompt, not once per token. When every candidate is one token, a request costs a single
 forward pass over its prompt. A shared prefix (a few-shot block) is encoded once and its key/value cache
-reused for every request that starts with it.
+reused for every request that starts with it. A prompt with `prefix_chars > 0` is always tokenized in two
+pieces (prefix, rest), whether or not the cache is reused, so reuse never changes a score.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -81,6 +83,9 @@ class HFBackend:
             self._pad_id = self.tokenizer.eos_token_id or 0
         self._softcap = getattr(config, "final_logit_softcapping", None)
         self._prefix_cache: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
+        # transformers >= 5.2x renamed `past_key_values` to `cache`
+        parameters = inspect.signature(self.model.get_decoder().forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
 
     # ----------------------------------------------------------------- tokens
     def _encode(self, text: str, *, first: bool) -> list[int]:
@@ -121,7 +126,8 @@ class HFBackend:
         else:
             with torch.inference_mode():
                 out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
-            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            cache = getattr(out, "cache", None) or out.past_key_values
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
             state = (ids, layers)
         self._prefix_cache[prefix] = state
         if len(self._prefix_cache) > 4:
@@ -182,7 +188,7 @@ class HFBackend:
             mask[row, offset : offset + len(seq.tokens)] = 1
         kwargs = {}
         if prefix_kv is not None:
-            kwargs["past_key_values"] = self._expand_prefix(prefix_kv, len(batch))
+            kwargs[self._cache_kwarg] = self._expand_prefix(prefix_kv, len(batch))
             kwargs["position_ids"] = (torch.arange(length) + offset).unsqueeze(0).expand(len(batch), -1)
             kwargs["position_ids"] = kwargs["position_ids"].to(self.device)
         decoder = self.model.get_decoder()

@@ -132,18 +132,20 @@ class _Scorer:
         self.hits = 0
         self.misses = 0
 
-    def _key(self, prompt: str) -> str:
+    def _key(self, prompt: str, prefix_chars: int) -> str:
         return cache_key(
             kind="score",
+            backend=self.backend.name,
             model=self.backend.model_id,
             fingerprint=self.backend.fingerprint,
             prompt=prompt,
+            prefix_chars=prefix_chars,  # the hf backend tokenizes the prefix on its own
             candidates=self.candidates,
         )
 
     def label_logprobs(self, prompts: list[str], prefix_chars: list[int]) -> np.ndarray:
         """Per-label log-probs of shape (N, K): verbalizers of one label pooled by log-sum-exp."""
-        keys = [self._key(p) for p in prompts]
+        keys = [self._key(p, c) for p, c in zip(prompts, prefix_chars, strict=True)]
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         missing = [i for i, key in enumerate(keys) if key not in found]
         unique_missing = list({keys[i]: i for i in missing}.values())
