@@ -35,34 +35,48 @@ def _split(value: str | None) -> list[str] | None:
 
 @app.command("label")
 def label_cmd(
-    input: Annotated[str, typer.Argument(help="Corpus: .jsonl, .csv, .tsv, .parquet, a saved HF dataset, hf:NAME[:SPLIT].")],
+    input: Annotated[
+        str, typer.Argument(help="Corpus: .jsonl, .csv, .tsv, .parquet, a saved HF dataset, hf:NAME[:SPLIT].")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL of labeled records.")],
-    task: Annotated[str | None, typer.Option(help="Task name (llmst tasks list) or a task YAML file.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Task name (llmst tasks list) or a task YAML file.")
+    ] = None,
     labels: Annotated[str | None, typer.Option(help="Ad-hoc task: comma-separated label names.")] = None,
-    model: Annotated[str, typer.Option(help="Bundled name, model folder, .gguf file, hub id, or served name.")] = (
-        "smollm2-135m-instruct"
-    ),
+    model: Annotated[
+        str, typer.Option(help="Bundled name, model folder, .gguf file, hub id, or served name.")
+    ] = ("smollm2-135m-instruct"),
     backend: Annotated[str, typer.Option(help="hf (in-process), openai (vLLM/OpenAI server), vllm.")] = "hf",
     base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
-    text_field: Annotated[str | None, typer.Option(help="Field(s) that feed the prompt, comma-separated.")] = None,
+    text_field: Annotated[
+        str | None, typer.Option(help="Field(s) that feed the prompt, comma-separated.")
+    ] = None,
     id_field: Annotated[str, typer.Option(help="Input field holding a stable id (else a text hash).")] = "id",
-    few_shot: Annotated[str | None, typer.Option(help="Labeled file of demonstrations (text + label).")] = None,
+    few_shot: Annotated[
+        str | None, typer.Option(help="Labeled file of demonstrations (text + label).")
+    ] = None,
     few_shot_label_field: Annotated[str, typer.Option(help="Label field in the few-shot file.")] = "label",
     shots: Annotated[int, typer.Option(help="Demonstrations per prompt.")] = 4,
     select: Annotated[str, typer.Option(help="Demonstration choice: random (fixed, stratified) or knn.")] = (
         "random"
     ),
-    calibrate: Annotated[str, typer.Option(help="none, contextual (content-free inputs), prior (fit on corpus).")] = (
-        "none"
-    ),
-    prior: Annotated[str | None, typer.Option(help="Target prior for --calibrate prior, e.g. 0.5,0.5.")] = None,
+    calibrate: Annotated[
+        str, typer.Option(help="none, contextual (content-free inputs), prior (fit on corpus).")
+    ] = ("none"),
+    prior: Annotated[
+        str | None, typer.Option(help="Target prior for --calibrate prior, e.g. 0.5,0.5.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf, vllm).")] = 32,
     concurrency: Annotated[int, typer.Option(help="Requests in flight (openai).")] = 32,
     limit: Annotated[int | None, typer.Option(help="Label only the first N input rows.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for few-shot sampling.")] = 0,
     dtype: Annotated[str, typer.Option(help="auto, bfloat16, float16 or float32 (hf, vllm).")] = "auto",
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the answer cache.")] = False,
-    cache_path: Annotated[str | None, typer.Option(help="sqlite cache file (default ~/.cache/llmst).")] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read or write the answer cache.")
+    ] = False,
+    cache_path: Annotated[
+        str | None, typer.Option(help="sqlite cache file (default ~/.cache/llmst).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output instead of resuming.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -119,16 +133,27 @@ def evaluate_cmd(
 def models_list_cmd() -> None:
     """List the bundled models and whether they are installed."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from llmst.models import list_models
-
-    from rich.markup import escape
 
     table = Table("name", "kind", "installed", "description")
     for row in list_models():
         table.add_row(*(escape(row[key]) for key in ("name", "kind", "installed", "description")))
     Console().print(table)
+
+
+@models_app.command("prepare")
+def models_prepare_cmd(
+    spec: Annotated[
+        str, typer.Argument(help="Bundled name, .gguf file or folder.")
+    ] = "smollm2-135m-instruct",
+) -> None:
+    """Resolve a model now (a GGUF is converted once to a cached transformers folder) and print its path."""
+    from llmst.models import resolve_model
+
+    typer.echo(resolve_model(spec).path)
 
 
 @tasks_app.command("list")

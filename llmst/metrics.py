@@ -55,7 +55,11 @@ def accuracy_coverage(
     for level in np.linspace(1.0 / points, 1.0, points):
         k = max(1, int(round(level * n)))
         curve.append(
-            {"coverage": float(k / n), "accuracy": float(hits[k - 1] / k), "threshold": float(confidence[order[k - 1]])}
+            {
+                "coverage": float(k / n),
+                "accuracy": float(hits[k - 1] / k),
+                "threshold": float(confidence[order[k - 1]]),
+            }
         )
     return curve
 
@@ -83,7 +87,9 @@ def plot_reliability(bins: list[dict[str, float]], path: Path, title: str = "Rel
     plt.close(fig)
 
 
-def plot_accuracy_coverage(curve: list[dict[str, float]], path: Path, title: str = "Accuracy vs coverage") -> None:
+def plot_accuracy_coverage(
+    curve: list[dict[str, float]], path: Path, title: str = "Accuracy vs coverage"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

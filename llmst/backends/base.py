@@ -27,6 +27,7 @@ class Backend(Protocol):
     model_id: str  # what the user asked for (provenance)
     fingerprint: str  # changes when the weights change (cache key)
     max_context: int  # tokens
+    chunk_size: int  # requests worth handing to one `score` call (a few batches, or the requests in flight)
 
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
         """Exact log-probability of each full candidate continuation, one list per request."""

@@ -66,6 +66,7 @@ class HFBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = default_dtype(self.device) if dtype == "auto" else dtype
         self.batch_size = batch_size
+        self.chunk_size = batch_size * 4  # several batches per call, sorted by length to limit padding
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, self.dtype))

@@ -58,6 +58,7 @@ class OpenAIBackend:
             self.base_url += "/v1"
         self.model_id = model
         self.concurrency = concurrency
+        self.chunk_size = concurrency * 4  # keeps `concurrency` requests in flight across a chunk
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds

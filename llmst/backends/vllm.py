@@ -40,6 +40,7 @@ class VLLMBackend:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.max_context = self.llm.llm_engine.model_config.max_model_len
+        self.chunk_size = 1024  # vLLM schedules its own batches
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

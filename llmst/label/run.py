@@ -53,7 +53,9 @@ class LabelConfig:
 
     task: str | None = field(default=None, metadata={"help": "Shipped task name or a task YAML file."})
     labels: list[str] | None = field(default=None, metadata={"help": "Ad-hoc label names (instead of task)."})
-    model: str = field(default=DEFAULT_LABELER, metadata={"help": "Model spec (bundled, folder, .gguf, hub)."})
+    model: str = field(
+        default=DEFAULT_LABELER, metadata={"help": "Model spec (bundled, folder, .gguf, hub)."}
+    )
     backend: Literal["hf", "openai", "vllm"] = "hf"
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL."})
     text_fields: list[str] | None = field(default=None, metadata={"help": "Fields that feed the prompt."})
@@ -63,7 +65,9 @@ class LabelConfig:
     shots: int = 4
     select: Literal["random", "knn"] = "random"
     calibrate: Literal["none", "contextual", "prior"] = "none"
-    prior: list[float] | None = field(default=None, metadata={"help": "Target label prior (default uniform)."})
+    prior: list[float] | None = field(
+        default=None, metadata={"help": "Target label prior (default uniform)."}
+    )
     prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit the prior calibration."})
     batch_size: int = 32
     concurrency: int = 32
@@ -152,9 +156,7 @@ class _Scorer:
         self.hits += len(prompts) - len(missing)
         self.misses += len(missing)
         if unique_missing:
-            requests = [
-                ScoreRequest(prompts[i], self.candidates, prefix_chars[i]) for i in unique_missing
-            ]
+            requests = [ScoreRequest(prompts[i], self.candidates, prefix_chars[i]) for i in unique_missing]
             answers = self.backend.score(requests)
             fresh = {keys[i]: answer for i, answer in zip(unique_missing, answers, strict=True)}
             self.cache.put_many(fresh)  # only successful answers reach this line
@@ -168,14 +170,18 @@ class _Scorer:
         return out
 
 
-def _record_fields(
-    probs: np.ndarray, names: list[str]
-) -> tuple[str, dict[str, float], float, float, float]:
+def _record_fields(probs: np.ndarray, names: list[str]) -> tuple[str, dict[str, float], float, float, float]:
     order = np.argsort(-probs)
     top = float(probs[order[0]])
     second = float(probs[order[1]]) if len(order) > 1 else 0.0
     entropy = float(-sum(p * math.log(p) for p in probs if p > 0))
-    return names[order[0]], {n: float(p) for n, p in zip(names, probs, strict=True)}, top, top - second, entropy
+    return (
+        names[order[0]],
+        {n: float(p) for n, p in zip(names, probs, strict=True)},
+        top,
+        top - second,
+        entropy,
+    )
 
 
 class _Prepared:
@@ -301,11 +307,15 @@ def label_corpus(
     own_backend = backend is None
     if backend is None:
         backend = make_backend(config)
-    cache = AnswerCache(
-        Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite"
-    ) if config.cache else AnswerCache(None)
+    cache = (
+        AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
+        if config.cache
+        else AnswerCache(None)
+    )
     try:
-        return _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, config, backend, cache)
+        return _label(
+            source, out_path, rejects_path, checkpoint_path, task, rows_iter, config, backend, cache
+        )
     finally:
         cache.close()
         if own_backend:
@@ -350,7 +360,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     rows = islice(rows_iter, config.limit) if config.limit is not None else rows_iter
     rows = islice(rows, skip, None)
     writer, reject_writer = JsonlAppender(out_path), JsonlAppender(rejects_path)
-    chunk_size = max(config.batch_size, config.concurrency) * 4
+    chunk_size = backend.chunk_size
     counts: Counter[str] = Counter(checkpoint.get("label_counts", {}))
     try:
         with _progress(config.progress, total) as bar:
@@ -424,7 +434,7 @@ def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConf
     if not prepared:
         raise ConfigError("prior calibration found no valid rows to fit on")
     logprobs = []
-    step = max(config.batch_size, config.concurrency) * 4
+    step = labeler.backend.chunk_size
     for start in range(0, len(prepared), step):
         part = prepared[start : start + step]
         logprobs.append(scorer.label_logprobs([p.prompt for p in part], [p.prefix_chars for p in part]))

@@ -82,7 +82,15 @@ class Task:
 
     def prompt_hash(self, extra: str = "") -> str:
         payload = json.dumps(
-            [self.name, self.version, self.labels, self.prompt, self.instruction, self.example_separator, extra],
+            [
+                self.name,
+                self.version,
+                self.labels,
+                self.prompt,
+                self.instruction,
+                self.example_separator,
+                extra,
+            ],
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]

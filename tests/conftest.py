@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny random-init Llama model (real tokenizer of the bundled SmolLM2) and small corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """The bundled default labeler, converted once to a transformers folder."""
+    from llmst.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct").path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> str:
+    """A 2-layer random-init Llama with SmolLM2's tokenizer: real code paths, seconds to run."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sst2_rows(split: str = "dev", limit: int | None = None) -> list[dict]:
+    """SST-2 rows from ../shared/data as {id, text, gold}."""
+    rows = []
+    with open(SHARED_DATA / "sst2" / f"stsa.binary.{split}", encoding="utf-8") as handle:
+        for index, line in enumerate(handle):
+            gold, text = line.rstrip("\n").split(" ", 1)
+            rows.append({"id": f"{split}-{index}", "text": text, "gold": int(gold)})
+            if limit and len(rows) >= limit:
+                break
+    return rows

@@ -1,0 +1,97 @@
+"""The hf backend's scores equal a brute-force forward pass, whatever the batching, padding or prefix reuse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llmst.backends.hf as hf_module
+from llmst.backends.base import ScoreRequest
+from llmst.backends.hf import HFBackend
+
+CANDIDATES = (" positive", " negative", " not bad at all")  # the last one is several tokens
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return HFBackend(tiny_model_dir, dtype="float32", batch_size=3)
+
+
+def brute_force(backend: HFBackend, prefix: str, rest: str, candidate: str) -> float:
+    tok = backend.tokenizer
+    context = (
+        tok(prefix)["input_ids"] + tok(rest, add_special_tokens=False)["input_ids"]
+        if prefix
+        else tok(rest)["input_ids"]
+    )
+    cand = tok(candidate, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([context + cand])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(logprobs[len(context) - 1 + j, t].item() for j, t in enumerate(cand))
+
+
+def test_scores_match_brute_force_with_padding(backend):
+    prompts = [
+        "short",
+        "a much longer prompt with many more words than the first one, to force padding",
+        "mid size",
+    ]
+    requests = [ScoreRequest(p, CANDIDATES) for p in prompts]
+    scores = backend.score(requests)
+    for prompt, row in zip(prompts, scores, strict=True):
+        for candidate, value in zip(CANDIDATES, row, strict=True):
+            assert value == pytest.approx(brute_force(backend, "", prompt, candidate), abs=1e-4)
+
+
+def test_single_token_fast_path_matches_brute_force(backend):
+    requests = [ScoreRequest(p, (" yes", " no")) for p in ["one", "two three four five", "six seven"]]
+    for request, row in zip(requests, backend.score(requests), strict=True):
+        assert row == pytest.approx(
+            [brute_force(backend, "", request.prompt, c) for c in (" yes", " no")], abs=1e-4
+        )
+    assert all(v < 0 for row in backend.score(requests) for v in row)
+
+
+def test_prefix_reuse_equals_no_reuse(backend, monkeypatch):
+    prefix = "Example: a film worth seeing twice. Answer: positive\n\n" * 6
+    queries = ["Example: dull. Answer:", "Example: a joyous, moving and funny ride for all ages. Answer:"]
+    requests = [ScoreRequest(prefix + q, CANDIDATES, len(prefix)) for q in queries]
+    reused = backend.score(requests)
+    assert backend._prefix_cache[prefix][1] is not None, "the prefix should have been cached"
+    backend._prefix_cache.clear()
+    monkeypatch.setattr(hf_module, "MIN_PREFIX_TOKENS", 10**9)  # disable reuse
+    fresh = backend.score(requests)
+    for a, b in zip(reused, fresh, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    for query, row in zip(queries, fresh, strict=True):
+        assert row[2] == pytest.approx(brute_force(backend, prefix, query, CANDIDATES[2]), abs=1e-4)
+
+
+def test_truncate_and_count(backend):
+    text = "word " * 300
+    cut = backend.truncate(text, 50)
+    assert backend.count_tokens(cut) <= 50
+    assert text.startswith(cut)
+    assert backend.truncate("short text", 50) == "short text"
+
+
+def test_too_long_prompt_is_a_clear_error(backend):
+    from llmst.errors import BackendError
+
+    with pytest.raises(BackendError, match="exceeds the context"):
+        backend.score([ScoreRequest("word " * 1000, (" a", " b"))])
+
+
+def test_generate_returns_n_samples(backend):
+    outputs = backend.generate(["Hello", "Once upon a time"], n=2, temperature=0.8, max_tokens=5)
+    assert len(outputs) == 2 and all(len(o) == 2 for o in outputs)
+    greedy = backend.generate(["Hello"], max_tokens=5)
+    assert greedy == backend.generate(["Hello"], max_tokens=5)
+
+
+def test_bad_model_path_is_a_config_error():
+    from llmst.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not found"):
+        HFBackend("./no/such/model")
