@@ -66,6 +66,7 @@ def label_cmd(
     prior: Annotated[
         str | None, typer.Option(help="Target prior for --calibrate prior, e.g. 0.5,0.5.")
     ] = None,
+    prior_fit_rows: Annotated[int, typer.Option(help="Rows used to fit --calibrate prior.")] = 5000,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf, vllm).")] = 32,
     concurrency: Annotated[int, typer.Option(help="Requests in flight (openai).")] = 32,
     limit: Annotated[int | None, typer.Option(help="Label only the first N input rows.")] = None,
@@ -101,6 +102,7 @@ def label_cmd(
         select=select,  # type: ignore[arg-type]
         calibrate=calibrate,  # type: ignore[arg-type]
         prior=[float(x) for x in _split(prior)] if prior else None,
+        prior_fit_rows=prior_fit_rows,
         batch_size=batch_size,
         concurrency=concurrency,
         limit=limit,

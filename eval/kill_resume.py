@@ -1,0 +1,84 @@
+"""kill -9 in the middle of a 2,000-document `llmst label` run, then rerun the same command.
+
+    python eval/kill_resume.py [--docs 2000] [--kill-at 1000] [--out eval/results/kill_resume.json]
+
+Corpus: the first 2,000 SST-2 train sentences (ids train-0..), default model, hf backend, a fresh answer
+cache. Checks: exactly 2,000 output rows, no duplicate ids, input order kept; reports how many rows the
+rerun found already written, took from the cache, and computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import load, write_jsonl  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--kill-at", type=int, default=1000, help="kill once this many rows are confirmed")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kill_resume.json")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="llmst-kill-"))
+    rows = load("sst2-train")[: args.docs]
+    source = write_jsonl(rows, work / "corpus.jsonl")
+    out = work / "labeled.jsonl"
+    command = [
+        sys.executable, "-m", "llmst.cli", "label", str(source), "-o", str(out), "--task", "sentiment",
+        "--cache-path", str(work / "cache.sqlite"), "-q",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = out.with_name(out.name + ".progress.json")
+    while process.poll() is None:
+        if checkpoint.exists() and json.loads(checkpoint.read_text())["rows_consumed"] >= args.kill_at:
+            break
+        time.sleep(0.02)
+    if process.poll() is not None:
+        raise SystemExit(f"the run ended before the kill: {process.stderr.read().decode()[-2000:]}")
+    time.sleep(0.5)  # land inside the next chunk, with scores cached but not yet confirmed
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    lines_after_kill = len(out.read_bytes().splitlines())
+
+    rerun = subprocess.run(command, capture_output=True, text=True, check=True)
+    summary = json.loads(rerun.stdout)
+    labeled = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in labeled]
+    duplicates = sum(c - 1 for c in Counter(ids).values() if c > 1)
+    result = {
+        "command": " ".join(command[2:]),
+        "docs": args.docs,
+        "lines_in_output_after_kill": lines_after_kill,
+        "rows_after_rerun": len(labeled),
+        "duplicate_ids": duplicates,
+        "order_kept": ids == [r["id"] for r in rows],
+        "rerun_resumed_rows": summary["resumed_rows"],
+        "rerun_from_cache": summary["from_cache"],
+        "rerun_computed": summary["computed"],
+    }
+    ok = len(labeled) == args.docs and duplicates == 0 and result["order_kept"]
+    result["pass"] = ok
+    for key, value in result.items():
+        print(f"{key:28s} {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if not ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

