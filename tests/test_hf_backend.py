@@ -88,6 +88,8 @@ def test_generate_returns_n_samples(backend):
     assert len(outputs) == 2 and all(len(o) == 2 for o in outputs)
     greedy = backend.generate(["Hello"], max_tokens=5)
     assert greedy == backend.generate(["Hello"], max_tokens=5)
+    repeated = backend.generate(["Hello"], n=3, max_tokens=5)  # greedy with n > 1: the same text n times
+    assert repeated == [greedy[0] * 3]
 
 
 def test_bad_model_path_is_a_config_error():

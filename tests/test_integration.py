@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 def test_default_labeler_beats_chance_clearly_on_sst2(tmp_path):
     src = write_jsonl(tmp_path / "dev.jsonl", sst2_rows("dev", limit=120))
     out = tmp_path / "out.jsonl"
-    config = LabelConfig(task="sentiment", calibrate="prior", cache_path=str(tmp_path / "c.sqlite"), progress=False)
+    config = LabelConfig(
+        task="sentiment", calibrate="prior", cache_path=str(tmp_path / "c.sqlite"), progress=False
+    )
     summary = label_corpus(src, out, config)
     assert summary.labeled == 120 and summary.rejected == 0
     report = evaluate_file(out, gold_field="gold")

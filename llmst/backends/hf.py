@@ -252,6 +252,7 @@ class HFBackend:
             chunk = prompts[start : start + self.batch_size]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True).to(self.device)
             sample = temperature > 0
+            returned = n if sample else 1  # greedy samples are identical: decode once, repeat
             with torch.inference_mode():
                 generated = self.model.generate(
                     **enc,
@@ -260,12 +261,14 @@ class HFBackend:
                     temperature=temperature if sample else None,
                     top_p=None,
                     top_k=None,
-                    num_return_sequences=n,
+                    num_return_sequences=returned,
                     pad_token_id=self._pad_id,
                 )
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            outputs.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
+            for i in range(len(chunk)):
+                group = texts[i * returned : (i + 1) * returned]
+                outputs.append(group if sample else group * n)
         return outputs
 
     def close(self) -> None:

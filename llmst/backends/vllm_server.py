@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,7 +54,10 @@ def free_port() -> int:
 def server_command(
     python: Path, model_dir: str, served_name: str, port: int, max_model_len: int
 ) -> list[str]:
-    """The vLLM command line (the `vllm` console script does not work everywhere; `python -m` does)."""
+    """The vLLM command line (the `vllm` console script does not work everywhere; `python -m` does).
+
+    Keep in step with scripts/serve_vllm.sh.
+    """
     return [
         str(python),
         "-m",
@@ -72,6 +75,7 @@ def server_command(
         "--dtype",
         "bfloat16",
         "--enable-prefix-caching",
+        "--disable-uvicorn-access-log",  # one log line per request costs server CPU and buries errors
     ]
 
 
@@ -81,6 +85,17 @@ def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM the server when the process that started it dies, so a
+    killed test run or script does not leave a server behind. No-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(process: subprocess.Popen, grace: float = 20.0) -> None:
@@ -135,11 +150,15 @@ def start_vllm_server(
     max_model_len: int = 2048,
     log_path: str | os.PathLike | None = None,
     startup_timeout: float = 420.0,
+    extra_args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Serve `model_dir` (a transformers folder) under `served_name`; yields `http://127.0.0.1:PORT/v1`.
 
     Waits until `/health` answers; raises BackendError with the tail of the server log if the server dies
     or is not ready within `startup_timeout` seconds. On exit the whole process group is terminated.
+    `extra_args` are appended to the vLLM command line; `extra_env` is added to its environment. The server
+    log goes to `log_path` (default: a temporary file named in errors).
     """
     interpreter = vllm_python(python)
     if not (Path(model_dir) / "config.json").exists():
@@ -152,8 +171,8 @@ def start_vllm_server(
     else:
         log = Path(log_path)
         log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
-    command = server_command(interpreter, str(model_dir), served_name, port, max_model_len)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), **(extra_env or {})}
+    command = server_command(interpreter, str(model_dir), served_name, port, max_model_len) + list(extra_args)
     root = f"http://127.0.0.1:{port}"
     with open(log, "ab") as sink:
         process = subprocess.Popen(
@@ -163,6 +182,7 @@ def start_vllm_server(
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # own process group: one signal stops the API server and its workers
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     try:
         _wait_ready(process, root, log, startup_timeout)
@@ -172,11 +192,14 @@ def start_vllm_server(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m llmst.backends.vllm_server MODEL_DIR NAME [PORT]`: serve until interrupted."""
+    """`python -m llmst.backends.vllm_server MODEL_DIR NAME [PORT]`: serve until Ctrl-C or SIGTERM."""
     args = argv if argv is not None else sys.argv[1:]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds the context manager: server stopped
     if len(args) not in (2, 3):
         sys.exit("usage: python -m llmst.backends.vllm_server MODEL_DIR SERVED_NAME [PORT]")
-    with start_vllm_server(args[0], served_name=args[1], port=int(args[2]) if len(args) == 3 else None) as url:
+    with start_vllm_server(
+        args[0], served_name=args[1], port=int(args[2]) if len(args) == 3 else None
+    ) as url:
         print(url, flush=True)
         try:
             while True:

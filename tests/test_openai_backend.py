@@ -1,0 +1,332 @@
+"""The openai backend against a REAL vLLM server (started once for this module from .venv-vllm).
+
+Scores must agree with the in-process hf backend (float32) up to the server's bf16 rounding; the CLI must
+survive 503s, fail with exit 3 and one error line when the server goes away, and resume afterwards. Server
+faults come from a small TCP proxy in front of the real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_lines, sst2_rows, write_jsonl
+
+from llmst.backends.base import ScoreRequest
+from llmst.errors import BackendError, ConfigError
+
+SERVED = "smollm2-135m-instruct"
+LLMST = [sys.executable, "-m", "llmst.cli"]
+N_ROWS = 60
+SINGLE = (" negative", " positive")  # the sentiment task's verbalizers, in label order
+MULTI = (" very positive", " quite negative", " great")  # two multi-token candidates and a single-token one
+FEW_SHOT = 'Movie review: "a joyless mess"\nThe reviewer\'s opinion of the movie is negative\n\n'
+# The server computes in bf16: its logits are rounded to 1/8 at |logit| ~ 16-32, so single log-probs differ
+# from float32 by up to ~0.15 nats (mean ~0.04).
+ATOL, MEAN_TOL = 0.3, 0.1
+
+
+def _prompt(text: str) -> str:
+    from llmst.label.task import load_task
+
+    return load_task("sentiment").render({"text": text}, text)
+
+
+def _reference_requests() -> dict[str, list[ScoreRequest]]:
+    rows = sst2_rows("dev", N_ROWS)
+    prompts = [_prompt(r["text"]) for r in rows]
+    return {
+        "single": [ScoreRequest(p, SINGLE) for p in prompts],
+        "multi": [ScoreRequest(p, MULTI) for p in prompts[:8]],
+        "prefix": [ScoreRequest(FEW_SHOT + p, MULTI, len(FEW_SHOT)) for p in prompts[8:12]],
+    }
+
+
+def _hf_reference() -> dict[str, np.ndarray]:
+    from llmst.backends.hf import HFBackend
+
+    hf = HFBackend(SERVED, dtype="float32", batch_size=16)
+    try:
+        return {name: np.asarray(hf.score(reqs)) for name, reqs in _reference_requests().items()}
+    finally:
+        hf.close()
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    log: Path
+    hf: Future  # dict of hf (float32) scores for _reference_requests()
+
+
+@pytest.fixture(scope="module")
+def served(smollm2_dir, tmp_path_factory):
+    """A real vLLM server for the bundled model; the hf reference scores are computed while it starts.
+
+    LLMST_TEST_VLLM_URL=http://127.0.0.1:PORT/v1 reuses a server that already serves the bundled model
+    under its name (scripts/serve_vllm.sh), to iterate on these tests without the start-up wait.
+    """
+    from llmst.backends.vllm_server import start_vllm_server, vllm_python
+
+    if os.environ.get("LLMST_TEST_VLLM_URL"):
+        url = os.environ["LLMST_TEST_VLLM_URL"].rstrip("/")
+        with ThreadPoolExecutor(1) as pool:
+            yield Served(url, int(url.rsplit(":", 1)[1].split("/")[0]), Path("-"), pool.submit(_hf_reference))
+        return
+    python, missing = None, None
+    try:
+        python = vllm_python()
+    except ConfigError as err:
+        missing = err.message
+    if missing:  # a missing vLLM environment fails these tests: they are part of `make test`
+        pytest.fail(f"{missing}: run `make vllm-env` to create .venv-vllm", pytrace=False)
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with ThreadPoolExecutor(1) as pool:
+        reference = pool.submit(_hf_reference)
+        with start_vllm_server(smollm2_dir, served_name=SERVED, python=str(python), log_path=log) as url:
+            yield Served(url, int(url.rsplit(":", 1)[1].split("/")[0]), log, reference)
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+class FaultyProxy:
+    """A TCP proxy (own thread and event loop) in front of the server: stop() drops every connection and
+    refuses new ones until start(); the first `fail_posts` POST requests are answered with HTTP 503."""
+
+    def __init__(self, target_port: int, fail_posts: int = 0):
+        from llmst.backends.vllm_server import free_port
+
+        self.target_port, self.fail_posts, self.failed = target_port, fail_posts, 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+
+    def _call(self, coroutine) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def start(self) -> FaultyProxy:
+        self._call(self._start())
+        return self
+
+    def stop(self) -> None:
+        self._call(self._stop())
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        upstream = None
+        try:
+            head = b""
+            if self.failed < self.fail_posts:  # look at the connection's first request
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"POST") and self.failed < self.fail_posts:
+                    self.failed += 1
+                    length = next(
+                        (
+                            int(line.split(b":")[1])
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length:")
+                        ),
+                        0,
+                    )
+                    await reader.readexactly(length)
+                    writer.write(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    writer.close()  # graceful: the client reads the 503, then sees the close
+                    await writer.wait_closed()
+                    return
+            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self._writers.add(upstream)
+            upstream.write(head)
+            await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            for end in (writer, upstream):
+                if end is not None:
+                    end.close()  # flushes what is buffered; stop() aborts instead
+                    self._writers.discard(end)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+
+def _label_args(src: Path, out: Path, url: str, *extra: str) -> list[str]:
+    return [
+        "label", str(src), "-o", str(out), "--backend", "openai", "--base-url", url, "--model", SERVED,
+        "--cache-path", str(out.with_name("cache.sqlite")), "-q", *extra,
+    ]  # fmt: skip
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        LLMST + args, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **env}
+    )
+
+
+def _assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    diff = np.abs(np.asarray(got) - want)
+    assert diff.max() <= ATOL and diff.mean() <= MEAN_TOL, f"max {diff.max():.3f}, mean {diff.mean():.3f}"
+
+
+# --------------------------------------------------------------------------------------------------- tests
+@pytest.mark.vllm
+def test_cli_label_end_to_end_agrees_with_hf(served, tmp_path):
+    rows = sst2_rows("dev", N_ROWS)
+    src, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    result = _run(_label_args(src, out, served.url, "--concurrency", "16"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["labeled"] == N_ROWS and summary["rejected"] == 0
+    records = read_lines(out)
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    for record in records:
+        assert abs(sum(record["probs"].values()) - 1.0) < 1e-6
+    hf = served.hf.result()["single"]
+    hf_labels = [("negative", "positive")[i] for i in hf.argmax(axis=1)]
+    agree = np.mean([r["label"] == h for r, h in zip(records, hf_labels, strict=True)])
+    assert agree >= 0.9, f"labels agree with the hf backend on {agree:.0%} of rows"
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("mode", ["vllm", "generic", "text"])
+def test_scores_match_hf_backend(served, mode):
+    """Single- and multi-token candidates, with and without a separately tokenized prefix.
+
+    vllm: token-id prompts, exact candidate log-probs (`logprob_token_ids`) + echo for multi-token ones;
+    generic: what any OpenAI-compatible server gets (top-K, echo when a candidate is not in it);
+    text: no local tokenizer (text prompts, echo offsets).
+    """
+    from llmst.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(served.url, SERVED, concurrency=16)
+    if mode != "vllm":
+        backend._vllm = False
+    if mode == "text":
+        backend._tokenizer = None
+    requests, reference = _reference_requests(), served.hf.result()
+    # a text prompt is tokenized in one piece by the server; the hf backend splits it at the prefix
+    names = ["single", "multi"] + (["prefix"] if mode != "text" else [])
+    for name in names:
+        _assert_close(np.asarray(backend.score(requests[name])), reference[name])
+
+
+@pytest.mark.vllm
+def test_server_gone_then_resume(served, tmp_path):
+    rows = sst2_rows("dev", 200)
+    src, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    checkpoint = out.with_name(out.name + ".progress.json")
+    proxy = FaultyProxy(served.port).start()
+    args = _label_args(src, out, proxy.url, "--concurrency", "8")
+    fast_fail = {"LLMST_OPENAI_MAX_ATTEMPTS": "3", "LLMST_OPENAI_RETRY_SECONDS": "5"}
+    try:
+        process = subprocess.Popen(
+            LLMST + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            env={**os.environ, **fast_fail},
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while not (
+            checkpoint.exists() and json.loads(checkpoint.read_text() or "{}").get("labeled", 0) >= 32
+        ):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no progress through the proxy"
+            time.sleep(0.1)
+        proxy.stop()
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 3, stderr
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "did not answer after 3 attempts" in errors[0], stderr
+        assert "Traceback" not in stderr
+        done = json.loads(checkpoint.read_text())["labeled"]
+        assert 32 <= done < len(rows)
+
+        proxy.start()
+        result = _run(args, tmp_path, **fast_fail)
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["resumed_rows"] == done and summary["labeled"] == len(rows)
+    ids = [r["id"] for r in read_lines(out)]
+    assert len(ids) == len(rows) and len(set(ids)) == len(ids)
+    assert set(ids) == {r["id"] for r in rows}
+
+
+@pytest.mark.vllm
+def test_503s_are_retried(served, tmp_path):
+    rows = sst2_rows("dev", 40)
+    src, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    proxy = FaultyProxy(served.port, fail_posts=6).start()
+    try:
+        result = _run(_label_args(src, out, proxy.url, "--concurrency", "4"), tmp_path)
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert proxy.failed == 6
+    assert len(read_lines(out)) == len(rows)
+
+
+@pytest.mark.vllm
+def test_generate_returns_n_completions(served):
+    from llmst.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(served.url, SERVED)
+    prompts = ["Once upon a time", "The three best things about summer are"]
+    for temperature in (0.0, 0.8):
+        outputs = backend.generate(prompts, n=3, temperature=temperature, max_tokens=12)
+        assert len(outputs) == len(prompts)
+        for completions in outputs:
+            assert len(completions) == 3 and all(isinstance(c, str) and c for c in completions)
+
+
+def test_unreachable_server_fails_fast_with_one_line():
+    from llmst.backends.openai import OpenAIBackend
+    from llmst.backends.vllm_server import free_port
+
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", SERVED)
+    assert time.monotonic() - started < 15
+    assert "did not answer after 3 attempts" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_missing_vllm_env_names_the_make_target(tmp_path):
+    from llmst.backends.vllm_server import start_vllm_server
+
+    with pytest.raises(ConfigError) as caught:
+        with start_vllm_server(tmp_path, served_name="x", python=str(tmp_path / "no-python")):
+            pass
+    assert "make vllm-env" in (caught.value.hint or "")
