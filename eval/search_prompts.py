@@ -196,7 +196,7 @@ def trec_train_prior(label_names: list[str]) -> list[float]:
     for row in evaldata.load("trec-train"):
         counts[row["gold"]] += 1
     total = sum(counts.values())
-    return [round(counts[name] / total, 4) for name in label_names]
+    return [round(counts[name] / total, 6) for name in label_names]
 
 
 # --------------------------------------------------------------------------------------------- scoring
