@@ -48,3 +48,11 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def truncate_with_tokenizer(tokenizer, text: str, max_tokens: int) -> str:
+    """`text` cut at a token boundary to at most `max_tokens` tokens (a fast tokenizer with offsets)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= max_tokens:
+        return text
+    return text[: enc["offset_mapping"][max_tokens][0]] if max_tokens > 0 else ""

@@ -14,7 +14,7 @@ import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from llmst.backends.base import ScoreRequest
+from llmst.backends.base import ScoreRequest, truncate_with_tokenizer
 from llmst.errors import BackendError
 from llmst.models import resolve_model
 
@@ -96,10 +96,7 @@ class HFBackend:
         return len(self._encode(text, first=False))
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(enc["input_ids"]) <= max_tokens:
-            return text
-        return text[: enc["offset_mapping"][max(max_tokens, 0)][0]] if max_tokens > 0 else ""
+        return truncate_with_tokenizer(self.tokenizer, text, max_tokens)
 
     # ---------------------------------------------------------------- scoring
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:

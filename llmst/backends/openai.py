@@ -34,7 +34,7 @@ from tenacity import (
     wait_random,
 )
 
-from llmst.backends.base import ScoreRequest
+from llmst.backends.base import ScoreRequest, truncate_with_tokenizer
 from llmst.errors import BackendError, ConfigError
 
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -179,10 +179,7 @@ class OpenAIBackend:
     def truncate(self, text: str, max_tokens: int) -> str:
         if self._tokenizer is None:
             return text[: max(max_tokens, 0) * 4]
-        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(enc["input_ids"]) <= max_tokens:
-            return text
-        return text[: enc["offset_mapping"][max_tokens][0]] if max_tokens > 0 else ""
+        return truncate_with_tokenizer(self._tokenizer, text, max_tokens)
 
     # ------------------------------------------------------------------- HTTP
     async def _request(

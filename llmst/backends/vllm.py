@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from llmst.backends.base import ScoreRequest
+from llmst.backends.base import ScoreRequest, truncate_with_tokenizer
 from llmst.errors import ConfigError
 from llmst.models import resolve_model
 
@@ -46,10 +46,7 @@ class VLLMBackend:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(enc["input_ids"]) <= max_tokens:
-            return text
-        return text[: enc["offset_mapping"][max_tokens][0]] if max_tokens > 0 else ""
+        return truncate_with_tokenizer(self.tokenizer, text, max_tokens)
 
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
         from vllm import SamplingParams
