@@ -131,6 +131,164 @@ def evaluate_cmd(
     typer.echo(json.dumps(report, indent=2))
 
 
+@app.command("filter")
+def filter_cmd(
+    labeled: Annotated[str, typer.Argument(help="Labeled records (output of label, predict or aggregate).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL of the kept records.")],
+    method: Annotated[
+        str,
+        typer.Option(help="threshold, per-class, balanced, curriculum, conformal, agreement or learned."),
+    ] = "threshold",
+    score: Annotated[str, typer.Option(help="Trust score: confidence, margin or entropy.")] = "confidence",
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="threshold: keep score >= T (entropy: <= T; default 0.9); learned: P(correct) >= T."
+        ),
+    ] = None,
+    prior: Annotated[
+        str, typer.Option(help="balanced: target distribution: uniform, estimated, or shares like 0.3,0.7.")
+    ] = "uniform",
+    fraction: Annotated[
+        float | None,
+        typer.Option(help="balanced: fraction of all rows to keep; curriculum: fraction of each class."),
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="balanced: number of rows to keep.")] = None,
+    k_per_class: Annotated[int | None, typer.Option(help="balanced: rows to keep per class.")] = None,
+    round: Annotated[
+        int | None, typer.Option(help="curriculum: self-training round (0-based); fraction from --schedule.")
+    ] = None,
+    schedule: Annotated[
+        str, typer.Option(help="curriculum: START,STEP[,STOP]: fraction = min(STOP, START + STEP * round).")
+    ] = "0.2,0.2",
+    calibration: Annotated[
+        str | None,
+        typer.Option(
+            help="conformal, learned: gold-labeled rows labeled by the same labeler (100-300 rows)."
+        ),
+    ] = None,
+    gold_field: Annotated[
+        str,
+        typer.Option(help="Gold label field (name or index) of --calibration; in LABELED, evaluation only."),
+    ] = "gold",
+    target_precision: Annotated[
+        float | None, typer.Option(help="conformal (and learned): precision to guarantee, e.g. 0.95.")
+    ] = None,
+    delta: Annotated[float, typer.Option(help="The guarantee holds with probability >= 1 - delta.")] = 0.1,
+    test: Annotated[
+        str, typer.Option(help="Learn-then-Test procedure: multi-start, fixed-sequence or bonferroni.")
+    ] = "multi-start",
+    conformal: Annotated[
+        str,
+        typer.Option(
+            help="conformal: precision (certified threshold) or lac/aps (keep singleton prediction sets)."
+        ),
+    ] = "precision",
+    coverage: Annotated[float, typer.Option(help="lac/aps: coverage of the prediction sets.")] = 0.9,
+    min_agree: Annotated[
+        int | None,
+        typer.Option(help="agreement: sources that must agree with the label (default: a majority)."),
+    ] = None,
+    sources_field: Annotated[
+        str, typer.Option(help="agreement, learned: field of per-source labels (written by aggregate).")
+    ] = "sources",
+    text_field: Annotated[
+        str | None, typer.Option(help="learned: text field for the length feature (default: text).")
+    ] = None,
+    embedding_field: Annotated[
+        str | None, typer.Option(help="learned: field holding an embedding vector, used as features.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="learned: seed of the calibration split.")] = 0,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Do not write PNG plots.")] = False,
+) -> None:
+    """Select trustworthy pseudo-labels: thresholds, class balance, curricula, guaranteed precision.
+
+    Writes the kept records (unchanged) to OUT, and OUT.report.json with counts per class before and after,
+    the method's details (thresholds, quotas, the certified guarantee) and, when gold labels exist, precision
+    against coverage; PNG plots OUT.counts.png and OUT.precision_coverage.png. Prints a JSON summary.
+    Nothing is written when an input is bad.
+    """
+    from llmst.filter.run import FilterConfig, run_filter, summarize
+
+    config = FilterConfig(
+        method=method,  # type: ignore[arg-type]
+        score=score,  # type: ignore[arg-type]
+        threshold=threshold,
+        prior=prior,
+        fraction=fraction,
+        size=size,
+        k_per_class=k_per_class,
+        round=round,
+        schedule=schedule,
+        calibration=calibration,
+        gold_field=gold_field,
+        target_precision=target_precision,
+        delta=delta,
+        test=test,  # type: ignore[arg-type]
+        conformal=conformal,  # type: ignore[arg-type]
+        coverage=coverage,
+        min_agree=min_agree,
+        sources_field=sources_field,
+        text_field=text_field,
+        embedding_field=embedding_field,
+        seed=seed,
+        plots=not no_plots,
+    )
+    report = run_filter(labeled, out, config)
+    typer.echo(json.dumps(summarize(report), indent=2))
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Labeled files of the same corpus (same ids, same labels).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL of fused records.")],
+    method: Annotated[
+        str,
+        typer.Option(help="vote, weighted (log-odds weights), mean (of probs) or dawid-skene (EM)."),
+    ] = "vote",
+    names: Annotated[
+        str | None, typer.Option(help="Source names, comma-separated, one per file (default: file names).")
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="vote, weighted, mean: one weight per source (files, then labeling functions)."),
+    ] = None,
+    labeling_functions: Annotated[
+        str | None,
+        typer.Option("--labeling-functions", "--lf", help="Python file of @labeling_function rules."),
+    ] = None,
+    max_iter: Annotated[int, typer.Option(help="dawid-skene: EM iterations at most.")] = 100,
+    smoothing: Annotated[float, typer.Option(help="dawid-skene: pseudo-count per confusion cell.")] = 0.01,
+    gold_field: Annotated[
+        str, typer.Option(help="When records carry it: each source's gold accuracy in the report.")
+    ] = "gold",
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Do not write PNG plots.")] = False,
+) -> None:
+    """Fuse several labelings of one corpus (models, prompts, samples) and optional labeling functions.
+
+    Records are joined on `id`. Each fused record keeps the first file's fields, with the fused `label`,
+    `probs`, confidence/margin/entropy and `sources` ({source: label}). OUT.report.json gives each source's
+    estimated accuracy (Dawid-Skene: from its confusion matrix; otherwise agreement with the fused label).
+    Prints a JSON summary.
+    """
+    from llmst.filter.run import AggregateConfig, run_aggregate, summarize
+
+    config = AggregateConfig(
+        method=method,  # type: ignore[arg-type]
+        names=names,
+        weights=weights,
+        labeling_functions=labeling_functions,
+        max_iter=max_iter,
+        smoothing=smoothing,
+        gold_field=gold_field,
+        plots=not no_plots,
+    )
+    report = run_aggregate(inputs, out, config)
+    typer.echo(json.dumps(summarize(report), indent=2))
+
+
 @models_app.command("list")
 def models_list_cmd() -> None:
     """List the bundled models and whether they are installed."""
