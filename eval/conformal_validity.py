@@ -1,0 +1,125 @@
+"""Does the conformal precision guarantee hold on real LLM pseudo-labels?
+
+    python eval/conformal_validity.py [--draws 20] [--cal-size 200] [--target 0.95] [--delta 0.1]
+                                      [--calibrate prior] [--out eval/results/conformal_validity.json]
+
+Labels SST-2 dev and test with the default labeler (shipped `sentiment` task, zero-shot). Then, for each of
+`--draws` seeded draws of a `--cal-size`-row calibration set from SST-2 dev (gold known), certifies the
+largest-coverage confidence threshold whose precision is >= target with probability >= 1 - delta
+(`llmst.filter.precision_threshold`), applies it to SST-2 test, and measures the realized precision and
+coverage there. Validity: the realized precision falls below the target in at most about delta of the draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import ensure  # noqa: E402
+
+from llmst.filter import precision_threshold  # noqa: E402
+from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.records import read_jsonl  # noqa: E402
+
+
+def labeled_arrays(split: str, work: Path, calibrate: str, cache_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence and correctness (pseudo-label == gold) of every row of an SST-2 split."""
+    out = work / f"{split}-{calibrate}.jsonl"
+    config = LabelConfig(task="sentiment", calibrate=calibrate, cache_path=cache_path, progress=False)
+    label_corpus(ensure(split), out, config)
+    rows = read_jsonl(out)
+    confidence = np.array([r["confidence"] for r in rows])
+    correct = np.array([r["label"] == r["gold"] for r in rows])
+    return confidence, correct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--cal-size", type=int, default=200)
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument("--calibrate", default="prior", choices=["none", "contextual", "prior"])
+    parser.add_argument(
+        "--method", default="multi-start", choices=["multi-start", "fixed-sequence", "bonferroni"]
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/conformal"))
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "conformal_validity.json"
+    )
+    args = parser.parse_args()
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    dev_conf, dev_correct = labeled_arrays("sst2-dev", args.work_dir, args.calibrate, args.cache_path)
+    test_conf, test_correct = labeled_arrays("sst2-test", args.work_dir, args.calibrate, args.cache_path)
+    rng = np.random.default_rng(args.seed)
+    draws = []
+    for draw in range(args.draws):
+        pick = rng.choice(len(dev_conf), size=args.cal_size, replace=False)
+        result = precision_threshold(
+            dev_conf[pick],
+            dev_correct[pick],
+            target_precision=args.target,
+            delta=args.delta,
+            method=args.method,
+        )
+        kept = test_conf >= result.threshold if result.certified else np.zeros(len(test_conf), dtype=bool)
+        precision = float(test_correct[kept].mean()) if kept.any() else None
+        draws.append(
+            {
+                "draw": draw,
+                "certified": result.certified,
+                "threshold": float(result.threshold),
+                "calibration_estimated_precision": result.estimated_precision,
+                "calibration_lower_bound": result.precision_lower_bound,
+                "test_coverage": float(kept.mean()),
+                "test_precision": precision,
+            }
+        )
+    below = sum(1 for d in draws if d["test_precision"] is not None and d["test_precision"] < args.target)
+    coverage = [d["test_coverage"] for d in draws]
+    summary = {
+        "labeler": "smollm2-135m-instruct, task sentiment, zero-shot, calibrate=" + args.calibrate,
+        "labeler_test_accuracy": float(test_correct.mean()),
+        "draws": args.draws,
+        "cal_size": args.cal_size,
+        "target_precision": args.target,
+        "delta": args.delta,
+        "method": args.method,
+        "seed": args.seed,
+        "certified_draws": sum(d["certified"] for d in draws),
+        "draws_below_target": below,
+        "fraction_below_target": below / args.draws,
+        "mean_test_coverage": float(np.mean(coverage)),
+        "min_test_coverage": float(np.min(coverage)),
+        "max_test_coverage": float(np.max(coverage)),
+        "mean_test_precision": float(
+            np.mean([d["test_precision"] for d in draws if d["test_precision"] is not None])
+        )
+        if any(d["test_precision"] is not None for d in draws)
+        else None,
+    }
+    print("| draw | certified | threshold | test coverage | test precision |")
+    print("|---|---|---|---|---|")
+    for d in draws:
+        precision = "-" if d["test_precision"] is None else f"{d['test_precision']:.3f}"
+        print(
+            f"| {d['draw']} | {d['certified']} | {d['threshold']:.4f} | {d['test_coverage']:.3f} | {precision} |"
+        )
+    print(json.dumps(summary, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "draws": draws}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
