@@ -93,7 +93,9 @@ def _ag_all() -> list[dict]:
         for index, (label, title, description) in enumerate(csv.reader(handle), start=1):
             title, description = clean_ag(title), clean_ag(description)
             joiner = " " if title.endswith((".", "!", "?")) else ". "
-            rows.append({"id": f"ag-test-{index:04d}", "text": title + joiner + description, "gold": AG_LABELS[label]})
+            rows.append(
+                {"id": f"ag-test-{index:04d}", "text": title + joiner + description, "gold": AG_LABELS[label]}
+            )
     return rows
 
 
@@ -105,7 +107,9 @@ def _trec_file(name: str) -> list[dict]:
             if not line:
                 continue
             label, text = line.split(" ", 1)
-            rows.append({"id": f"trec-{name}-{index:04d}", "text": text, "gold": TREC_LABELS[label.split(":")[0]]})
+            rows.append(
+                {"id": f"trec-{name}-{index:04d}", "text": text, "gold": TREC_LABELS[label.split(":")[0]]}
+            )
     return rows
 
 
@@ -203,7 +207,9 @@ def few_shot_file(dataset: str, n: int, seed: int, out: Path = DEFAULT_OUT) -> P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     for name in SPLITS:
