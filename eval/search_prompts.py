@@ -45,7 +45,7 @@ from llmst.backends import make_backend  # noqa: E402
 from llmst.cache import AnswerCache, cache_key  # noqa: E402
 from llmst.label.calibrate import contextual_bias, prior_bias  # noqa: E402
 from llmst.label.fewshot import FewShotSelector, load_examples  # noqa: E402
-from llmst.label.run import Labeler, LabelConfig  # noqa: E402
+from llmst.label.run import LabelConfig, Labeler  # noqa: E402
 from llmst.label.task import Task, load_task, task_from_dict  # noqa: E402
 from llmst.records import Row  # noqa: E402
 
@@ -95,10 +95,10 @@ SEARCH: dict[str, dict[str, Any]] = {
             "topic-colon": "Article: {{ text }}\nTopic:",
             "about": "News: {{ text }}\nThis article is about",
             "section": "{{ text }}\nThis story appeared in the newspaper section:",
-            "instruct": (
-                "Classify the news article as World, Sports, Business or Technology.\n\n"
-                "Article: {{ text }}\nCategory:"
-            ),
+            "instruct": {
+                "instruction": "Classify the news article as World, Sports, Business or Technology.\n\n",
+                "prompt": "Article: {{ text }}\nCategory:",
+            },
         },
         "verbalizers": {
             "plain": {
@@ -140,10 +140,13 @@ SEARCH: dict[str, dict[str, Any]] = {
             "answer-is-a": "Question: {{ text }}\nThe answer to this question is a",
             "answer-type": "Question: {{ text }}\nAnswer type:",
             "asks-for": "Question: {{ text }}\nThis question asks for a",
-            "instruct": (
-                "Classify the question by the type of its answer: abbreviation, entity, description, "
-                "person, location or number.\n\nQuestion: {{ text }}\nAnswer type:"
-            ),
+            "instruct": {
+                "instruction": (
+                    "Classify the question by the type of its answer: abbreviation, entity, description, "
+                    "person, location or number.\n\n"
+                ),
+                "prompt": "Question: {{ text }}\nAnswer type:",
+            },
         },
         "verbalizers": {
             "shipped": {
@@ -184,7 +187,7 @@ SEARCH: dict[str, dict[str, Any]] = {
 
 # few-shot search per dataset: K values, selections, seeds (the file is always FEW_SHOT_FILE_ROWS rows)
 FEW_SHOT_SPACE = {
-    "sst2": {"shots": [4, 8, 16], "select": ["random", "knn"], "seeds": [0, 1, 2]},
+    "sst2": {"shots": [4, 8, 16], "select": ["random", "knn"], "seeds": [0, 1, 2], "knn_seeds": [0, 1]},
     "ag_news": {"shots": [4, 8], "select": ["random"], "seeds": [0, 1, 2]},
     "trec": {"shots": [6, 12], "select": ["random"], "seeds": [0, 1, 2]},
 }
@@ -241,11 +244,14 @@ def score_prompts(backend, cache: AnswerCache, prompts, prefix_chars, candidates
 
 def make_task(spec: dict[str, Any], template: str, verbalizers: dict[str, list[str]]) -> Task:
     base = load_task(spec["task"])
+    entry = spec["templates"][template]
+    entry = entry if isinstance(entry, dict) else {"prompt": entry}
     return task_from_dict(
         {
             "task": base.name,
             "labels": verbalizers,
-            "prompt": spec["templates"][template],
+            "prompt": entry["prompt"],
+            "instruction": entry.get("instruction", ""),
             "content_free": base.content_free,
         },
         base.name,
@@ -275,7 +281,9 @@ def score_setting(
 ) -> Scored:
     """Score dev rows (and the content-free inputs) for one task prompt and few-shot setting."""
     started = time.perf_counter()
-    config = LabelConfig(task=None, labels=["a", "b"], few_shot=few_shot, shots=shots, select=select, seed=seed)
+    config = LabelConfig(
+        task=None, labels=["a", "b"], few_shot=few_shot, shots=shots, select=select, seed=seed
+    )
     fewshot = None
     if few_shot:
         examples = load_examples(few_shot, task)
@@ -288,7 +296,8 @@ def score_setting(
     )
     block = fewshot.blocks(["N/A"])[0] if fewshot else ""
     cf_prompts = [
-        task.instruction + block + task.render({f: cf for f in task.text_fields}, cf) for cf in task.content_free
+        task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
+        for cf in task.content_free
     ]
     cf_matrix, _ = score_prompts(backend, cache, cf_prompts, [0] * len(cf_prompts), candidates)
     seconds = time.perf_counter() - started
@@ -313,7 +322,10 @@ def evaluate_scores(
 
     names = list(verbalizers)
     logp = pool(scored.rows, scored.candidates, verbalizers)
-    biases = {"none": np.zeros(len(names)), "contextual": contextual_bias(pool(scored.content_free, scored.candidates, verbalizers))}
+    biases = {
+        "none": np.zeros(len(names)),
+        "contextual": contextual_bias(pool(scored.content_free, scored.candidates, verbalizers)),
+    }
     for prior_name, prior in priors.items():
         biases[prior_name] = prior_bias(logp[:5000], None if prior is None else np.asarray(prior))
     out = {}
@@ -343,7 +355,9 @@ def zero_phase(dataset, backend, cache, rows, gold, log) -> list[dict]:
     for template in spec["templates"]:
         task = make_task(spec, template, first)
         scored = score_setting(backend, cache, task, rows, candidates)
-        log(f"  [{dataset}] zero-shot {template}: {len(rows)} rows, {scored.computed} computed, {scored.seconds:.0f}s")
+        log(
+            f"  [{dataset}] zero-shot {template}: {len(rows)} rows, {scored.computed} computed, {scored.seconds:.0f}s"
+        )
         for vname, verbalizers in spec["verbalizers"].items():
             metrics = evaluate_scores(scored, verbalizers, gold, priors)
             results.append({"phase": "zero", "template": template, "verbalizers": vname, "metrics": metrics})
@@ -378,11 +392,19 @@ def few_phase(dataset, backend, cache, rows, gold, zero_results, log, space, out
     results = []
     for select in space["select"]:
         for shots in space["shots"]:
-            seeds = space["seeds"]
+            seeds = space.get(f"{select}_seeds", space["seeds"])
             for seed in seeds:
                 path = evaldata.few_shot_file(dataset, FEW_SHOT_FILE_ROWS, seed, out_dir)
                 scored = score_setting(
-                    backend, cache, task, rows, candidates, few_shot=str(path), shots=shots, select=select, seed=seed
+                    backend,
+                    cache,
+                    task,
+                    rows,
+                    candidates,
+                    few_shot=str(path),
+                    shots=shots,
+                    select=select,
+                    seed=seed,
                 )
                 log(
                     f"  [{dataset}] {select} K={shots} seed={seed} ({template}, {vname}): "
@@ -438,7 +460,9 @@ def print_zero_table(dataset: str, results: list[dict]) -> None:
     print("| template | verbalizers | " + " | ".join(calibrations) + " |")
     print("|---|---|" + "---|" * len(calibrations))
     for r in results:
-        cells = [f"{r['metrics'][c]['accuracy']:.3f} / {r['metrics'][c]['macro_f1']:.3f}" for c in calibrations]
+        cells = [
+            f"{r['metrics'][c]['accuracy']:.3f} / {r['metrics'][c]['macro_f1']:.3f}" for c in calibrations
+        ]
         print(f"| {r['template']} | {r['verbalizers']} | " + " | ".join(cells) + " |")
 
 
@@ -470,7 +494,13 @@ def verify(dataset, backend, cache_path, rows_path, best_zero, best_few, out_dir
 
         task_file.write_text(
             yaml.safe_dump(
-                {"task": task.name, "labels": task.labels, "prompt": task.prompt, "content_free": task.content_free},
+                {
+                    "task": task.name,
+                    "labels": task.labels,
+                    "instruction": task.instruction,
+                    "prompt": task.prompt,
+                    "content_free": task.content_free,
+                },
                 allow_unicode=True,
                 sort_keys=False,
             )
@@ -495,14 +525,20 @@ def verify(dataset, backend, cache_path, rows_path, best_zero, best_few, out_dir
         report = evaluate_file(output)
         expected = entry["metrics"][calibration if prior is None else "prior-train"]["accuracy"]
         checks.append(
-            {"setting": label, "search_accuracy": expected, "label_corpus_accuracy": round(report["accuracy"], 4)}
+            {
+                "setting": label,
+                "search_accuracy": expected,
+                "label_corpus_accuracy": round(report["accuracy"], 4),
+            }
         )
         log(f"  [{dataset}] verify {label}: search {expected:.4f} vs label_corpus {report['accuracy']:.4f}")
     return checks
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", default="sst2,ag_news,trec")
     parser.add_argument("--phases", default="zero,few")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N dev rows (smoke runs).")
@@ -577,7 +613,9 @@ def main() -> None:
                 report["best_few"] = {**entry, "calibration": top["calibration"], "mean_over_seeds": top}
                 best_few_entries = [("few", entry, top["calibration"])]
             if args.verify:
-                rows_path = evaldata.write_jsonl(rows, args.data_dir / f"{spec['dev']}-first{len(rows)}.jsonl")
+                rows_path = evaldata.write_jsonl(
+                    rows, args.data_dir / f"{spec['dev']}-first{len(rows)}.jsonl"
+                )
                 report["verify"] = verify(
                     dataset,
                     backend,
