@@ -653,22 +653,7 @@ def _select_conformal(config: FilterConfig, pool: _Labeled, scores: np.ndarray, 
             rule=f"entropy <= {shown:.6g}" if config.score == "entropy" else f"{config.score} >= {shown:.6g}",
             certification=result.to_json() | {"curve": None},
         )
-        details["guarantee"] = {
-            "type": "precision",
-            "guaranteed_precision": config.target_precision,
-            "probability": 1 - config.delta,
-            "estimated_precision": result.estimated_precision,
-            "precision_lower_bound": result.precision_lower_bound,
-            "calibration_coverage": result.coverage,
-        }
-        curve = {
-            "points": [
-                {"coverage": p["coverage"], "precision": p["precision"], "lower_bound": p["lower_bound"]}
-                for p in result.curve
-            ],
-            "operating_point": {"coverage": result.coverage, "precision": result.estimated_precision},
-            "target": config.target_precision,
-        }
+        details["guarantee"], curve = _precision_report(result, config)
         return mask, details, curve
     try:
         sets = prediction_sets(
@@ -781,22 +766,7 @@ def _select_learned(config: FilterConfig, pool: _Labeled, details: dict[str, Any
             fit_rows=len(fit_rows),
             certify_rows=len(test_rows),
         )
-        details["guarantee"] = {
-            "type": "precision",
-            "guaranteed_precision": config.target_precision,
-            "probability": 1 - config.delta,
-            "estimated_precision": result.estimated_precision,
-            "precision_lower_bound": result.precision_lower_bound,
-            "calibration_coverage": result.coverage,
-        }
-        curve = {
-            "points": [
-                {"coverage": p["coverage"], "precision": p["precision"], "lower_bound": p["lower_bound"]}
-                for p in result.curve
-            ],
-            "operating_point": {"coverage": result.coverage, "precision": result.estimated_precision},
-            "target": config.target_precision,
-        }
+        details["guarantee"], curve = _precision_report(result, config)
     named = [name for name in used if name != "embedding"]
     coefficients = model[-1].coef_[0][: len(named)]
     details["coefficients"] = {name: float(c) for name, c in zip(named, coefficients, strict=True)}
@@ -1136,3 +1106,24 @@ def run_aggregate(inputs: list[str | Path], out: str | Path, config: AggregateCo
     finally:
         outputs.discard()
     return report
+
+
+def _precision_report(result, config: FilterConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's guarantee section and precision-coverage curve for a certified precision threshold."""
+    guarantee = {
+        "type": "precision",
+        "guaranteed_precision": config.target_precision,
+        "probability": 1 - config.delta,
+        "estimated_precision": result.estimated_precision,
+        "precision_lower_bound": result.precision_lower_bound,
+        "calibration_coverage": result.coverage,
+    }
+    curve = {
+        "points": [
+            {"coverage": p["coverage"], "precision": p["precision"], "lower_bound": p["lower_bound"]}
+            for p in result.curve
+        ],
+        "operating_point": {"coverage": result.coverage, "precision": result.estimated_precision},
+        "target": config.target_precision,
+    }
+    return guarantee, curve
