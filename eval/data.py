@@ -72,6 +72,32 @@ def _sst2(split: str) -> list[dict]:
     return rows
 
 
+_PTB = [
+    (
+        re.compile(r"\b(wo|ca|do|does|did|is|are|was|were|have|has|had|could|would|should|ai|need) n't\b"),
+        r"\1n't",
+    ),
+    (re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)\b"), r"\1"),
+    (re.compile(r"-lrb- ?"), "("),
+    (re.compile(r" ?-rrb-"), ")"),
+    (re.compile(r"`` ?"), '"'),
+    (re.compile(r" ?''"), '"'),
+    (re.compile(r" ([.,!?:;%])"), r"\1"),
+    (re.compile(r"\$ (\d)"), r"$\1"),
+]
+
+
+def detok_sst(text: str) -> str:
+    """Undo SST's PTB tokenization (`wo n't` -> `won't`, `-lrb-` -> `(`); the text stays lowercased.
+
+    Not used by default (the reported SST-2 numbers are on the text as distributed); search_prompts.py
+    --sst2-detok measures it on dev.
+    """
+    for pattern, repl in _PTB:
+        text = pattern.sub(repl, text)
+    return text
+
+
 _AG_ENTITY = re.compile(r" ?#(\d+);")
 _AG_NAMED = re.compile(r" ?(quot|amp|lt|gt|hellip);")
 _TAG = re.compile(r"<[^<>]*>")
@@ -193,16 +219,17 @@ def stratified_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
     return chosen
 
 
-def few_shot_file(dataset: str, n: int, seed: int, out: Path = DEFAULT_OUT) -> Path:
+def few_shot_file(dataset: str, n: int, seed: int, out: Path = DEFAULT_OUT, detok: bool = False) -> Path:
     """A few-shot JSONL (fields text, label, id) of n seeded, label-stratified rows of the dataset's pool.
 
     Pools: SST-2 train, AG News rows 2,601+, TREC train minus the dev slice.
     """
     pool = {"sst2": "sst2-train", "ag_news": "ag_news-pool", "trec": "trec-train"}[dataset]
-    path = out / "fewshot" / f"{dataset}-n{n}-seed{seed}.jsonl"
+    path = out / "fewshot" / f"{dataset}-n{n}-seed{seed}{'-detok' if detok else ''}.jsonl"
     if not path.exists():
         rows = stratified_rows(load(pool), n, seed)
-        write_jsonl(({"id": r["id"], "text": r["text"], "label": r["gold"]} for r in rows), path)
+        fix = detok_sst if detok else (lambda text: text)
+        write_jsonl(({"id": r["id"], "text": fix(r["text"]), "label": r["gold"]} for r in rows), path)
     return path
 
 

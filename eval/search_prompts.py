@@ -394,7 +394,9 @@ def ranked_templates(zero_results: list[dict]) -> list[tuple[str, str]]:
     return [(t, best[t][1]) for t in order]
 
 
-def few_phase(dataset, backend, cache, rows, gold, zero_results, log, space, out_dir) -> list[dict]:
+def few_phase(
+    dataset, backend, cache, rows, gold, zero_results, log, space, out_dir, detok=False
+) -> list[dict]:
     """Few-shot runs for the top `space['templates']` zero-shot templates (knn only for the best one)."""
     spec = SEARCH[dataset]
     candidates = all_candidates(spec)
@@ -416,7 +418,7 @@ def few_phase(dataset, backend, cache, rows, gold, zero_results, log, space, out
             for shots in space["shots"]:
                 seeds = space.get(f"{select}{shots}_seeds", space.get(f"{select}_seeds", space["seeds"]))
                 for seed in seeds:
-                    path = evaldata.few_shot_file(dataset, FEW_SHOT_FILE_ROWS, seed, out_dir)
+                    path = evaldata.few_shot_file(dataset, FEW_SHOT_FILE_ROWS, seed, out_dir, detok=detok)
                     scored = score_setting(
                         backend,
                         cache,
@@ -575,6 +577,15 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="Override seeds, e.g. 0,1,2.")
     parser.add_argument("--verify", action="store_true", help="Recheck the best settings via label_corpus.")
     parser.add_argument("--seed", type=int, default=0, help="Global seed (numpy/random/torch).")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="Model dtype (auto = bf16 here). The answer cache key ignores dtype: use another --cache-path.",
+    )
+    parser.add_argument(
+        "--sst2-detok", action="store_true", help="Experiment: SST-2 text with PTB tokenization undone."
+    )
+    parser.add_argument("--tag", default="", help="Suffix of the results file (search_<dataset><tag>.json).")
     args = parser.parse_args()
 
     random.seed(args.seed)
@@ -587,18 +598,23 @@ def main() -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    backend = make_backend(LabelConfig())
+    backend = make_backend(LabelConfig(dtype=args.dtype))
     cache = AnswerCache(Path(args.cache_path))
     phases = args.phases.split(",")
     try:
         for dataset in args.datasets.split(","):
             spec = SEARCH[dataset]
             rows = evaldata.load(spec["dev"])[: args.limit]
+            detok = args.sst2_detok and dataset == "sst2"
+            if detok:
+                rows = [{**r, "text": evaldata.detok_sst(r["text"])} for r in rows]
             gold = [r["gold"] for r in rows]
-            out_path = RESULTS / f"search_{dataset}.json"
+            out_path = RESULTS / f"search_{dataset}{args.tag}.json"
             previous = json.loads(out_path.read_text()) if out_path.exists() else {}
             report: dict[str, Any] = {
                 "dataset": dataset,
+                "command": " ".join(["python", "eval/search_prompts.py", *sys.argv[1:]]),
+                "sst2_detok": detok,
                 "dev_split": spec["dev"],
                 "dev_rows": len(rows),
                 "model": backend.model_id,
@@ -623,7 +639,7 @@ def main() -> None:
                         space[key] = [int(x) if key != "select" else x for x in override.split(",")]
                         if key == "seeds":  # an explicit --seeds applies to every selection and K
                             space = {k: v for k, v in space.items() if not k.endswith("_seeds")}
-                few = few_phase(dataset, backend, cache, rows, gold, zero, log, space, args.data_dir)
+                few = few_phase(dataset, backend, cache, rows, gold, zero, log, space, args.data_dir, detok)
                 summary = summarize_few(few)
                 report["few"] = few
                 report["few_summary"] = summary
