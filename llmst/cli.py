@@ -8,6 +8,7 @@ after retries, model failed to load), 130 interrupted (rerun the same command to
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -137,7 +138,9 @@ def filter_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL of the kept records.")],
     method: Annotated[
         str,
-        typer.Option(help="threshold, per-class, balanced, curriculum, conformal, agreement or learned."),
+        typer.Option(
+            help="threshold, per-class, balanced, curriculum, conformal, agreement, learned or student-oof."
+        ),
     ] = "threshold",
     score: Annotated[str, typer.Option(help="Trust score: confidence, margin or entropy.")] = "confidence",
     threshold: Annotated[
@@ -198,7 +201,15 @@ def filter_cmd(
     embedding_field: Annotated[
         str | None, typer.Option(help="learned: field holding an embedding vector, used as features.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="learned: seed of the calibration split.")] = 0,
+    student: Annotated[
+        str,
+        typer.Option(help="student-oof: student trained on each K-1 folds (bundled name, folder, hub id)."),
+    ] = "minilm-l6",
+    folds: Annotated[int, typer.Option(help="student-oof: number of folds.")] = 5,
+    student_epochs: Annotated[float, typer.Option(help="student-oof: epochs of each fold's student.")] = 2.0,
+    seed: Annotated[
+        int, typer.Option(help="learned: seed of the calibration split; student-oof: folds.")
+    ] = 0,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Do not write PNG plots.")] = False,
 ) -> None:
     """Select trustworthy pseudo-labels: thresholds, class balance, curricula, guaranteed precision.
@@ -231,6 +242,9 @@ def filter_cmd(
         sources_field=sources_field,
         text_field=text_field,
         embedding_field=embedding_field,
+        student=student,
+        folds=folds,
+        student_epochs=student_epochs,
         seed=seed,
         plots=not no_plots,
     )
@@ -287,6 +301,150 @@ def aggregate_cmd(
     )
     report = run_aggregate(inputs, out, config)
     typer.echo(json.dumps(summarize(report), indent=2))
+
+
+@app.command("train")
+def train_cmd(
+    labeled: Annotated[
+        str, typer.Argument(help="Labeled records (llmst label / filter / aggregate output).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (HF format + model card).")],
+    student: Annotated[
+        str,
+        typer.Option(help="Student: bundled name (minilm-l6, smollm2-135m-instruct, ...), folder or hub id."),
+    ] = "minilm-l6",
+    kind: Annotated[
+        str, typer.Option(help="classifier (sequence classification head) or generative (TRL SFT).")
+    ] = "classifier",
+    lora: Annotated[
+        bool, typer.Option("--lora", help="Train LoRA adapters (merged into the saved model).")
+    ] = False,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_target: Annotated[
+        str, typer.Option(help="LoRA targets: all-linear or module names.")
+    ] = "all-linear",
+    soft_labels: Annotated[bool, typer.Option("--soft-labels", help="Fit the labeler's probs.")] = False,
+    weight_field: Annotated[
+        str | None, typer.Option(help="Per-row loss weight field, e.g. confidence.")
+    ] = None,
+    loss: Annotated[str, typer.Option(help="ce or doubly-robust (needs --gold and --gold-share).")] = "ce",
+    gold: Annotated[str | None, typer.Option(help="Small gold-labeled file mixed into every batch.")] = None,
+    gold_field: Annotated[str, typer.Option(help="Gold label field of --gold.")] = "gold",
+    gold_share: Annotated[float, typer.Option(help="Share of each batch taken from --gold.")] = 0.0,
+    eval_file: Annotated[
+        str | None,
+        typer.Option("--eval", help="Gold-labeled file scored after training (in the model card)."),
+    ] = None,
+    eval_gold_field: Annotated[str, typer.Option(help="Gold field of --eval.")] = "gold",
+    text_field: Annotated[str | None, typer.Option(help="Text field(s), comma-separated.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Label names in order (default: keys of probs).")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the pseudo-labeled rows.")] = 3.0,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Peak learning rate (default 5e-5, LoRA 2e-4).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch per process.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Tokens per input at most.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed (head init, data order, dropout).")] = 0,
+    bf16: Annotated[
+        bool | None, typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on for bf16 GPUs).")
+    ] = None,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (resume point).")] = 200,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N rows only.")] = None,
+    prompt: Annotated[
+        str, typer.Option(help="generative: Jinja prompt template; the target is ' <label>'.")
+    ] = "{{ text }}\nLabel:",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Fine-tune a student on labeled records; save an HF model folder with a model card.
+
+    Runs as is on one CPU or GPU, and unchanged under `torchrun --nproc_per_node N -m llmst train ...` or
+    `accelerate launch -m llmst train ...` (DDP; FSDP via an accelerate config, see scripts/accelerate/).
+    An interrupted run resumes from its last checkpoint (OUT/checkpoints) when rerun. Prints a JSON summary.
+    """
+    from dataclasses import asdict
+
+    from llmst.train import TrainConfig, train
+
+    config = TrainConfig(
+        student=student,
+        kind=kind,  # type: ignore[arg-type]
+        lora=lora,
+        lora_r=lora_r,
+        lora_target=lora_target,
+        soft_labels=soft_labels,
+        weight_field=weight_field,
+        loss=loss,  # type: ignore[arg-type]
+        gold=gold,
+        gold_field=gold_field,
+        gold_share=gold_share,
+        eval=eval_file,
+        eval_gold_field=eval_gold_field,
+        text_fields=_split(text_field),
+        labels=_split(labels),
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        bf16=bf16,
+        save_steps=save_steps,
+        limit=limit,
+        prompt=prompt,
+        overwrite=overwrite,
+    )
+    summary = train(labeled, out, config, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        payload = asdict(summary)
+        payload["metrics"] = {k: v for k, v in summary.metrics.items() if k in ("accuracy", "macro_f1", "n")}
+        typer.echo(json.dumps(payload, indent=2))
+
+
+@app.command("predict")
+def predict_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="A student folder written by llmst train.")],
+    input: Annotated[str, typer.Argument(help="Corpus to label (.jsonl, .csv, .parquet, HF dataset).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL of labeled records.")],
+    text_field: Annotated[
+        str | None, typer.Option(help="Text field(s) (default: those the student was trained on).")
+    ] = None,
+    id_field: Annotated[str, typer.Option(help="Input field holding a stable id.")] = "id",
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    limit: Annotated[int | None, typer.Option(help="Only the first N rows.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+) -> None:
+    """Relabel a corpus with a trained student: the same record contract as `llmst label` (label, probs, ...),
+    so the output feeds `llmst evaluate` and `llmst filter`. Bad rows go to OUT.rejects.jsonl."""
+    from llmst.train import predict_file
+
+    summary = predict_file(
+        model_dir,
+        input,
+        out,
+        text_fields=_split(text_field),
+        id_field=id_field,
+        batch_size=batch_size,
+        limit=limit,
+        overwrite=overwrite,
+    )
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("selftrain")
+def selftrain_cmd(
+    config: Annotated[Path, typer.Argument(help="Self-training YAML (see llmst/experiments/selftrain.py).")],
+) -> None:
+    """Self-training: LLM labels -> filter -> train a student -> the student relabels the pool -> curriculum
+    filter -> retrain from the initial weights, for `rounds` rounds.
+
+    Every stage's output stays under out_dir/round<r>/ (labels, kept rows + report, student, relabels); rerun
+    the same command to resume. Writes out_dir/report.json, report.md (per-round table) and rounds.png.
+    """
+    from llmst.experiments import load_selftrain_config, run_selftrain
+    from llmst.experiments.selftrain import report_markdown
+
+    report = run_selftrain(load_selftrain_config(config))
+    typer.echo(report_markdown(report))
 
 
 @models_app.command("list")

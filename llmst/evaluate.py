@@ -15,18 +15,12 @@ from llmst.metrics import (
     plot_reliability,
     reliability_bins,
 )
-from llmst.records import Reject, read_records, write_json_atomic
+from llmst.records import Reject, label_index, read_records, write_json_atomic
 
 
 def _gold_name(value: Any, names: list[str]) -> str | None:
-    if value is None or value == "":
-        return None
-    text = str(value)
-    if text in names:
-        return text
-    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
-        return names[int(text)]
-    return None
+    index = label_index(value, names)
+    return names[index] if index >= 0 else None
 
 
 def evaluate_records(

@@ -9,13 +9,62 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from llmst.errors import ConfigError
+
+# Fields every labeling stage (label, aggregate, predict) adds to a record (the record contract).
+OUTPUT_FIELDS = (
+    "id",
+    "label",
+    "probs",
+    "confidence",
+    "margin",
+    "entropy",
+    "model",
+    "task",
+    "prompt_hash",
+    "calibration",
+    "truncated",
+)
+
+
+def label_fields(probs: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """`label, probs, confidence, margin, entropy` of one row's label distribution (shape (K,))."""
+    order = np.argsort(-probs, kind="stable")
+    top = float(probs[order[0]])
+    second = float(probs[order[1]]) if len(order) > 1 else 0.0
+    return {
+        "label": names[order[0]],
+        "probs": {n: float(p) for n, p in zip(names, probs, strict=True)},
+        "confidence": top,
+        "margin": top - second,
+        "entropy": float(-sum(p * math.log(p) for p in probs if p > 0)),
+    }
+
+
+def label_index(value: Any, names: Sequence[str]) -> int:
+    """Index of a gold value given as a label name or an integer index into `names`; -1 if it is neither."""
+    if value is None or value == "" or isinstance(value, bool):
+        return -1
+    text = str(value)
+    if text in names:
+        return list(names).index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+        return int(text)
+    return -1
+
+
+def keep_input_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The input record, with fields that clash with the output contract renamed to `input_<name>`."""
+    return {f"input_{k}" if k in OUTPUT_FIELDS and k != "id" else k: v for k, v in record.items()}
 
 
 @dataclass

@@ -41,16 +41,24 @@ from llmst.filter.conformal import (
 from llmst.filter.curriculum import curriculum_fraction, select_curriculum
 from llmst.filter.learned import correctness_features, fit_correctness_model, predict_correctness
 from llmst.filter.per_class import per_class_thresholds, select_per_class
-from llmst.filter.scores import entropy as entropy_of
 from llmst.filter.scores import label_quality_scores
 from llmst.filter.threshold import select_by_threshold
 from llmst.metrics import accuracy_coverage
-from llmst.records import Reject, read_records
+from llmst.records import Reject, label_fields, label_index, read_records
 
 FilterMethod = Literal[
-    "threshold", "per-class", "balanced", "curriculum", "conformal", "agreement", "learned"
+    "threshold", "per-class", "balanced", "curriculum", "conformal", "agreement", "learned", "student-oof"
 ]
-FILTER_METHODS = ("threshold", "per-class", "balanced", "curriculum", "conformal", "agreement", "learned")
+FILTER_METHODS = (
+    "threshold",
+    "per-class",
+    "balanced",
+    "curriculum",
+    "conformal",
+    "agreement",
+    "learned",
+    "student-oof",
+)
 AggregateMethod = Literal["vote", "weighted", "mean", "dawid-skene"]
 AGGREGATE_METHODS = ("vote", "weighted", "mean", "dawid-skene")
 FUSED_FIELDS = ("label", "probs", "confidence", "margin", "entropy", "model", "prompt_hash", "calibration")
@@ -156,6 +164,11 @@ class FilterConfig:
     embedding_field: str | None = field(
         default=None, metadata={"help": "learned: field holding an embedding vector, used as features."}
     )
+    student: str = field(
+        default="minilm-l6", metadata={"help": "student-oof: student model trained on each K-1 folds."}
+    )
+    folds: int = field(default=5, metadata={"help": "student-oof: number of folds."})
+    student_epochs: float = field(default=2.0, metadata={"help": "student-oof: epochs per fold student."})
     seed: int = field(default=0, metadata={"help": "Seed of the learned selector's calibration split."})
     plots: bool = field(default=True, metadata={"help": "Write PNG plots next to the report."})
 
@@ -198,6 +211,8 @@ class FilterConfig:
         ):
             if value is not None and value < 0:
                 raise ConfigError(f"{option} must be >= 0; got {value}")
+        if self.folds < 2 or self.student_epochs <= 0:
+            raise ConfigError("--folds must be >= 2 and --student-epochs > 0")
         if self.min_agree is not None and self.min_agree < 1:
             raise ConfigError(f"--min-agree must be >= 1; got {self.min_agree}")
         if self.method == "threshold" and self.threshold is None and self.score == "entropy":
@@ -287,17 +302,6 @@ class _Labeled:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _gold_index(value: Any, names: list[str]) -> int:
-    if value is None or value == "" or isinstance(value, bool):
-        return -1
-    text = str(value)
-    if text in names:
-        return names.index(text)
-    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
-        return int(text)
-    return -1
-
-
 def _iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for item in read_records(path):
         if isinstance(item, Reject):
@@ -352,7 +356,7 @@ def _read_labeled(
         rows.append([probs[name] for name in names])
         label = record.get("label")
         labels.append(names.index(label) if label in names else int(np.argmax(rows[-1])))
-        gold.append(_gold_index(record.get(gold_field), names) if gold_field else -1)
+        gold.append(label_index(record.get(gold_field), names) if gold_field else -1)
         if record.get("id") is None:
             missing_ids += 1
         ids.append(str(record.get("id", line)))
@@ -407,7 +411,7 @@ def _source_matrix(data: _Labeled, names: list[str]) -> tuple[np.ndarray, list[s
             value = row.get(name)
             if value is None:
                 continue
-            index = _gold_index(value, names)
+            index = label_index(value, names)
             if index < 0:
                 raise ConfigError(
                     f"{data.path}: source '{name}' gives the unknown label {value!r} (row {i + 1})"
@@ -546,7 +550,7 @@ def _agreement_fraction(data: _Labeled, source_names: list[str] | None) -> np.nd
     matrix = np.full((len(data.sources), len(source_names)), -1, dtype=np.int64)
     for i, row in enumerate(data.sources):
         for j, name in enumerate(source_names):
-            matrix[i, j] = _gold_index(row.get(name), data.names)
+            matrix[i, j] = label_index(row.get(name), data.names)
     agree, voters = agreement_counts(matrix, n_classes=len(data.names), labels=data.labels)
     return np.where(voters > 0, agree / np.maximum(voters, 1), 0.0)
 
@@ -627,11 +631,40 @@ def _select(
             details.update(min_agree=min_agree, sources=source_names, n_sources=len(source_names))
         elif method == "conformal":
             mask, details, calibration_curve = _select_conformal(config, pool, scores, details)
+        elif method == "student-oof":
+            mask, scores, details = _select_student_oof(config, pool)
         else:
             mask, scores, details, calibration_curve = _select_learned(config, pool, details)
     except ValueError as err:  # a selector refused its inputs: a user-fixable condition
         raise ConfigError(str(err)) from err
     return mask, scores, details, calibration_curve
+
+
+def _select_student_oof(
+    config: FilterConfig, pool: _Labeled
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Drop rows that cleanlab flags from out-of-fold student probabilities (confident learning)."""
+    from llmst.train.config import TrainConfig
+    from llmst.train.oof import find_label_issues, out_of_fold_probs
+
+    train_config = TrainConfig(
+        student=config.student,
+        epochs=config.student_epochs,
+        labels=pool.names,
+        text_fields=[config.text_field or "text"],
+        seed=config.seed,
+    )
+    oof = out_of_fold_probs(pool.path, pool.labels, train_config, folds=config.folds)
+    issues = find_label_issues(pool.labels, oof)
+    self_confidence = oof[np.arange(len(oof)), pool.labels]
+    details = {
+        "score": "out-of-fold self-confidence",
+        "student": config.student,
+        "folds": config.folds,
+        "n_label_issues": int(issues.sum()),
+        "oof_agreement": float((oof.argmax(axis=1) == pool.labels).mean()),
+    }
+    return ~issues, self_confidence, details
 
 
 def _select_conformal(config: FilterConfig, pool: _Labeled, scores: np.ndarray, details: dict[str, Any]):
@@ -893,11 +926,6 @@ def _source_name(path: str | Path) -> str:
     return name
 
 
-def _record_fields(probs: np.ndarray) -> tuple[float, float, float]:
-    ordered = np.sort(probs)
-    return float(ordered[-1]), float(ordered[-1] - ordered[-2]), float(entropy_of(probs[None, :])[0])
-
-
 def run_aggregate(inputs: list[str | Path], out: str | Path, config: AggregateConfig) -> dict[str, Any]:
     """Fuse labeled files of one corpus (joined on `id`) and optional labeling functions into `out`.
 
@@ -1071,15 +1099,11 @@ def run_aggregate(inputs: list[str | Path], out: str | Path, config: AggregateCo
     def fused_records() -> Iterator[dict[str, Any]]:
         for i, (_, record) in enumerate(_iter_records(inputs[0])):
             row_probs = fused[i]
-            confidence, margin, entropy = _record_fields(row_probs)
             out_record = dict(record)
+            out_record["id"] = first.ids[i]
+            out_record.update(label_fields(row_probs, label_names))
+            out_record["label"] = label_names[int(fused_labels[i])]
             out_record.update(
-                id=first.ids[i],
-                label=label_names[int(fused_labels[i])],
-                probs={name: float(p) for name, p in zip(label_names, row_probs, strict=True)},
-                confidence=confidence,
-                margin=margin,
-                entropy=entropy,
                 model=f"aggregate:{config.method}",
                 prompt_hash=prompt_hash,
                 sources={

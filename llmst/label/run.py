@@ -9,7 +9,6 @@ the input resumes after the last confirmed row; rows scored before the crash com
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections import Counter
@@ -29,21 +28,18 @@ from llmst.label.calibrate import contextual_bias, prior_bias, softmax
 from llmst.label.fewshot import FewShotSelector, load_examples
 from llmst.label.task import Task, adhoc_task, load_task
 from llmst.models import DEFAULT_LABELER, llmst_home
-from llmst.records import JsonlAppender, Reject, Row, read_records, record_id, record_text, write_json_atomic
-
-OUTPUT_FIELDS = (
-    "id",
-    "label",
-    "probs",
-    "confidence",
-    "margin",
-    "entropy",
-    "model",
-    "task",
-    "prompt_hash",
-    "calibration",
-    "truncated",
+from llmst.records import (
+    JsonlAppender,
+    Reject,
+    Row,
+    keep_input_fields,
+    label_fields,
+    read_records,
+    record_id,
+    record_text,
+    write_json_atomic,
 )
+
 CANDIDATE_TOKEN_ALLOWANCE = 16  # context tokens kept free for the longest verbalizer
 
 
@@ -168,20 +164,6 @@ class _Scorer:
                 picks = values[[j for j, owner in enumerate(self.owner) if owner == label]]
                 out[row, label] = np.logaddexp.reduce(picks)
         return out
-
-
-def _record_fields(probs: np.ndarray, names: list[str]) -> tuple[str, dict[str, float], float, float, float]:
-    order = np.argsort(-probs)
-    top = float(probs[order[0]])
-    second = float(probs[order[1]]) if len(order) > 1 else 0.0
-    entropy = float(-sum(p * math.log(p) for p in probs if p > 0))
-    return (
-        names[order[0]],
-        {n: float(p) for n, p in zip(names, probs, strict=True)},
-        top,
-        top - second,
-        entropy,
-    )
 
 
 class _Prepared:
@@ -406,17 +388,10 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
 
 
 def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) -> dict[str, Any]:
-    label, probs, confidence, margin, entropy = _record_fields(row_probs, names)
-    record = {}
-    for key, value in item.row.record.items():
-        record[f"input_{key}" if key in OUTPUT_FIELDS and key != "id" else key] = value
+    record = keep_input_fields(item.row.record)
+    record["id"] = item.rid
+    record.update(label_fields(row_probs, names))
     record.update(
-        id=item.rid,
-        label=label,
-        probs=probs,
-        confidence=confidence,
-        margin=margin,
-        entropy=entropy,
         model=backend.model_id,
         task=task.name,
         prompt_hash=prompt_hash,

@@ -1,0 +1,236 @@
+"""`llmst selftrain CONFIG.yaml`: rounds of label -> filter -> train -> predict, with a growing curriculum.
+
+Round 0: the LLM labels the pool, `filter` selects (any llmst filter method), a student is trained and relabels
+the pool. Round r >= 1: the previous student's relabels are filtered with a curriculum (the top
+`curriculum[r-1]` fraction of each class by confidence) and a new student is trained **from the initial
+weights** (restarting avoids concept drift; Cascante-Bonilla et al., AAAI 2021, "Curriculum Labeling").
+Every stage writes its output under `out_dir/round<r>/`, and a rerun skips every stage whose output is
+complete, so an interrupted run resumes where it stopped.
+
+Config (YAML):
+
+    corpus: pool.jsonl            # unlabeled texts (gold labels there, if any, are only used for reports)
+    out_dir: runs/selftrain
+    rounds: 2
+    dev: dev.jsonl                # optional gold rows: per-round metrics
+    test: test.jsonl              # optional gold rows: per-round metrics (never used for any choice)
+    gold_field: gold
+    curriculum: [0.5, 0.8]        # rounds >= 1: fraction of each class kept
+    label: {task: sentiment, calibrate: prior}              # llmst label options
+    filter: {method: threshold, threshold: 0.8}             # llmst filter options (round 0)
+    train: {student: minilm-l6, epochs: 3}                  # llmst train options
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmst.errors import ConfigError
+from llmst.records import write_json_atomic
+
+
+@dataclass
+class SelfTrainConfig:
+    corpus: str
+    out_dir: str
+    rounds: int = 2
+    dev: str | None = None
+    test: str | None = None
+    gold_field: str = "gold"
+    curriculum: list[float] = field(default_factory=lambda: [0.5, 0.8])
+    label: dict[str, Any] = field(default_factory=dict)
+    filter: dict[str, Any] = field(default_factory=lambda: {"method": "threshold", "threshold": 0.8})
+    train: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # the YAML file this came from
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError("selftrain: rounds must be >= 1")
+        if len(self.curriculum) < self.rounds - 1:
+            raise ConfigError(
+                f"selftrain: curriculum needs {self.rounds - 1} fractions (one per round after the first)",
+                hint="e.g. curriculum: [0.5, 0.8]",
+            )
+        if any(not 0 < f <= 1 for f in self.curriculum):
+            raise ConfigError("selftrain: curriculum fractions must be in (0, 1]")
+
+
+def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
+    """Read and validate a selftrain YAML; relative paths are taken from the YAML file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"selftrain config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    known = {f.name for f in fields(SelfTrainConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known - {'source'})}"
+        )
+    for required in ("corpus", "out_dir"):
+        if required not in data:
+            raise ConfigError(f"{path}: '{required}' is required")
+    base = path.resolve().parent
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
+            return str(base / value)
+        return value
+
+    for key in ("corpus", "dev", "test"):
+        data[key] = resolve(data.get(key))
+    data["out_dir"] = (
+        str(base / data["out_dir"]) if not Path(data["out_dir"]).is_absolute() else data["out_dir"]
+    )
+    for section in ("label", "filter", "train"):
+        data[section] = {k: resolve(v) for k, v in (data.get(section) or {}).items()}
+    return SelfTrainConfig(**data, source=str(path))
+
+
+def _build(cls, options: dict[str, Any], section: str, **overrides: Any):
+    try:
+        return cls(**{**options, **overrides})
+    except TypeError as error:
+        raise ConfigError(f"selftrain: bad '{section}' options: {error}") from error
+
+
+def _log(message: str) -> None:
+    print(f"[selftrain] {message}", file=sys.stderr, flush=True)
+
+
+def _metrics(path: Path, gold_field: str) -> dict[str, Any]:
+    from llmst.evaluate import evaluate_file
+
+    report = evaluate_file(path, gold_field=gold_field)
+    return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "ece")} | {"n": report["n"]}
+
+
+def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
+    """Run (or resume) all rounds; returns the report also written to `out_dir/report.json`."""
+    from llmst.filter.run import FilterConfig, run_filter
+    from llmst.label.run import LabelConfig, label_corpus
+    from llmst.train import TrainConfig, predict_file, train
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.source:
+        shutil.copyfile(config.source, out_dir / "config.yaml")
+    # validate every stage's options before any work starts
+    label_config = _build(LabelConfig, config.label, "label", progress=False)
+    first_filter = _build(FilterConfig, config.filter, "filter")
+    train_config = _build(TrainConfig, config.train, "train")
+    rounds: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"config": asdict(config), "rounds": rounds}
+
+    round0 = out_dir / "round0"
+    labeled = round0 / "labeled.jsonl"
+    started = time.perf_counter()
+    _log(f"round 0: labeling {config.corpus} with {label_config.model} (resumes a partial run)")
+    label_corpus(config.corpus, labeled, label_config)  # a finished job is a no-op, a partial one resumes
+    if config.dev or config.test:
+        report["labeler"] = {}
+        for split, path in (("dev", config.dev), ("test", config.test)):
+            if not path:
+                continue
+            out = round0 / f"labeler.{split}.jsonl"
+            label_corpus(path, out, label_config)
+            report["labeler"][split] = _metrics(out, config.gold_field)
+    source = labeled
+    for index in range(config.rounds):
+        folder = out_dir / f"round{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / "kept.jsonl"
+        if index == 0:
+            filter_config = first_filter
+        else:
+            filter_config = FilterConfig(method="curriculum", fraction=config.curriculum[index - 1])
+        if not kept.exists():
+            _log(f"round {index}: filter {source.name} with {filter_config.method}")
+            run_filter(source, kept, filter_config)
+        filter_report = json.loads((folder / "kept.jsonl.report.json").read_text())
+        student_dir = folder / "student"
+        if not (student_dir / "config.json").exists():
+            _log(f"round {index}: train {train_config.student} on {filter_report['n_kept']} rows")
+            train(kept, student_dir, train_config, progress=False)
+        pool_pred = folder / "pool.predicted.jsonl"
+        if not pool_pred.exists():
+            _log(f"round {index}: student relabels the pool")
+            predict_file(student_dir, config.corpus, pool_pred)
+        entry: dict[str, Any] = {
+            "round": index,
+            "filter": filter_config.method,
+            "kept": filter_report["n_kept"],
+            "coverage": round(filter_report["coverage"], 4),
+            "kept_precision": (filter_report.get("gold") or {}).get("precision_kept"),
+        }
+        for split, path in (("dev", config.dev), ("test", config.test)):
+            if not path:
+                continue
+            out = folder / f"student.{split}.jsonl"
+            if not out.exists():
+                predict_file(student_dir, path, out)
+            entry[split] = _metrics(out, config.gold_field)
+        rounds.append(entry)
+        _log(f"round {index}: " + json.dumps({k: v for k, v in entry.items() if k != "round"}))
+        source = pool_pred
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(report_markdown(report))
+    _plot(report, out_dir / "rounds.png")
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    labeler = report.get("labeler") or {}
+    splits = [s for s in ("dev", "test") if any(s in r for r in report["rounds"])]
+    header = (
+        "| round | filter | kept | kept precision | " + " | ".join(f"{s} accuracy" for s in splits) + " |"
+    )
+    lines = [header, "|" + "---|" * (4 + len(splits))]
+    if labeler:
+        cells = [f"{labeler[s]['accuracy']:.4f}" if s in labeler else "" for s in splits]
+        lines.append("| labeler | | | | " + " | ".join(cells) + " |")
+    for entry in report["rounds"]:
+        precision = entry.get("kept_precision")
+        cells = [f"{entry[s]['accuracy']:.4f}" for s in splits]
+        lines.append(
+            f"| {entry['round']} | {entry['filter']} | {entry['kept']} | "
+            f"{'' if precision is None else f'{precision:.4f}'} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    rounds = [r["round"] for r in report["rounds"]]
+    for split, marker in (("dev", "o"), ("test", "s")):
+        values = [r[split]["accuracy"] for r in report["rounds"] if split in r]
+        if values:
+            ax.plot(rounds, values, marker=marker, label=f"student ({split})")
+            labeler = (report.get("labeler") or {}).get(split)
+            if labeler:
+                ax.axhline(labeler["accuracy"], linestyle="--", linewidth=1, label=f"labeler ({split})")
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    ax.set_title("Self-training rounds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,87 @@
+"""Student losses on classifier logits: soft-label cross-entropy and the doubly robust self-training loss.
+
+Each loss has a `compute_loss_from_logits` (testable without a model) and `get_config_dict` (written to the
+model card), like sentence-transformers' losses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(logits: torch.Tensor, targets: torch.Tensor, owner: str) -> None:
+    if logits.ndim != 2 or targets.shape != logits.shape:
+        raise ValueError(
+            f"{owner}: logits and targets must both have shape (batch, labels); got "
+            f"{tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `values` (B,) weighted by `weights` (B,); 0 when the weights sum to 0 (an empty group)."""
+    if weights is None:
+        return values.mean() if values.numel() else values.sum()
+    total = weights.sum()
+    return (values * weights).sum() / total.clamp_min(1e-12)
+
+
+class SoftCrossEntropyLoss:
+    """Cross-entropy against a target distribution per row: -sum_k t_k log softmax(z)_k.
+
+    Hard labels are one-hot targets; soft labels (the labeler's `probs`) keep its uncertainty. Optional per-row
+    weights (e.g. the labeler's confidence) give a weighted mean over the batch.
+    """
+
+    def compute_loss_from_logits(
+        self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        _check(logits, targets, type(self).__name__)
+        per_row = -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
+        return weighted_mean(per_row, weights)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"loss": "cross-entropy"}
+
+
+class DoublyRobustLoss:
+    """Doubly robust self-training loss (Zhu et al., NeurIPS 2023, arXiv:2306.00265).
+
+    On a batch with pseudo-labeled rows P and gold rows G (gold rows carry both the pseudo target and the gold
+    target):
+
+        L = mean_{P u G} l(pseudo)  -  mean_G l(pseudo)  +  mean_G l(gold)
+
+    With perfect pseudo-labels the last two terms cancel and L is cross-entropy on all rows; with useless
+    pseudo-labels the first two terms cancel in expectation and L falls back to the gold rows alone.
+    `weights` (optional) weight the pseudo terms only.
+    """
+
+    citation = (
+        "@inproceedings{zhu2023doubly, title={Doubly Robust Self-Training}, author={Zhu, Banghua and Ding, "
+        "Mingyu and Jacobson, Philip and Wu, Ming and Zhan, Wei and Jordan, Michael and Jiao, Jiantao}, "
+        "booktitle={NeurIPS}, year={2023}}"
+    )
+
+    def compute_loss_from_logits(
+        self,
+        logits: torch.Tensor,
+        pseudo_targets: torch.Tensor,
+        gold_targets: torch.Tensor,
+        is_gold: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        _check(logits, pseudo_targets, type(self).__name__)
+        _check(logits, gold_targets, type(self).__name__)
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        pseudo = -(pseudo_targets * log_probs).sum(dim=-1)
+        gold = -(gold_targets * log_probs).sum(dim=-1)
+        mask = is_gold.to(log_probs.dtype)
+        if mask.sum() == 0:
+            raise ValueError("DoublyRobustLoss: a batch needs at least one gold row (set a gold share > 0)")
+        return weighted_mean(pseudo, weights) - weighted_mean(pseudo, mask) + weighted_mean(gold, mask)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"loss": "doubly-robust"}

@@ -1,0 +1,202 @@
+"""`llmst predict`: a trained student relabels a corpus, writing the same labeled records as `llmst label`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmst.errors import ConfigError
+from llmst.records import (
+    JsonlAppender,
+    Reject,
+    Row,
+    keep_input_fields,
+    label_fields,
+    read_records,
+    record_id,
+    record_text,
+)
+from llmst.train.model import StudentClassifier, load_tokenizer, read_student_meta
+
+CHUNK_ROWS = 1024
+
+
+def load_student(model_dir: str | Path) -> tuple[StudentClassifier, Any, dict[str, Any]]:
+    """A saved classifier student (eval mode), its tokenizer and its llmst metadata."""
+    from transformers import AutoModelForSequenceClassification
+
+    meta = read_student_meta(model_dir)
+    if meta["kind"] != "classifier":
+        raise ConfigError(f"{model_dir} is a {meta['kind']} student, not a classifier")
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
+    return StudentClassifier(model).eval(), load_tokenizer(str(model_dir)), meta
+
+
+@torch.inference_mode()
+def predict_probs(
+    student: StudentClassifier,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    max_length: int = 128,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Class probabilities (N, K), batched by length so little padding is computed."""
+    device = next(student.parameters()).device
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in index]}, return_tensors="pt")
+        logits = student(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
+        probs = torch.softmax(logits, dim=-1).cpu().numpy()
+        if out is None:
+            out = np.zeros((len(texts), probs.shape[1]))
+        out[index] = probs
+    return out if out is not None else np.zeros((0, 0))
+
+
+def _chunks(items: Iterator[Row | Reject], size: int) -> Iterator[list[Row | Reject]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def student_fingerprint(model_dir: str | Path) -> str:
+    """Hash of the saved weights' sizes and modification times plus the metadata (cheap, changes on retrain)."""
+    folder = Path(model_dir)
+    parts = [
+        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.safetensors"))
+    ]
+    parts.append((folder / "llmst_student.json").read_text())
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def predict_file(
+    model_dir: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    text_fields: list[str] | None = None,
+    id_field: str = "id",
+    batch_size: int = 64,
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Label `source` with the student in `model_dir`; write OUT (atomically) and OUT.rejects.jsonl."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists", hint="pass --overwrite to replace it")
+    meta = read_student_meta(model_dir)
+    if meta["kind"] == "generative":
+        return _predict_generative(model_dir, meta, source, out, text_fields, id_field, batch_size, limit)
+    student, tokenizer, meta = load_student(model_dir)
+    names: list[str] = meta["labels"]
+    fields = text_fields or meta["text_fields"]
+    fingerprint = student_fingerprint(model_dir)
+    counts: Counter[str] = Counter()
+    rejected = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(tmp_name)
+    rejects_tmp = out.with_name(out.name + ".rejects.jsonl.tmp")
+    rejects_tmp.unlink(missing_ok=True)
+    rejects = JsonlAppender(rejects_tmp)
+    writer = JsonlAppender(tmp)
+    try:
+        rows = islice(read_records(source), limit) if limit else read_records(source)
+        for chunk in _chunks(iter(rows), CHUNK_ROWS):
+            good: list[tuple[Row, str]] = []
+            for item in chunk:
+                if isinstance(item, Reject):
+                    rejects.write({"line": item.line, "reason": item.reason, "raw": item.raw})
+                    rejected += 1
+                    continue
+                text = record_text(item.record, fields)
+                if not text:
+                    rejects.write({"line": item.line, "reason": f"no text in fields {fields}"})
+                    rejected += 1
+                    continue
+                good.append((item, text))
+            probs = predict_probs(
+                student, tokenizer, [t for _, t in good], max_length=meta["max_length"], batch_size=batch_size
+            )
+            for (row, text), row_probs in zip(good, probs, strict=True):
+                record = keep_input_fields(row.record)
+                record["id"] = record_id(row.record, text, id_field)
+                record.update(label_fields(row_probs, names))
+                record.update(
+                    model=f"student:{Path(model_dir).name}",
+                    task=f"student:{meta['base_model']}",
+                    prompt_hash=fingerprint,
+                    calibration="none",
+                    truncated=False,
+                )
+                counts[record["label"]] += 1
+                writer.write(record)
+            writer.flush()
+            rejects.flush()
+    except BaseException:
+        writer.close()
+        rejects.close()
+        tmp.unlink(missing_ok=True)
+        rejects.path.unlink(missing_ok=True)
+        raise
+    writer.close()
+    rejects.close()
+    os.replace(tmp, out)
+    os.replace(rejects.path, out.with_name(out.name + ".rejects.jsonl"))
+    return {
+        "output": str(out),
+        "labeled": sum(counts.values()),
+        "rejected": rejected,
+        "label_counts": dict(counts),
+    }
+
+
+def _predict_generative(
+    model_dir, meta, source, out, text_fields, id_field, batch_size, limit
+) -> dict[str, Any]:
+    """A generative student scores each label as a continuation of its training prompt (llmst label)."""
+    from llmst.label.run import LabelConfig, label_corpus
+
+    config = LabelConfig(
+        task=str(Path(model_dir) / "task.yaml"),
+        model=str(model_dir),
+        text_fields=text_fields,
+        id_field=id_field,
+        batch_size=batch_size,
+        limit=limit,
+        cache=False,
+        overwrite=True,
+        progress=False,
+    )
+    summary = label_corpus(source, out, config)
+    return {
+        "output": str(out),
+        "labeled": summary.labeled,
+        "rejected": summary.rejected,
+        "label_counts": summary.label_counts,
+    }
+
+
+def evaluate_student(
+    model_dir: str | Path, gold_file: str | Path, *, gold_field: str = "gold"
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, ... of the student on a gold-labeled file (see `llmst evaluate`)."""
+    from llmst.evaluate import evaluate_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "predicted.jsonl"
+        predict_file(model_dir, gold_file, out)
+        return evaluate_file(out, gold_field=gold_field)

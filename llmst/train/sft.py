@@ -1,0 +1,160 @@
+"""Generative student: supervised fine-tuning with TRL's SFTTrainer (prompt -> " <label>"), LoRA by default.
+
+The prompt template and label words are saved as `task.yaml` in the model folder, so `llmst predict` scores
+each label as a continuation of the same prompt with llmst's own scorer (one distribution over labels, not
+free text to parse).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from llmst.models import resolve_model
+from llmst.train.config import TrainConfig
+from llmst.train.data import batch_plan, label_names_of, load_gold, load_pseudo_labeled
+from llmst.train.model import load_tokenizer, unwrap_for_saving, write_student_card
+
+
+def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, *, progress: bool = True):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from llmst.label.task import task_from_dict
+    from llmst.train.trainer import CHECKPOINTS, TrainSummary, _check_output, _teachers, _use_bf16
+
+    out = Path(out)
+    resume_from = _check_output(out, config)
+    set_seed(config.seed)
+    names = label_names_of(labeled, config.labels)
+    text_fields = config.text_fields or ["text"]
+    task_spec = {
+        "task": "student-sft",
+        "text_fields": text_fields,
+        "labels": {name: [f" {name}"] for name in names},
+        "prompt": config.prompt,
+    }
+    task = task_from_dict(task_spec, "student-sft")
+    pseudo = load_pseudo_labeled(
+        labeled, names, text_fields=text_fields, soft_labels=False, weight_field=None, limit=config.limit
+    )
+    gold = (
+        load_gold(
+            config.gold, names, text_fields=text_fields, gold_field=config.gold_field, need_pseudo=False
+        )
+        if config.gold
+        else None
+    )
+    plan = batch_plan(
+        len(pseudo),
+        len(gold) if gold else 0,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        gold_share=config.gold_share,
+        seed=config.seed,
+    )
+    rows = []
+    for is_gold, index in plan:
+        source = gold if is_gold else pseudo
+        label = names[int(np.argmax(source.targets[index]))]
+        text = source.texts[index]
+        rows.append({"prompt": task.render({"text": text}, text), "completion": task.labels[label][0]})
+    spec = resolve_model(config.student)
+    tokenizer = load_tokenizer(spec.path)
+    model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=torch.float32)
+    peft_config = None
+    if config.lora:
+        target = config.lora_target
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=target if target == "all-linear" else [t.strip() for t in target.split(",")],
+        )
+    steps = -(-len(rows) // config.batch_size)
+    args = SFTConfig(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=1,
+        learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup_ratio * steps),
+        weight_decay=config.weight_decay,
+        logging_steps=max(1, min(50, steps // 10)),
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        seed=config.seed,
+        bf16=_use_bf16(config),
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="sequential",
+        max_length=config.max_length,
+        completion_only_loss=True,
+        packing=False,
+        disable_tqdm=not progress,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    if not progress:  # --quiet: keep stdout for the JSON summary
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        plain = unwrap_for_saving(trainer.model)
+        plain.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "task.yaml").write_text(yaml.safe_dump(task_spec, sort_keys=False, allow_unicode=True))
+        write_student_card(
+            out,
+            {
+                "kind": "generative",
+                "base_model": spec.spec,
+                "labels": names,
+                "text_fields": text_fields,
+                "max_length": config.max_length,
+                "lora": config.lora,
+                "soft_labels": False,
+                "loss": "sft (completion-only cross-entropy)",
+                "data": str(labeled),
+                "rows": len(pseudo),
+                "gold": config.gold,
+                "gold_share": config.gold_share,
+                "teachers": _teachers(labeled),
+                "prompt": config.prompt,
+                "config": config.to_json(),
+                "train_runtime_seconds": round(seconds, 1),
+            },
+        )
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        print(f"saved student to {out}", file=sys.stderr)
+    trainer.accelerator.wait_for_everyone()
+    return TrainSummary(
+        output=str(out),
+        rows=len(pseudo),
+        gold_rows=len(gold) if gold else 0,
+        steps=result.global_step,
+        seconds=round(seconds, 2),
+        samples_per_second=round(len(rows) / seconds, 2) if seconds else 0.0,
+        final_loss=round(losses[-1], 4) if losses else None,
+        resumed_from=resume_from,
+        metrics={},
+    )

@@ -1,0 +1,393 @@
+"""Students: losses against hand-computed values, batch plans, pooling, training, saving, predicting, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_lines, sst2_rows, write_jsonl
+
+from llmst.errors import ConfigError
+from llmst.train import TrainConfig, predict_file, train
+from llmst.train.data import batch_plan
+from llmst.train.losses import DoublyRobustLoss, SoftCrossEntropyLoss
+from llmst.train.model import StudentClassifier, build_classifier, last_token_index
+from llmst.train.predict import load_student, predict_probs
+
+NAMES = ["negative", "positive"]
+
+
+def labeled_rows(n: int, *, flip_every: int = 0, split: str = "dev") -> list[dict]:
+    """SST-2 rows with LLM-style records: probs leaning to the gold label (optionally some flipped)."""
+    rows = []
+    for i, row in enumerate(sst2_rows(split, n)):
+        gold = row["gold"]
+        label = 1 - gold if flip_every and i % flip_every == 0 else gold
+        p = 0.8 if label == 1 else 0.2
+        rows.append(
+            {
+                **row,
+                "label": NAMES[label],
+                "probs": {"negative": 1 - p, "positive": p},
+                "confidence": max(p, 1 - p),
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- losses
+
+
+def test_soft_cross_entropy_matches_hand_computation():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    targets = torch.tensor([[0.7, 0.3], [0.0, 1.0]])
+    log_p0 = [2 - math.log(math.exp(2) + 1), -math.log(math.exp(2) + 1)]
+    log_p1 = [-math.log(1 + math.e), 1 - math.log(1 + math.e)]
+    row0 = -(0.7 * log_p0[0] + 0.3 * log_p0[1])
+    row1 = -log_p1[1]
+    loss = SoftCrossEntropyLoss().compute_loss_from_logits(logits, targets)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    weighted = SoftCrossEntropyLoss().compute_loss_from_logits(logits, targets, torch.tensor([3.0, 1.0]))
+    assert weighted.item() == pytest.approx((3 * row0 + row1) / 4, rel=1e-6)
+    # one-hot targets = torch's hard-label cross-entropy
+    hard = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+    assert SoftCrossEntropyLoss().compute_loss_from_logits(logits, hard).item() == pytest.approx(
+        expected.item()
+    )
+
+
+def test_soft_cross_entropy_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="SoftCrossEntropyLoss"):
+        SoftCrossEntropyLoss().compute_loss_from_logits(torch.zeros(2, 2), torch.zeros(2, 3))
+
+
+def test_doubly_robust_loss_hand_computed():
+    logits = torch.tensor([[1.0, -1.0], [0.5, 0.5], [-2.0, 2.0]])
+    pseudo = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # the labeler says class 0 everywhere
+    gold = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # rows 1, 2 are gold rows of class 1
+    is_gold = torch.tensor([0.0, 1.0, 1.0])
+    log_probs = torch.log_softmax(logits, dim=-1)
+    l_pseudo = -log_probs[:, 0]
+    l_gold = -log_probs[:, 1]
+    expected = l_pseudo.mean() - l_pseudo[1:].mean() + l_gold[1:].mean()
+    loss = DoublyRobustLoss().compute_loss_from_logits(logits, pseudo, gold, is_gold)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_doubly_robust_equals_cross_entropy_when_pseudo_labels_are_right():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3)
+    targets = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
+    is_gold = torch.tensor([0, 0, 0, 1.0, 1.0, 0])
+    dr = DoublyRobustLoss().compute_loss_from_logits(logits, targets, targets, is_gold)
+    ce = SoftCrossEntropyLoss().compute_loss_from_logits(logits, targets)
+    assert dr.item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_doubly_robust_needs_gold_rows():
+    with pytest.raises(ValueError, match="gold row"):
+        DoublyRobustLoss().compute_loss_from_logits(
+            torch.zeros(2, 2), torch.eye(2), torch.eye(2), torch.zeros(2)
+        )
+
+
+# ------------------------------------------------------------------------------------------- batch plan
+
+
+def test_batch_plan_mixes_gold_at_a_fixed_share_and_covers_every_row():
+    plan = batch_plan(100, 7, epochs=2, batch_size=8, gold_share=0.25, seed=0)
+    batches = [plan[i : i + 8] for i in range(0, len(plan), 8)]
+    for batch in batches[:-1]:
+        assert sum(is_gold for is_gold, _ in batch) == 2
+    pseudo = [index for is_gold, index in plan if not is_gold]
+    assert sorted(pseudo) == sorted(list(range(100)) * 2)
+    assert {index for is_gold, index in plan if is_gold} == set(range(7))
+    assert plan == batch_plan(100, 7, epochs=2, batch_size=8, gold_share=0.25, seed=0)
+    assert plan != batch_plan(100, 7, epochs=2, batch_size=8, gold_share=0.25, seed=1)
+
+
+def test_batch_plan_without_gold_and_bad_share():
+    plan = batch_plan(10, 0, epochs=1.5, batch_size=4, gold_share=0.0, seed=0)
+    assert len(plan) == 15 and not any(is_gold for is_gold, _ in plan)
+    with pytest.raises(ConfigError, match="no room"):
+        batch_plan(10, 5, epochs=1, batch_size=1, gold_share=0.5, seed=0)
+
+
+# ------------------------------------------------------------------------------------------- pooling
+
+
+def test_last_token_index_left_and_right_padding():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [2, 4, 4]
+
+
+def test_decoder_pooling_uses_the_mask_not_the_pad_id(tiny_model_dir):
+    """Pad id = a token that also occurs in the text: pooling by pad id (transformers' default) picks the
+    wrong token; llmst's mask pooling gives the same logits padded or alone."""
+    model, tokenizer = build_classifier(tiny_model_dir, NAMES)
+    model.eval()
+    text_ids = tokenizer("the best movie of the year", add_special_tokens=False)["input_ids"]
+    pad_id = text_ids[-1]  # the text's last token doubles as the pad token
+    model.config.pad_token_id = pad_id
+    student = StudentClassifier(model)
+    short = torch.tensor([text_ids])
+    padded = torch.tensor([text_ids + [pad_id] * 3, text_ids + text_ids[:3]])
+    mask = torch.tensor([[1] * len(text_ids) + [0] * 3, [1] * (len(text_ids) + 3)])
+    with torch.no_grad():
+        alone = student(short, torch.ones_like(short))
+        batch = student(padded, mask)
+        native = model(input_ids=padded, attention_mask=mask).logits
+    assert torch.allclose(batch[0], alone[0], atol=1e-5)
+    assert not torch.allclose(native[0], alone[0], atol=1e-3)  # the bug llmst avoids
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture()
+def labeled_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "labeled.jsonl", labeled_rows(48))
+
+
+def _config(student: str, **options) -> TrainConfig:
+    defaults = dict(student=student, epochs=1, batch_size=8, save_steps=1000)
+    defaults.update(options)
+    return TrainConfig(**defaults)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_decoder_classifier_trains_saves_and_predicts(tiny_model_dir, labeled_file, tmp_path, lora):
+    out = tmp_path / "student"
+    summary = train(labeled_file, out, _config(tiny_model_dir, lora=lora, soft_labels=True), progress=False)
+    assert summary.rows == 48 and summary.steps == 6 and summary.final_loss is not None
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert not (out / "checkpoints").exists()
+    assert not (out / "adapter_config.json").exists()  # LoRA merged: a plain HF folder
+    card = (out / "README.md").read_text()
+    assert "labeled.jsonl" in card and ("LoRA" in card) == lora
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(out)
+    assert plain.config.id2label == {0: "negative", 1: "positive"}
+
+    predicted = predict_file(out, labeled_file, tmp_path / "pred.jsonl")
+    rows = read_lines(tmp_path / "pred.jsonl")
+    assert predicted["labeled"] == 48 and len(rows) == 48
+    first = rows[0]
+    for field in ("id", "label", "probs", "confidence", "margin", "entropy", "model", "task", "prompt_hash"):
+        assert field in first
+    assert first["input_label"] in NAMES and first["input_probs"]  # the LLM's label is kept, renamed
+    assert sum(first["probs"].values()) == pytest.approx(1.0)
+    assert datasets_can_open(tmp_path / "pred.jsonl")
+
+
+def datasets_can_open(path: Path) -> bool:
+    import datasets
+
+    return len(datasets.load_dataset("json", data_files=str(path), split="train")) > 0
+
+
+def test_saved_lora_student_predicts_like_the_trained_model(tiny_model_dir, labeled_file, tmp_path):
+    """Merging LoRA into the weights must not change a prediction."""
+    out = tmp_path / "student"
+    config = _config(tiny_model_dir, lora=True, learning_rate=5e-3)
+    train(labeled_file, out, config, progress=False)
+    student, tokenizer, meta = load_student(out)
+    texts = [r["text"] for r in read_lines(labeled_file)][:10]
+    saved = predict_probs(student, tokenizer, texts)
+    # predicting in different batch sizes (different padding) gives the same answers
+    again = predict_probs(student, tokenizer, texts, batch_size=3)
+    assert np.allclose(saved, again, atol=1e-5)
+    assert saved.shape == (10, 2) and np.allclose(saved.sum(axis=1), 1.0)
+
+
+def test_encoder_student_learns_separable_labels(tiny_bert_dir, tmp_path):
+    """A tiny BERT learns a trivially separable task: a keyword decides the label."""
+    rows = []
+    for i in range(64):
+        label = i % 2
+        word = "excellent" if label else "terrible"
+        rows.append({"id": str(i), "text": f"{word} film number {i}", "label": NAMES[label]})
+    data = write_jsonl(tmp_path / "kw.jsonl", rows)
+    gold = write_jsonl(tmp_path / "gold.jsonl", [{**r, "gold": r["label"]} for r in rows[:16]])
+    out = tmp_path / "bert"
+    config = _config(tiny_bert_dir, epochs=8, learning_rate=3e-3, eval=str(gold), labels=NAMES)
+    summary = train(data, out, config, progress=False)
+    assert summary.metrics["accuracy"] == 1.0
+    assert "accuracy: 1.0" in (out / "README.md").read_text()
+
+
+def test_weights_and_gold_mixing_and_doubly_robust_run(tiny_bert_dir, tmp_path, labeled_file):
+    gold = write_jsonl(tmp_path / "gold.jsonl", labeled_rows(10, split="train"))
+    out = tmp_path / "dr"
+    config = _config(
+        tiny_bert_dir, loss="doubly-robust", gold=str(gold), gold_share=0.25, weight_field="confidence"
+    )
+    summary = train(labeled_file, out, config, progress=False)
+    assert summary.gold_rows == 10 and summary.steps == 8  # 48 pseudo rows, 6 per batch of 8
+    meta = json.loads((out / "llmst_student.json").read_text())
+    assert meta["loss"] == "doubly-robust" and meta["gold_share"] == 0.25
+
+
+def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_file, tmp_path):
+    """Stop training after 3 steps (a fault injected by a callback), rerun: it resumes from the checkpoint
+    and ends with the same weights as an uninterrupted run."""
+    from transformers import TrainerCallback
+
+    import llmst.train.trainer as trainer_module
+
+    class StopAt3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    config = _config(tiny_bert_dir, epochs=2, save_steps=2, learning_rate=1e-3)
+    reference = tmp_path / "reference"
+    train(labeled_file, reference, config, progress=False)
+
+    out = tmp_path / "resumed"
+    original = trainer_module._make_trainer_class
+
+    def interrupting_class():
+        cls = original()
+
+        class Interrupting(cls):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_callback(StopAt3())
+
+        return Interrupting
+
+    trainer_module._make_trainer_class = interrupting_class
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(labeled_file, out, config, progress=False)
+    finally:
+        trainer_module._make_trainer_class = original
+    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "config.json").exists()
+    summary = train(labeled_file, out, config, progress=False)
+    assert summary.resumed_from and summary.resumed_from.endswith("checkpoint-2")
+    from safetensors.torch import load_file
+
+    a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_generative_student_sft_and_predict(tiny_model_dir, labeled_file, tmp_path):
+    out = tmp_path / "sft"
+    summary = train(labeled_file, out, _config(tiny_model_dir, kind="generative", lora=True), progress=False)
+    assert summary.steps == 6
+    assert (out / "task.yaml").exists() and (out / "config.json").exists()
+    result = predict_file(out, labeled_file, tmp_path / "pred.jsonl")
+    rows = read_lines(tmp_path / "pred.jsonl")
+    assert result["labeled"] == 48 and set(rows[0]["probs"]) == set(NAMES)
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_training_inputs_give_clear_errors(tiny_bert_dir, tmp_path, labeled_file):
+    no_probs = write_jsonl(tmp_path / "np.jsonl", [{"text": "a", "label": "positive"}])
+    with pytest.raises(ConfigError, match="label set"):
+        train(no_probs, tmp_path / "x", _config(tiny_bert_dir), progress=False)
+    with pytest.raises(ConfigError, match="soft-labels needs probs"):
+        train(
+            no_probs, tmp_path / "x", _config(tiny_bert_dir, labels=NAMES, soft_labels=True), progress=False
+        )
+    no_text = write_jsonl(
+        tmp_path / "nt.jsonl", [{"label": "positive", "probs": {"negative": 0, "positive": 1}}]
+    )
+    with pytest.raises(ConfigError, match="no text"):
+        train(no_text, tmp_path / "x", _config(tiny_bert_dir), progress=False)
+    with pytest.raises(ConfigError, match="doubly-robust needs gold"):
+        TrainConfig(loss="doubly-robust")
+    with pytest.raises(ConfigError, match="gold-share needs"):
+        TrainConfig(gold_share=0.2)
+    gold_without_probs = write_jsonl(tmp_path / "g.jsonl", [{"text": "fine", "gold": 1}])
+    with pytest.raises(ConfigError, match="probs on gold rows"):
+        train(
+            labeled_file,
+            tmp_path / "x",
+            _config(tiny_bert_dir, loss="doubly-robust", gold=str(gold_without_probs), gold_share=0.25),
+            progress=False,
+        )
+    out = tmp_path / "done"
+    train(labeled_file, out, _config(tiny_bert_dir), progress=False)
+    with pytest.raises(ConfigError, match="already holds a trained model"):
+        train(labeled_file, out, _config(tiny_bert_dir), progress=False)
+    with pytest.raises(ConfigError, match="not an llmst student"):
+        predict_file(tmp_path, labeled_file, tmp_path / "p.jsonl")
+
+
+def test_predict_rejects_bad_rows(tiny_bert_dir, labeled_file, tmp_path):
+    out = tmp_path / "student"
+    train(labeled_file, out, _config(tiny_bert_dir), progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"id": "1", "text": "good"}\n{not json\n{"id": "3", "other": "x"}\n{"id": "4", "text": "bad"}\n'
+    )
+    result = predict_file(out, bad, tmp_path / "pred.jsonl")
+    assert result["labeled"] == 2 and result["rejected"] == 2
+    rejects = read_lines(tmp_path / "pred.jsonl.rejects.jsonl")
+    assert [r["line"] for r in rejects] == [2, 3]
+
+
+# ------------------------------------------------------------------------------------------- distributed
+
+
+def test_two_rank_torchrun_trains_the_same_kind_of_model(tiny_bert_dir, labeled_file, tmp_path):
+    """`torchrun --nproc_per_node 2 -m llmst train` (DDP over gloo on CPU) saves the same kind of model as one
+    process, in half the optimiser steps per rank, and both predict the same corpus."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [labeled_file.as_posix(), "--student", tiny_bert_dir, "--epochs", "2", "--batch-size", "8"]
+    common += ["--quiet", "--learning-rate", "1e-3"]
+    one = subprocess.run(
+        [sys.executable, "-m", "llmst", "train", *common, "-o", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "llmst",
+            "train",
+            *common,
+            "-o",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    summary_one = json.loads(one.stdout[one.stdout.index("{") :])
+    summary_two = json.loads(two.stdout[two.stdout.index("{") :])
+    assert summary_one["steps"] == 12 and summary_two["steps"] == 6
+    files_one = {p.name for p in (tmp_path / "one").iterdir()}
+    files_two = {p.name for p in (tmp_path / "two").iterdir()}
+    assert files_one == files_two and "model.safetensors" in files_two
+    meta_one = json.loads((tmp_path / "one" / "llmst_student.json").read_text())
+    meta_two = json.loads((tmp_path / "two" / "llmst_student.json").read_text())
+    assert meta_one["labels"] == meta_two["labels"] and meta_one["kind"] == meta_two["kind"]
+    for name in ("one", "two"):
+        result = predict_file(tmp_path / name, labeled_file, tmp_path / f"{name}.jsonl")
+        assert result["labeled"] == 48
