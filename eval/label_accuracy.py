@@ -48,6 +48,8 @@ FINAL: dict[str, dict[str, Any]] = {
         "test": "sst2-test",
         "few_shot": {"shots": 16, "select": "random", "seed": 0},
         "calibration": {"zero": "prior", "few": "prior"},
+        # chosen on dev by eval/fewshot_ensemble.py: mean of prior-calibrated members, all from one 16-row file
+        "ensemble": {"templates": ["opinion", "sentiment"], "orders": [0, 1], "with_zero_shot": True},
     },
     "ag_news": {
         "task": "ag_news",
@@ -91,6 +93,61 @@ def cli_command(source: Path, output: Path, config: LabelConfig) -> str:
         parts += ["--cache-path", config.cache_path]
     parts += ["--overwrite", "--quiet"]
     return shlex.join(parts)
+
+
+def run_ensemble(dataset, final, source, few_file, out_dir, cache_path, backend) -> dict[str, Any]:
+    """The dev-chosen prompt ensemble: every member prior-calibrated, fused by `llmst aggregate --method mean`."""
+    from fewshot_ensemble import task_file
+
+    from llmst.filter.run import AggregateConfig, run_aggregate
+
+    spec = final["ensemble"]
+    members, commands = [], []
+    started = time.perf_counter()
+    for template in spec["templates"]:
+        for order in spec["orders"]:
+            config = LabelConfig(
+                task=task_file(template, out_dir),
+                calibrate="prior",
+                few_shot=str(few_file),
+                shots=final["few_shot"]["shots"],
+                select=final["few_shot"]["select"],
+                seed=order,
+                cache_path=cache_path,
+                overwrite=True,
+                progress=False,
+            )
+            output = out_dir / "labeled" / f"{dataset}-ens-{template}-o{order}.jsonl"
+            label_corpus(source, output, config, backend=backend)
+            members.append(output)
+            commands.append(cli_command(source, output, config))
+    if spec["with_zero_shot"]:
+        members.append(out_dir / "labeled" / f"{dataset}-zero-prior.jsonl")
+    fused = out_dir / "labeled" / f"{dataset}-ensemble.jsonl"
+    run_aggregate([str(m) for m in members], fused, AggregateConfig(method="mean", plots=False))
+    commands.append(
+        shlex.join(["llmst", "aggregate", *map(str, members), "-o", str(fused), "--method", "mean"])
+    )
+    metrics = evaluate_file(fused)
+    entry = {
+        "dataset": dataset,
+        "split": final["test"],
+        "rows": metrics["n"],
+        "setting": "ensemble",
+        "calibration": "prior",
+        "chosen_on_dev": True,
+        "accuracy": round(metrics["accuracy"], 4),
+        "macro_f1": round(metrics["macro_f1"], 4),
+        "ece": round(metrics["ece"], 4),
+        "members": [str(m) for m in members],
+        "ensemble": spec,
+        "seconds": round(time.perf_counter() - started, 1),
+        "commands": commands,
+    }
+    print(
+        f"{dataset:8s} ensemble prior acc {entry['accuracy']:.4f} F1 {entry['macro_f1']:.4f}", file=sys.stderr
+    )
+    return entry
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +232,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         file=sys.stderr,
                         flush=True,
                     )
+            if "ensemble" in final:
+                report["results"].append(
+                    run_ensemble(dataset, final, source, few_file, out_dir, args.cache_path, backend)
+                )
             report.setdefault("few_shot_files", {})[dataset] = {
                 "path": str(few_file),
                 "rows": [json.loads(line) for line in few_file.read_text().splitlines()],
@@ -208,6 +269,17 @@ def markdown(report: dict[str, Any]) -> str:
                 cells += [f"{r['accuracy']:.4f}{mark}", f"{r['macro_f1']:.4f}{mark}"]
             rows = by_key[(dataset, shot, "none")]["rows"]
             lines.append(f"| {dataset} ({rows}) | {label} | " + " | ".join(cells) + " |")
+    for r in report["results"]:
+        if r["setting"] == "ensemble":
+            spec = r["ensemble"]
+            label = (
+                f"ensemble: {len(spec['templates']) * len(spec['orders'])} 16-shot prompts (templates "
+                f"{'+'.join(spec['templates'])}, orders {spec['orders']}, one 16-row file)"
+                + (" + zero-shot" if spec["with_zero_shot"] else "")
+            )
+            lines.append(
+                f"| {r['dataset']} ({r['rows']}) | {label} | | | | | {r['accuracy']:.4f}* | {r['macro_f1']:.4f}* |"
+            )
     lines.append("")
     lines.append("`*` = the calibration chosen on dev for that setting. F1 = macro-F1.")
     return "\n".join(lines)
