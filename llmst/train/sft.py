@@ -7,9 +7,6 @@ free text to parse).
 
 from __future__ import annotations
 
-import shutil
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import yaml
 from llmst.models import resolve_model
 from llmst.train.config import TrainConfig
 from llmst.train.data import batch_plan, label_names_of, load_gold, load_pseudo_labeled
-from llmst.train.model import load_tokenizer, unwrap_for_saving, write_student_card
+from llmst.train.model import load_tokenizer
 
 
 def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, *, progress: bool = True):
@@ -29,7 +26,7 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
     from trl import SFTConfig, SFTTrainer
 
     from llmst.label.task import task_from_dict
-    from llmst.train.trainer import CHECKPOINTS, TrainSummary, _check_output, _teachers, _use_bf16
+    from llmst.train.trainer import CHECKPOINTS, _check_output, _use_bf16, run_and_save
 
     out = Path(out)
     resume_from = _check_output(out, config)
@@ -109,52 +106,29 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    if not progress:  # --quiet: keep stdout for the JSON summary
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.perf_counter() - started
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        plain = unwrap_for_saving(trainer.model)
-        plain.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "task.yaml").write_text(yaml.safe_dump(task_spec, sort_keys=False, allow_unicode=True))
-        write_student_card(
-            out,
-            {
-                "kind": "generative",
-                "base_model": spec.spec,
-                "labels": names,
-                "text_fields": text_fields,
-                "max_length": config.max_length,
-                "lora": config.lora,
-                "soft_labels": False,
-                "loss": "sft (completion-only cross-entropy)",
-                "data": str(labeled),
-                "rows": len(pseudo),
-                "gold": config.gold,
-                "gold_share": config.gold_share,
-                "teachers": _teachers(labeled),
-                "prompt": config.prompt,
-                "config": config.to_json(),
-                "train_runtime_seconds": round(seconds, 1),
-            },
-        )
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-        print(f"saved student to {out}", file=sys.stderr)
-    trainer.accelerator.wait_for_everyone()
-    return TrainSummary(
-        output=str(out),
+    meta = {
+        "kind": "generative",
+        "base_model": spec.spec,
+        "labels": names,
+        "text_fields": text_fields,
+        "max_length": config.max_length,
+        "lora": config.lora,
+        "soft_labels": False,
+        "loss": "sft (completion-only cross-entropy)",
+        "prompt": config.prompt,
+    }
+    return run_and_save(
+        trainer,
+        trainer.model,
+        tokenizer,
+        out,
+        meta,
+        config=config,
+        labeled=labeled,
         rows=len(pseudo),
         gold_rows=len(gold) if gold else 0,
-        steps=result.global_step,
-        seconds=round(seconds, 2),
-        samples_per_second=round(len(rows) / seconds, 2) if seconds else 0.0,
-        final_loss=round(losses[-1], 4) if losses else None,
-        resumed_from=resume_from,
-        metrics={},
+        planned=len(rows),
+        resume_from=resume_from,
+        progress=progress,
+        extra_files={"task.yaml": yaml.safe_dump(task_spec, sort_keys=False, allow_unicode=True)},
     )

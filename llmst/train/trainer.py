@@ -252,6 +252,50 @@ def train(
         data_collator=_collate(tokenizer.pad_token_id),
         doubly_robust=config.loss == "doubly-robust",
     )
+    meta = {
+        "kind": "classifier",
+        "base_model": spec.spec,
+        "labels": names,
+        "text_fields": text_fields,
+        "max_length": config.max_length,
+        "lora": config.lora,
+        "soft_labels": config.soft_labels,
+        "loss": config.loss,
+    }
+    return run_and_save(
+        trainer,
+        model,
+        tokenizer,
+        out,
+        meta,
+        config=config,
+        labeled=labeled,
+        rows=len(pseudo),
+        gold_rows=len(gold) if gold else 0,
+        planned=len(plan),
+        resume_from=resume_from,
+        progress=progress,
+    )
+
+
+def run_and_save(
+    trainer,
+    model,
+    tokenizer,
+    out: Path,
+    meta: dict[str, Any],
+    *,
+    config: TrainConfig,
+    labeled: str | Path,
+    rows: int,
+    gold_rows: int,
+    planned: int,
+    resume_from: str | None,
+    progress: bool,
+    extra_files: dict[str, str] | None = None,
+) -> TrainSummary:
+    """Train (resuming if asked), then on the main process save the plain HF model, the card and
+    `extra_files`, score `config.eval`, and drop the checkpoints."""
     if not progress:  # --quiet: keep stdout for the JSON summary
         from transformers.trainer_callback import PrinterCallback
 
@@ -263,27 +307,20 @@ def train(
     trainer.accelerator.wait_for_everyone()
     metrics: dict[str, Any] = {}
     if trainer.accelerator.is_main_process:
-        plain = unwrap_for_saving(model)
-        plain.save_pretrained(out)
+        unwrap_for_saving(model).save_pretrained(out)
         tokenizer.save_pretrained(out)
-        meta = {
-            "kind": "classifier",
-            "base_model": spec.spec,
-            "labels": names,
-            "text_fields": text_fields,
-            "max_length": config.max_length,
-            "lora": config.lora,
-            "soft_labels": config.soft_labels,
-            "loss": config.loss,
-            "data": str(labeled),
-            "rows": len(pseudo),
-            "gold": config.gold,
-            "gold_share": config.gold_share,
-            "teachers": _teachers(labeled),
-            "config": config.to_json(),
-            "train_runtime_seconds": round(seconds, 1),
-            "samples_per_second": round(len(plan) / seconds, 2) if seconds else None,
-        }
+        for name, text in (extra_files or {}).items():
+            (out / name).write_text(text)
+        meta.update(
+            data=str(labeled),
+            rows=rows,
+            gold=config.gold,
+            gold_share=config.gold_share,
+            teachers=_teachers(labeled),
+            config=config.to_json(),
+            train_runtime_seconds=round(seconds, 1),
+            samples_per_second=round(planned / seconds, 2) if seconds else None,
+        )
         write_student_card(out, meta)
         if config.eval:
             from llmst.train.predict import evaluate_student
@@ -296,11 +333,11 @@ def train(
     trainer.accelerator.wait_for_everyone()
     return TrainSummary(
         output=str(out),
-        rows=len(pseudo),
-        gold_rows=len(gold) if gold else 0,
+        rows=rows,
+        gold_rows=gold_rows,
         steps=result.global_step,
         seconds=round(seconds, 2),
-        samples_per_second=round(len(plan) / seconds, 2) if seconds else 0.0,
+        samples_per_second=round(planned / seconds, 2) if seconds else 0.0,
         final_loss=round(losses[-1], 4) if losses else None,
         resumed_from=resume_from,
         metrics=metrics,

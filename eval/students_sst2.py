@@ -1,0 +1,274 @@
+"""Students trained on pseudo-labels with ZERO gold training labels vs the labeler, on SST-2 test.
+
+    python eval/students_sst2.py [--seeds 0 1 2] [--smollm-rows 1500] [--out eval/results/students_sst2.json]
+
+1. The default labeler (SmolLM2-135M-Instruct, shipped `sentiment` task, zero-shot, `--calibrate prior`)
+   labels the unlabeled pool (SST-2 train texts, 6,920; their gold labels are only read to report the
+   precision of what a filter kept), SST-2 test (1,821) and 200 seeded SST-2 dev rows (the only gold rows
+   used: calibration for the conformal filter and choice of the filter).
+2. Filters on the pool: conformal (precision >= 0.90 with prob. 0.9 on the 200 dev rows), balanced (top
+   50% per class), and none (all rows, soft labels).
+3. MiniLM-L6 (full fine-tune) is trained on each, seed 0; the filter with the best accuracy on the 200 dev
+   rows is chosen and trained with every --seeds; SmolLM2-135M + LoRA is trained on the chosen filter's rows
+   (at most --smollm-rows rows, first seed only: LoRA on this CPU runs at ~6 samples/s).
+4. Ceilings: the same students on GOLD SST-2 train (MiniLM: all rows; SmolLM2: the same number of rows as
+   its pseudo-labeled run), same hyperparameters.
+
+Everything goes through llmst's own functions (label_corpus, run_filter, train, predict_file, evaluate_file).
+Prints markdown tables and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data as evaldata  # noqa: E402
+
+from llmst.evaluate import evaluate_file  # noqa: E402
+from llmst.filter.run import FilterConfig, run_filter  # noqa: E402
+from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.train import TrainConfig, predict_file, train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CALIBRATION_ROWS = 200
+NAMES = ["negative", "positive"]
+
+
+def log(message: str) -> None:
+    print(f"[students] {message}", file=sys.stderr, flush=True)
+
+
+def accuracy(model_dir: Path, gold_file: Path, out: Path) -> float:
+    if not out.exists():
+        predict_file(model_dir, gold_file, out)
+    return round(evaluate_file(out, gold_field="gold")["accuracy"], 4)
+
+
+def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, calib: Path, test: Path) -> dict:
+    model_dir = work / "students" / name
+    started = time.perf_counter()
+    summary = None
+    if not (model_dir / "config.json").exists():
+        summary = train(data, model_dir, config, progress=False)
+    result = {
+        "student": name,
+        "data": str(data),
+        "seed": config.seed,
+        "dev200_accuracy": accuracy(model_dir, calib, work / "pred" / f"{name}.dev200.jsonl"),
+        "test_accuracy": accuracy(model_dir, test, work / "pred" / f"{name}.test.jsonl"),
+        "train_rows": summary.rows if summary else None,
+        "train_samples_per_second": summary.samples_per_second if summary else None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    log(f"{name}: dev200 {result['dev200_accuracy']:.4f} test {result['test_accuracy']:.4f}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--smollm-rows", type=int, default=1500)
+    parser.add_argument("--minilm-epochs", type=float, default=3.0)
+    parser.add_argument("--smollm-epochs", type=float, default=1.0)
+    parser.add_argument("--skip-smollm", action="store_true")
+    parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/students"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "students_sst2.json")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    work = args.work_dir
+    (work / "pred").mkdir(parents=True, exist_ok=True)
+
+    # data: the pool keeps gold only for reporting; 200 seeded dev rows are the only gold used
+    pool = evaldata.write_jsonl(evaldata.load("sst2-train"), work / "pool.jsonl")
+    test = evaldata.ensure("sst2-test")
+    dev = evaldata.load("sst2-dev")
+    calib_rows = random.Random(0).sample(dev, CALIBRATION_ROWS)
+    calib = evaldata.write_jsonl(calib_rows, work / "dev200.jsonl")
+    gold_train = evaldata.write_jsonl(
+        [{"id": r["id"], "text": r["text"], "label": r["gold"]} for r in evaldata.load("sst2-train")],
+        work / "gold_train.jsonl",
+    )
+
+    labeler = LabelConfig(task="sentiment", calibrate="prior", cache_path=args.cache_path, progress=False)
+    labeled = {}
+    for name, source in (("pool", pool), ("test", test), ("dev200", calib)):
+        out = work / "labeled" / f"{name}.jsonl"
+        log(f"labeling {name}")
+        label_corpus(source, out, labeler)
+        labeled[name] = out
+    labeler_test = round(evaluate_file(labeled["test"], gold_field="gold")["accuracy"], 4)
+    labeler_dev = round(evaluate_file(labeled["dev200"], gold_field="gold")["accuracy"], 4)
+    labeler_pool = round(evaluate_file(labeled["pool"], gold_field="gold")["accuracy"], 4)
+    log(f"labeler: test {labeler_test} dev200 {labeler_dev} pool {labeler_pool}")
+
+    filters = {
+        "conformal-p0.90": FilterConfig(
+            method="conformal",
+            calibration=str(labeled["dev200"]),
+            target_precision=0.9,
+            delta=0.1,
+            plots=False,
+        ),
+        "balanced-50%": FilterConfig(method="balanced", fraction=0.5, plots=False),
+    }
+    kept: dict[str, dict[str, Any]] = {}
+    for name, config in filters.items():
+        out = work / "kept" / f"{name}.jsonl"
+        if not out.exists():
+            run_filter(labeled["pool"], out, config)
+        report = json.loads(out.with_name(out.name + ".report.json").read_text())
+        kept[name] = {
+            "file": out,
+            "soft": False,
+            "n_kept": report["n_kept"],
+            "precision_kept": round(report["gold"]["precision_kept"], 4),
+            "guarantee": report.get("guarantee"),
+        }
+    kept["none (all rows, soft labels)"] = {
+        "file": labeled["pool"],
+        "soft": True,
+        "n_kept": sum(1 for _ in open(labeled["pool"])),
+        "precision_kept": labeler_pool,
+    }
+    for name, info in kept.items():
+        log(f"filter {name}: kept {info['n_kept']} at precision {info['precision_kept']}")
+
+    def minilm(seed: int, soft: bool) -> TrainConfig:
+        return TrainConfig(
+            student="minilm-l6",
+            epochs=args.minilm_epochs,
+            batch_size=16,
+            max_length=64,
+            seed=seed,
+            soft_labels=soft,
+            labels=NAMES,
+            save_steps=10_000,
+        )
+
+    runs: list[dict[str, Any]] = []
+    for name, info in kept.items():
+        tag = name.split()[0]
+        result = train_and_score(f"minilm-{tag}-s0", info["file"], minilm(0, info["soft"]), work, calib, test)
+        runs.append({"filter": name, **result})
+    chosen = max((r for r in runs), key=lambda r: r["dev200_accuracy"])["filter"]
+    log(f"chosen on dev200: {chosen}")
+    for seed in args.seeds:
+        if seed != 0:
+            info = kept[chosen]
+            tag = chosen.split()[0]
+            result = train_and_score(
+                f"minilm-{tag}-s{seed}", info["file"], minilm(seed, info["soft"]), work, calib, test
+            )
+            runs.append({"filter": chosen, **result})
+        runs.append(
+            {
+                "filter": "GOLD SST-2 train (ceiling)",
+                **train_and_score(f"minilm-gold-s{seed}", gold_train, minilm(seed, False), work, calib, test),
+            }
+        )
+
+    smollm_runs: list[dict[str, Any]] = []
+    if not args.skip_smollm:
+        info = kept[chosen]
+        n_rows = min(args.smollm_rows, info["n_kept"])
+        seed = args.seeds[0]
+        smol = TrainConfig(
+            student="smollm2-135m-instruct",
+            lora=True,
+            epochs=args.smollm_epochs,
+            batch_size=16,
+            max_length=64,
+            seed=seed,
+            soft_labels=info["soft"],
+            labels=NAMES,
+            save_steps=10_000,
+        )
+        subset = work / "kept" / f"smollm-{n_rows}.jsonl"
+        lines = open(info["file"]).readlines()
+        random.Random(seed).shuffle(lines)
+        subset.write_text("".join(lines[:n_rows]))
+        smollm_runs.append(
+            {
+                "filter": chosen,
+                **train_and_score(f"smollm-lora-{n_rows}-s{seed}", subset, smol, work, calib, test),
+            }
+        )
+        gold_lines = open(gold_train).readlines()
+        random.Random(seed).shuffle(gold_lines)
+        gold_subset = work / "kept" / f"gold-{n_rows}.jsonl"
+        gold_subset.write_text("".join(gold_lines[:n_rows]))
+        smol.soft_labels = False
+        smollm_runs.append(
+            {
+                "filter": f"GOLD SST-2 train, {n_rows} rows (ceiling)",
+                **train_and_score(f"smollm-lora-gold-{n_rows}-s{seed}", gold_subset, smol, work, calib, test),
+            }
+        )
+
+    def stats(values: list[float]) -> str:
+        return (
+            f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+        )
+
+    lines = [
+        "| model | trained on | rows | seeds | dev-200 acc | SST-2 test acc |",
+        "|---|---|---|---|---|---|",
+        f"| labeler: SmolLM2-135M zero-shot, prior-calibrated | - | - | - | {labeler_dev:.4f} | {labeler_test:.4f} |",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault(("MiniLM-L6 full fine-tune", r["filter"]), []).append(r)
+    for r in smollm_runs:
+        groups.setdefault(("SmolLM2-135M + LoRA r=8 classifier", r["filter"]), []).append(r)
+    for (model, trained_on), items in groups.items():
+        rows = items[0]["train_rows"]
+        seeds = ",".join(str(i["seed"]) for i in items)
+        mark = " (chosen on dev-200)" if trained_on == chosen else ""
+        lines.append(
+            f"| {model} | {trained_on}{mark} | {rows} | {seeds} | {stats([i['dev200_accuracy'] for i in items])} | "
+            f"{stats([i['test_accuracy'] for i in items])} |"
+        )
+    table = "\n".join(lines)
+    filter_lines = [
+        "| filter | kept rows | precision of kept labels (pool gold, report only) |",
+        "|---|---|---|",
+    ]
+    for name, info in kept.items():
+        filter_lines.append(f"| {name} | {info['n_kept']} | {info['precision_kept']:.4f} |")
+    print(table)
+    print()
+    print("\n".join(filter_lines))
+    payload = {
+        "command": shlex.join(["python", "eval/students_sst2.py", *sys.argv[1:]]),
+        "labeler": {"test": labeler_test, "dev200": labeler_dev, "pool": labeler_pool},
+        "filters": {
+            k: {kk: (str(vv) if isinstance(vv, Path) else vv) for kk, vv in v.items()}
+            for k, v in kept.items()
+        },
+        "chosen_filter": chosen,
+        "minilm": runs,
+        "smollm": smollm_runs,
+        "table_markdown": table,
+        "filters_markdown": "\n".join(filter_lines),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
