@@ -391,3 +391,58 @@ def test_two_rank_torchrun_trains_the_same_kind_of_model(tiny_bert_dir, labeled_
     for name in ("one", "two"):
         result = predict_file(tmp_path / name, labeled_file, tmp_path / f"{name}.jsonl")
         assert result["labeled"] == 48
+
+
+def test_cli_train_and_predict_errors_are_one_line(tmp_path):
+    missing = subprocess.run(
+        [sys.executable, "-m", "llmst", "train", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: input not found")
+    bad_loss = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmst",
+            "train",
+            "x.jsonl",
+            "-o",
+            str(tmp_path / "m"),
+            "--loss",
+            "doubly-robust",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad_loss.returncode == 2 and "doubly-robust needs gold rows" in bad_loss.stderr
+    not_student = subprocess.run(
+        [sys.executable, "-m", "llmst", "predict", str(tmp_path), "x.jsonl", "-o", str(tmp_path / "p.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert not_student.returncode == 2 and "not an llmst student" in not_student.stderr
+    assert "Traceback" not in missing.stderr + bad_loss.stderr + not_student.stderr
+
+
+@pytest.mark.integration
+def test_real_minilm_student_learns_sst2_from_gold(tmp_path):
+    """The bundled MiniLM, fine-tuned on 400 SST-2 train rows for 2 epochs, beats chance clearly on dev."""
+    rows = [{"text": r["text"], "label": NAMES[r["gold"]]} for r in sst2_rows("train", 400)]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    dev = write_jsonl(tmp_path / "dev.jsonl", sst2_rows("dev", 200))
+    config = TrainConfig(
+        student="minilm-l6",
+        epochs=2,
+        batch_size=16,
+        max_length=64,
+        labels=NAMES,
+        eval=str(dev),
+        learning_rate=1e-4,
+        save_steps=10_000,
+    )
+    summary = train(data, tmp_path / "minilm", config, progress=False)
+    assert summary.metrics["accuracy"] > 0.65
