@@ -8,6 +8,13 @@ Labels SST-2 dev and test with the default labeler (shipped `sentiment` task, ze
 largest-coverage confidence threshold whose precision is >= target with probability >= 1 - delta
 (`llmst.filter.precision_threshold`), applies it to SST-2 test, and measures the realized precision and
 coverage there. Validity: the realized precision falls below the target in at most about delta of the draws.
+
+With `--dev-labeled DEV.jsonl --test-labeled TEST.jsonl --labeler NAME`, any other labeler's output is used
+instead (e.g. the dev-chosen prompt ensemble written by eval/fewshot_ensemble.py and eval/label_accuracy.py):
+
+    python eval/conformal_validity.py --dev-labeled /tmp/llmst-eval/ensemble/f0-all-zero.jsonl \
+        --test-labeled /tmp/llmst-eval/final/labeled/sst2-ensemble.jsonl --labeler ensemble \
+        --out eval/results/conformal_validity_ensemble.json
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
 from llmst.records import read_jsonl  # noqa: E402
 
 
-def labeled_arrays(split: str, work: Path, calibrate: str, cache_path: str) -> tuple[np.ndarray, np.ndarray]:
+def labeled_arrays(
+    split: str, work: Path, calibrate: str, cache_path: str, labeled: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Confidence and correctness (pseudo-label == gold) of every row of an SST-2 split."""
-    out = work / f"{split}-{calibrate}.jsonl"
-    config = LabelConfig(task="sentiment", calibrate=calibrate, cache_path=cache_path, progress=False)
-    label_corpus(ensure(split), out, config)
-    rows = read_jsonl(out)
+    if labeled is None:
+        labeled = work / f"{split}-{calibrate}.jsonl"
+        config = LabelConfig(task="sentiment", calibrate=calibrate, cache_path=cache_path, progress=False)
+        label_corpus(ensure(split), labeled, config)
+    rows = read_jsonl(labeled)
     confidence = np.array([r["confidence"] for r in rows])
     correct = np.array([r["label"] == r["gold"] for r in rows])
     return confidence, correct
@@ -52,6 +62,9 @@ def main() -> None:
         "--method", default="multi-start", choices=["multi-start", "fixed-sequence", "bonferroni"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dev-labeled", type=Path, default=None, help="SST-2 dev labeled by another labeler")
+    parser.add_argument("--test-labeled", type=Path, default=None, help="SST-2 test labeled by the same")
+    parser.add_argument("--labeler", default=None, help="name of that labeler, for the report")
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/conformal"))
     parser.add_argument(
@@ -60,8 +73,14 @@ def main() -> None:
     args = parser.parse_args()
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    dev_conf, dev_correct = labeled_arrays("sst2-dev", args.work_dir, args.calibrate, args.cache_path)
-    test_conf, test_correct = labeled_arrays("sst2-test", args.work_dir, args.calibrate, args.cache_path)
+    if (args.dev_labeled is None) != (args.test_labeled is None):
+        raise SystemExit("give both --dev-labeled and --test-labeled, or neither")
+    dev_conf, dev_correct = labeled_arrays(
+        "sst2-dev", args.work_dir, args.calibrate, args.cache_path, args.dev_labeled
+    )
+    test_conf, test_correct = labeled_arrays(
+        "sst2-test", args.work_dir, args.calibrate, args.cache_path, args.test_labeled
+    )
     rng = np.random.default_rng(args.seed)
     draws = []
     for draw in range(args.draws):
@@ -89,7 +108,9 @@ def main() -> None:
     below = sum(1 for d in draws if d["test_precision"] is not None and d["test_precision"] < args.target)
     coverage = [d["test_coverage"] for d in draws]
     summary = {
-        "labeler": "smollm2-135m-instruct, task sentiment, zero-shot, calibrate=" + args.calibrate,
+        "labeler": args.labeler
+        or "smollm2-135m-instruct, task sentiment, zero-shot, calibrate=" + args.calibrate,
+        "labeled_files": [str(args.dev_labeled), str(args.test_labeled)] if args.dev_labeled else None,
         "labeler_test_accuracy": float(test_correct.mean()),
         "draws": args.draws,
         "cal_size": args.cal_size,

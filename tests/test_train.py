@@ -446,3 +446,13 @@ def test_real_minilm_student_learns_sst2_from_gold(tmp_path):
     )
     summary = train(data, tmp_path / "minilm", config, progress=False)
     assert summary.metrics["accuracy"] > 0.65
+
+
+def test_model_card_names_the_filter_that_made_the_data(tiny_bert_dir, tmp_path):
+    from llmst.filter.run import FilterConfig, run_filter
+
+    labeled = write_jsonl(tmp_path / "labeled.jsonl", labeled_rows(48, flip_every=5))
+    run_filter(labeled, tmp_path / "kept.jsonl", FilterConfig(method="balanced", fraction=0.5, plots=False))
+    train(tmp_path / "kept.jsonl", tmp_path / "s", _config(tiny_bert_dir), progress=False)
+    card = (tmp_path / "s" / "README.md").read_text()
+    assert "Filter: balanced: kept 24 of 48 rows" in card

@@ -9,6 +9,7 @@ SFTTrainer instead (`llmst.train.sft`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -160,6 +161,22 @@ def _teachers(path: str | Path) -> list[str]:
             parts = [str(record[k]) for k in ("model", "task", "calibration") if record.get(k) is not None]
             return [" / ".join(parts)] if parts else []
     return []
+
+
+def _filter_summary(labeled: str | Path) -> str | None:
+    """What `llmst filter` did to produce `labeled`, from the report it wrote next to it."""
+    report_path = Path(f"{labeled}.report.json")
+    if not report_path.exists():
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+        text = f"{report['method']}: kept {report['n_kept']} of {report['n_input']} rows"
+    except (ValueError, KeyError):
+        return None
+    guarantee = report.get("guarantee") or {}
+    if guarantee.get("guaranteed_precision") is not None:
+        text += f"; precision >= {guarantee['guaranteed_precision']} with probability >= {guarantee['probability']:.2f}"
+    return text
 
 
 def train(
@@ -317,6 +334,7 @@ def run_and_save(
             gold=config.gold,
             gold_share=config.gold_share,
             teachers=_teachers(labeled),
+            filter=_filter_summary(labeled),
             config=config.to_json(),
             train_runtime_seconds=round(seconds, 1),
             samples_per_second=round(planned / seconds, 2) if seconds else None,
