@@ -4,7 +4,7 @@
 
 Pool: SST-2 train texts (6,920); the labeler: default model zero-shot, `--calibrate prior`; round 0 filter:
 the one chosen on the 200 dev rows by eval/students_sst2.py (conformal precision >= 0.90 on those rows, or
-balanced top 50% per class); student: MiniLM-L6 full fine-tune, 3 epochs; round 1: the round-0 student
+balanced top 50% per class); student: MiniLM-L6 full fine-tune, 2 epochs; round 1: the round-0 student
 relabels the pool, the curriculum keeps the top `--curriculum` of each class, a fresh MiniLM is trained
 from the initial weights. dev = the 200 dev rows (gold), test = SST-2 test (reported, never used to choose).
 Writes the YAML it runs, the run under --work-dir, and eval/results/selftrain_sst2.json.
@@ -35,7 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--filter", choices=["conformal", "balanced"], default="conformal")
+    parser.add_argument(
+        "--filter",
+        choices=["auto", "conformal", "balanced", "none"],
+        default="auto",
+        help="auto: the filter eval/students_sst2.py chose on the 200 dev rows (eval/results/students_sst2.json)",
+    )
     parser.add_argument("--curriculum", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
@@ -52,7 +57,14 @@ def main() -> None:
     label = {"task": "sentiment", "calibrate": "prior", "cache_path": args.cache_path}
     calibration = work / "dev200.labeled.jsonl"
     label_corpus(dev200, calibration, LabelConfig(**label, progress=False))
-    if args.filter == "conformal":
+    soft = False
+    if args.filter == "auto":
+        chosen = json.loads((RESULTS / "students_sst2.json").read_text())["chosen_filter"]
+        args.filter = chosen.split("-")[0].split(" ")[0]
+    if args.filter == "none":
+        filter_options = {"method": "threshold", "threshold": 0.0, "plots": False}
+        soft = True
+    elif args.filter == "conformal":
         filter_options = {
             "method": "conformal",
             "calibration": str(calibration),
@@ -71,7 +83,14 @@ def main() -> None:
         "curriculum": [args.curriculum],
         "label": label,
         "filter": filter_options,
-        "train": {"student": "minilm-l6", "epochs": 3, "batch_size": 16, "max_length": 64, "seed": args.seed},
+        "train": {
+            "student": "minilm-l6",
+            "epochs": 2,
+            "batch_size": 16,
+            "max_length": 64,
+            "seed": args.seed,
+            "soft_labels": soft,
+        },
     }
     config_path = work / "selftrain.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
