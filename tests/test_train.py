@@ -195,18 +195,66 @@ def datasets_can_open(path: Path) -> bool:
     return len(datasets.load_dataset("json", data_files=str(path), split="train")) > 0
 
 
-def test_saved_lora_student_predicts_like_the_trained_model(tiny_model_dir, labeled_file, tmp_path):
-    """Merging LoRA into the weights must not change a prediction."""
-    out = tmp_path / "student"
-    config = _config(tiny_model_dir, lora=True, learning_rate=5e-3)
-    train(labeled_file, out, config, progress=False)
-    student, tokenizer, meta = load_student(out)
-    texts = [r["text"] for r in read_lines(labeled_file)][:10]
-    saved = predict_probs(student, tokenizer, texts)
-    # predicting in different batch sizes (different padding) gives the same answers
-    again = predict_probs(student, tokenizer, texts, batch_size=3)
-    assert np.allclose(saved, again, atol=1e-5)
-    assert saved.shape == (10, 2) and np.allclose(saved.sum(axis=1), 1.0)
+def test_merged_lora_student_predicts_like_the_adapter_model(tiny_model_dir, tmp_path):
+    """Merging LoRA into the weights (what llmst saves) must not change a prediction."""
+    from llmst.train.model import unwrap_for_saving
+
+    torch.manual_seed(0)
+    model, tokenizer = build_classifier(
+        tiny_model_dir, NAMES, lora=True, lora_options={"r": 4, "target": "all-linear"}
+    )
+    with torch.no_grad():  # make the adapters non-trivial (lora_B starts at zero)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    texts = [r["text"] for r in sst2_rows("dev", 10)]
+    with_adapters = predict_probs(StudentClassifier(model).eval(), tokenizer, texts)
+    base_only = predict_probs(StudentClassifier(model.get_base_model()).eval(), tokenizer, texts)
+    plain = unwrap_for_saving(model)
+    plain.save_pretrained(tmp_path / "merged")
+    tokenizer.save_pretrained(tmp_path / "merged")
+    (tmp_path / "merged" / "llmst_student.json").write_text(
+        json.dumps({"kind": "classifier", "labels": NAMES, "text_fields": ["text"], "max_length": 128})
+    )
+    student, tokenizer2, _ = load_student(tmp_path / "merged")
+    merged = predict_probs(student, tokenizer2, texts)
+    again = predict_probs(student, tokenizer2, texts, batch_size=3)  # other padding, same answers
+    assert np.allclose(merged, with_adapters, atol=1e-4)
+    assert np.allclose(merged, again, atol=1e-5)
+    assert with_adapters.shape == (10, 2) and np.allclose(with_adapters.sum(axis=1), 1.0)
+    del base_only
+
+
+def test_doubly_robust_recovers_from_wrong_pseudo_labels(tiny_bert_dir, tmp_path):
+    """Every pseudo-label is flipped; gold rows (the same texts, labeled by the same labeler) are right.
+    Cross-entropy with the gold rows mixed in sees contradicting targets and ends near chance at best;
+    the doubly robust loss cancels the pseudo terms and learns the gold rule."""
+    rows = []
+    for i in range(64):
+        label = i % 2
+        wrong = NAMES[1 - label]
+        p = 0.9 if wrong == "positive" else 0.1
+        rows.append(
+            {
+                "text": "excellent film" if label else "terrible film",
+                "label": wrong,
+                "probs": {"negative": 1 - p, "positive": p},
+            }
+        )
+    data = write_jsonl(tmp_path / "pseudo.jsonl", rows)
+    gold = write_jsonl(
+        tmp_path / "gold.jsonl", [{**r, "gold": 1 - NAMES.index(r["label"])} for r in rows[:8]]
+    )
+    evaluation = write_jsonl(
+        tmp_path / "eval.jsonl", [{"text": "excellent film", "gold": 1}, {"text": "terrible film", "gold": 0}]
+    )
+    common = dict(
+        epochs=4, learning_rate=3e-3, gold=str(gold), gold_share=0.25, eval=str(evaluation), labels=NAMES
+    )
+    ce = train(data, tmp_path / "ce", _config(tiny_bert_dir, **common), progress=False)
+    dr = train(data, tmp_path / "dr", _config(tiny_bert_dir, loss="doubly-robust", **common), progress=False)
+    assert ce.metrics["accuracy"] == 0.0  # 3 of 4 rows per batch say the flipped rule
+    assert dr.metrics["accuracy"] == 1.0
 
 
 def test_encoder_student_learns_separable_labels(tiny_bert_dir, tmp_path):
@@ -273,8 +321,16 @@ def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_f
     finally:
         trainer_module._make_trainer_class = original
     assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "config.json").exists()
+    with pytest.raises(ConfigError, match="different run"):  # other options never resume these checkpoints
+        train(
+            labeled_file,
+            out,
+            _config(tiny_bert_dir, epochs=2, save_steps=2, learning_rate=2e-3),
+            progress=False,
+        )
     summary = train(labeled_file, out, config, progress=False)
     assert summary.resumed_from and summary.resumed_from.endswith("checkpoint-2")
+    assert not (out / "checkpoints").exists()
     from safetensors.torch import load_file
 
     a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")

@@ -27,7 +27,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ import yaml
 
 from llmst.errors import ConfigError
 from llmst.records import write_json_atomic
+from llmst.train.model import STUDENT_FILE
 
 
 @dataclass
@@ -72,11 +73,13 @@ def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    known = {f.name for f in fields(SelfTrainConfig)}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a YAML mapping of options")
+    known = {f.name for f in fields(SelfTrainConfig)} - {"source"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(
-            f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known - {'source'})}"
+            f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}"
         )
     for required in ("corpus", "out_dir"):
         if required not in data:
@@ -95,7 +98,10 @@ def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
     )
     for section in ("label", "filter", "train"):
         data[section] = {k: resolve(v) for k, v in (data.get(section) or {}).items()}
-    return SelfTrainConfig(**data, source=str(path))
+    try:
+        return SelfTrainConfig(**data, source=str(path))
+    except TypeError as error:  # e.g. rounds: "two", curriculum: 0.5
+        raise ConfigError(f"{path}: {error}") from error
 
 
 def _build(cls, options: dict[str, Any], section: str, **overrides: Any):
@@ -114,6 +120,10 @@ def _metrics(path: Path, gold_field: str) -> dict[str, Any]:
 
     report = evaluate_file(path, gold_field=gold_field)
     return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "ece")} | {"n": report["n"]}
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else None
 
 
 def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
@@ -137,7 +147,10 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
     labeled = round0 / "labeled.jsonl"
     started = time.perf_counter()
     _log(f"round 0: labeling {config.corpus} with {label_config.model} (resumes a partial run)")
+    before = _stamp(labeled)
     label_corpus(config.corpus, labeled, label_config)  # a finished job is a no-op, a partial one resumes
+    # Once a stage produces new output, every later stage is recomputed (never mixed with stale outputs).
+    dirty = _stamp(labeled) != before
     if config.dev or config.test:
         report["labeler"] = {}
         for split, path in (("dev", config.dev), ("test", config.test)):
@@ -151,22 +164,26 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
         folder = out_dir / f"round{index}"
         folder.mkdir(parents=True, exist_ok=True)
         kept = folder / "kept.jsonl"
+        kept_report = folder / "kept.jsonl.report.json"  # written last: the filter's completion marker
         if index == 0:
             filter_config = first_filter
         else:
             filter_config = FilterConfig(method="curriculum", fraction=config.curriculum[index - 1])
-        if not kept.exists():
+        if dirty or not kept_report.exists():
             _log(f"round {index}: filter {source.name} with {filter_config.method}")
+            kept.unlink(missing_ok=True)
             run_filter(source, kept, filter_config)
-        filter_report = json.loads((folder / "kept.jsonl.report.json").read_text())
+            dirty = True
+        filter_report = json.loads(kept_report.read_text())
         student_dir = folder / "student"
-        if not (student_dir / "config.json").exists():
+        if dirty or not (student_dir / STUDENT_FILE).exists():
             _log(f"round {index}: train {train_config.student} on {filter_report['n_kept']} rows")
-            train(kept, student_dir, train_config, progress=False)
+            train(kept, student_dir, replace(train_config, overwrite=dirty), progress=False)
+            dirty = True
         pool_pred = folder / "pool.predicted.jsonl"
-        if not pool_pred.exists():
+        if dirty or not pool_pred.exists():
             _log(f"round {index}: student relabels the pool")
-            predict_file(student_dir, config.corpus, pool_pred)
+            predict_file(student_dir, config.corpus, pool_pred, overwrite=True)
         entry: dict[str, Any] = {
             "round": index,
             "filter": filter_config.method,
@@ -178,8 +195,8 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
             if not path:
                 continue
             out = folder / f"student.{split}.jsonl"
-            if not out.exists():
-                predict_file(student_dir, path, out)
+            if dirty or not out.exists():
+                predict_file(student_dir, path, out, overwrite=True)
             entry[split] = _metrics(out, config.gold_field)
         rounds.append(entry)
         _log(f"round {index}: " + json.dumps({k: v for k, v in entry.items() if k != "round"}))

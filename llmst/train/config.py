@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from llmst.errors import ConfigError
@@ -108,6 +109,12 @@ class TrainConfig:
             raise ConfigError("a generative student trains on hard labels with plain cross-entropy")
         if self.epochs <= 0 or self.batch_size < 1 or self.max_length < 8:
             raise ConfigError("--epochs must be > 0, --batch-size >= 1 and --max-length >= 8")
+        if self.save_steps < 1:
+            raise ConfigError("--save-steps must be >= 1")
+        if self.eval and not Path(self.eval).exists():
+            raise ConfigError(f"--eval file not found: {self.eval}")
+        if self.gold and not Path(self.gold).exists():
+            raise ConfigError(f"--gold file not found: {self.gold}")
         if self.learning_rate is None:
             self.learning_rate = 2e-4 if self.lora else 5e-5
         if self.learning_rate <= 0:

@@ -53,7 +53,10 @@ def _probs_vector(record: dict, names: list[str], where: str) -> np.ndarray | No
         return None
     if not isinstance(probs, dict) or set(probs) != set(names):
         raise ConfigError(f"{where}: probs must have exactly the labels {names}")
-    vector = np.array([float(probs[n]) for n in names], dtype=np.float64)
+    try:
+        vector = np.array([float(probs[n]) for n in names], dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: probs must be numbers") from error
     if not np.all(np.isfinite(vector)) or vector.min() < 0 or vector.sum() <= 0:
         raise ConfigError(f"{where}: probs are not a distribution")
     return vector / vector.sum()
@@ -90,7 +93,9 @@ def load_pseudo_labeled(
                 raise ConfigError(f"{where}: --soft-labels needs probs on every record")
             target = probs
         else:
-            index = int(np.argmax(probs)) if probs is not None else label_index(record.get("label"), names)
+            index = label_index(record.get("label"), names)  # what the filter saw (aggregate: the vote)
+            if index < 0 and probs is not None:
+                index = int(np.argmax(probs))
             if index < 0:
                 raise ConfigError(f"{where}: record has neither probs nor a label in {names}")
             target = _one_hot(index, len(names))

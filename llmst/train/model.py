@@ -32,6 +32,8 @@ class StudentClassifier(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model  # a transformers model, or a peft model wrapping one
+        # FSDP's transformer-based auto-wrap looks for the decoder/encoder layer classes here
+        self._no_split_modules = getattr(self._transformers_model(), "_no_split_modules", None)
 
     def _transformers_model(self) -> nn.Module:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model

@@ -38,7 +38,8 @@ def load_student(model_dir: str | Path) -> tuple[StudentClassifier, Any, dict[st
     if meta["kind"] != "classifier":
         raise ConfigError(f"{model_dir} is a {meta['kind']} student, not a classifier")
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
-    return StudentClassifier(model).eval(), load_tokenizer(str(model_dir)), meta
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return StudentClassifier(model).to(device).eval(), load_tokenizer(str(model_dir)), meta
 
 
 @torch.inference_mode()

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import yaml
 
+from llmst.backends.base import truncate_with_tokenizer
+from llmst.errors import ConfigError
 from llmst.models import resolve_model
 from llmst.train.config import TrainConfig
 from llmst.train.data import batch_plan, label_names_of, load_gold, load_pseudo_labeled
@@ -26,10 +28,17 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
     from trl import SFTConfig, SFTTrainer
 
     from llmst.label.task import task_from_dict
-    from llmst.train.trainer import CHECKPOINTS, _check_output, _use_bf16, run_and_save
+    from llmst.train.trainer import (
+        CHECKPOINTS,
+        _check_distributed,
+        _mark_run,
+        _prepare_output,
+        _run_fingerprint,
+        _use_bf16,
+        run_and_save,
+    )
 
     out = Path(out)
-    resume_from = _check_output(out, config)
     set_seed(config.seed)
     names = label_names_of(labeled, config.labels)
     text_fields = config.text_fields or ["text"]
@@ -58,14 +67,26 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
         gold_share=config.gold_share,
         seed=config.seed,
     )
+    _check_distributed(config)
+    fingerprint = _run_fingerprint(labeled, config)
+    resume_from = _prepare_output(out, config, fingerprint)
+    _mark_run(out, fingerprint)
+    spec = resolve_model(config.student)
+    tokenizer = load_tokenizer(spec.path)
+    # Cut long texts so prompt + label + EOS fit in max_length: TRL would otherwise cut the label off and drop
+    # the row, which biases training toward short texts and breaks the gold share of the batch plan.
+    label_tokens = max(
+        len(tokenizer(v[0], add_special_tokens=False)["input_ids"]) for v in task.labels.values()
+    )
+    overhead = len(tokenizer(task.render({"text": ""}, ""))["input_ids"]) + label_tokens + 2
+    if overhead >= config.max_length:
+        raise ConfigError(f"--max-length {config.max_length} leaves no room for text in the prompt template")
     rows = []
     for is_gold, index in plan:
         source = gold if is_gold else pseudo
         label = names[int(np.argmax(source.targets[index]))]
-        text = source.texts[index]
+        text = truncate_with_tokenizer(tokenizer, source.texts[index], config.max_length - overhead)
         rows.append({"prompt": task.render({"text": text}, text), "completion": task.labels[label][0]})
-    spec = resolve_model(config.student)
-    tokenizer = load_tokenizer(spec.path)
     model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=torch.float32)
     peft_config = None
     if config.lora:
@@ -83,7 +104,7 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
         per_device_train_batch_size=config.batch_size,
         num_train_epochs=1,
         learning_rate=config.learning_rate,
-        warmup_steps=int(config.warmup_ratio * steps),
+        warmup_steps=config.warmup_ratio,  # < 1: a ratio of the steps each rank runs
         weight_decay=config.weight_decay,
         logging_steps=max(1, min(50, steps // 10)),
         save_strategy="steps",
@@ -130,5 +151,6 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
         planned=len(rows),
         resume_from=resume_from,
         progress=progress,
+        state_prefix="",
         extra_files={"task.yaml": yaml.safe_dump(task_spec, sort_keys=False, allow_unicode=True)},
     )

@@ -9,6 +9,7 @@ SFTTrainer instead (`llmst.train.sft`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -131,21 +132,64 @@ def _use_bf16(config: TrainConfig) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def _check_output(out: Path, config: TrainConfig) -> str | None:
-    """Refuse to clobber a finished model; return the checkpoint to resume from, if any."""
+RUN_MARKER = "llmst_run.json"
+
+
+def _run_fingerprint(labeled: str | Path, config: TrainConfig) -> str:
+    """Identity of a training run: the data file (path, size, mtime) and every option that changes training."""
+    options = {
+        k: v
+        for k, v in config.to_json().items()
+        if k not in ("overwrite", "resume", "eval", "eval_gold_field")
+    }
+    stat = Path(labeled).stat()
+    payload = json.dumps([str(labeled), stat.st_size, stat.st_mtime_ns, options], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _prepare_output(out: Path, config: TrainConfig, fingerprint: str) -> str | None:
+    """Refuse to clobber a finished model (unless --overwrite); return the checkpoint to resume from, if any.
+
+    Checkpoints carry the run's fingerprint, so a rerun with other data or options never resumes from them.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
-    if out.exists() and (out / "config.json").exists():
-        if not config.overwrite:
-            raise ConfigError(f"{out} already holds a trained model", hint="pass --overwrite to replace it")
-        if _is_main_process():
+    if (out / "config.json").exists() and not config.overwrite:
+        raise ConfigError(f"{out} already holds a trained model", hint="pass --overwrite to replace it")
+    checkpoints = out / CHECKPOINTS
+    if config.overwrite:
+        if _is_main_process() and out.exists():
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         return None
-    checkpoints = out / CHECKPOINTS
-    if checkpoints.is_dir() and config.resume and not config.overwrite:
+    marker = checkpoints / RUN_MARKER
+    if checkpoints.is_dir() and marker.exists() and config.resume:
+        if json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"{checkpoints} holds checkpoints of a different run (other data or options)",
+                hint="rerun with the same data and options to resume, or pass --overwrite to start over",
+            )
         return get_last_checkpoint(str(checkpoints))
     return None
+
+
+def _mark_run(out: Path, fingerprint: str) -> None:
+    if _is_main_process():
+        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        (out / CHECKPOINTS / RUN_MARKER).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+
+
+def _fsdp_requested() -> bool:
+    """True under `accelerate launch` with an FSDP config (scripts/accelerate/fsdp.yaml)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def _check_distributed(config: TrainConfig) -> None:
+    if config.lora and _fsdp_requested():
+        raise ConfigError(
+            "LoRA under FSDP is not supported yet (adapters would be merged from sharded weights)",
+            hint="train LoRA students with DDP (torchrun / accelerate launch without the FSDP config)",
+        )
 
 
 def _is_main_process() -> bool:
@@ -190,7 +234,6 @@ def train(
     from transformers import TrainingArguments, set_seed
 
     out = Path(out)
-    resume_from = _check_output(out, config)
     set_seed(config.seed)
     names = label_names_of(labeled, config.labels)
     text_fields = config.text_fields or ["text"]
@@ -213,6 +256,10 @@ def train(
         )
         if not config.soft_labels:  # the labeler's view of a gold row is hard too
             gold.pseudo = np.eye(len(names))[gold.pseudo.argmax(axis=1)]
+    _check_distributed(config)
+    fingerprint = _run_fingerprint(labeled, config)
+    resume_from = _prepare_output(out, config, fingerprint)  # after the inputs are known to be good
+    _mark_run(out, fingerprint)
     spec = resolve_model(config.student)
     model, tokenizer = build_classifier(
         spec.path,
@@ -244,7 +291,7 @@ def train(
         per_device_train_batch_size=config.batch_size,
         num_train_epochs=1,  # the plan already holds config.epochs passes
         learning_rate=config.learning_rate,
-        warmup_steps=int(config.warmup_ratio * steps),
+        warmup_steps=config.warmup_ratio,  # < 1: a ratio of the steps each rank runs
         lr_scheduler_type="linear",
         weight_decay=config.weight_decay,
         logging_steps=max(1, min(50, steps // 10)),
@@ -310,6 +357,7 @@ def run_and_save(
     resume_from: str | None,
     progress: bool,
     extra_files: dict[str, str] | None = None,
+    state_prefix: str = "model.",
 ) -> TrainSummary:
     """Train (resuming if asked), then on the main process save the plain HF model, the card and
     `extra_files`, score `config.eval`, and drop the checkpoints."""
@@ -323,8 +371,13 @@ def run_and_save(
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     trainer.accelerator.wait_for_everyone()
     metrics: dict[str, Any] = {}
+    state_dict = None
+    if _fsdp_requested():  # gather the sharded weights on every rank; rank 0 saves them
+        full = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        if trainer.accelerator.is_main_process:
+            state_dict = {k[len(state_prefix) :]: v for k, v in full.items() if k.startswith(state_prefix)}
     if trainer.accelerator.is_main_process:
-        unwrap_for_saving(model).save_pretrained(out)
+        unwrap_for_saving(model).save_pretrained(out, state_dict=state_dict)
         tokenizer.save_pretrained(out)
         for name, text in (extra_files or {}).items():
             (out / name).write_text(text)
