@@ -6,7 +6,8 @@
    labels the unlabeled pool (SST-2 train texts, 6,920; their gold labels are only read to report the
    precision of what a filter kept), SST-2 test (1,821) and 200 seeded SST-2 dev rows (the only gold rows
    used: calibration for the conformal filter and choice of the filter).
-2. Filters on the pool: conformal (precision >= 0.90 with prob. 0.9 on the 200 dev rows), balanced (top
+2. Filters on the pool: conformal (precision >= 0.85 with prob. 0.9 on the 200 dev rows; 0.90 cannot be
+   certified on them: best lower bound 0.858), balanced (top
    50% per class), and none (all rows, soft labels).
 3. MiniLM-L6 (full fine-tune) is trained on each, seed 0; the filter with the best accuracy on the 200 dev
    rows is chosen and trained with every --seeds; SmolLM2-135M + LoRA is trained on the chosen filter's rows
@@ -116,10 +117,10 @@ def main() -> None:
     log(f"labeler: test {labeler_test} dev200 {labeler_dev} pool {labeler_pool}")
 
     filters = {
-        "conformal-p0.90": FilterConfig(
+        "conformal-p0.85": FilterConfig(
             method="conformal",
             calibration=str(labeled["dev200"]),
-            target_precision=0.9,
+            target_precision=0.85,
             delta=0.1,
             plots=False,
         ),
