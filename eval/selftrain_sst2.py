@@ -86,6 +86,7 @@ def main() -> None:
         "train": {
             "student": "minilm-l6",
             "epochs": 2,
+            "bf16": True,
             "batch_size": 16,
             "max_length": 64,
             "seed": args.seed,
