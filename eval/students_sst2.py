@@ -55,6 +55,24 @@ def accuracy(model_dir: Path, gold_file: Path, out: Path) -> float:
     return round(evaluate_file(out, gold_field="gold")["accuracy"], 4)
 
 
+def paired_bootstrap(student_pred: Path, labeler_pred: Path, *, draws: int = 2000, seed: int = 0) -> dict:
+    """Student minus labeler accuracy on the same test rows, with a 95% paired-bootstrap interval."""
+    student = [json.loads(line) for line in open(student_pred)]
+    labeler = [json.loads(line) for line in open(labeler_pred)]
+    assert [r["id"] for r in student] == [r["id"] for r in labeler]
+    diff = np.array(
+        [
+            (s["label"] == s["gold"]) - (t["label"] == t["gold"])
+            for s, t in zip(student, labeler, strict=True)
+        ],
+        float,
+    )
+    rng = np.random.default_rng(seed)
+    boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(draws)]
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return {"difference": round(float(diff.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)]}
+
+
 def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, calib: Path, test: Path) -> dict:
     model_dir = work / "students" / name
     started = time.perf_counter()
@@ -89,6 +107,13 @@ def main() -> None:
     parser.add_argument("--smollm-rows", type=int, default=1000)
     parser.add_argument("--minilm-epochs", type=float, default=2.0)
     parser.add_argument("--smollm-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--smollm-lrs",
+        type=float,
+        nargs="+",
+        default=[2e-4],
+        help="LoRA learning rates; the best on dev-200 wins",
+    )
     parser.add_argument("--skip-smollm", action="store_true")
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/students"))
@@ -192,38 +217,58 @@ def main() -> None:
         info = kept[chosen]
         n_rows = min(args.smollm_rows, info["n_kept"])
         seed = args.seeds[0]
-        smol = TrainConfig(
-            student="smollm2-135m-instruct",
-            lora=True,
-            epochs=args.smollm_epochs,
-            batch_size=16,
-            max_length=64,
-            seed=seed,
-            soft_labels=info["soft"],
-            labels=NAMES,
-            save_steps=10_000,
-            bf16=not args.no_bf16,
-        )
+
+        def smol(lr: float, soft: bool) -> TrainConfig:
+            return TrainConfig(
+                student="smollm2-135m-instruct",
+                lora=True,
+                epochs=args.smollm_epochs,
+                learning_rate=lr,
+                batch_size=16,
+                max_length=64,
+                seed=seed,
+                soft_labels=soft,
+                labels=NAMES,
+                save_steps=10_000,
+                bf16=not args.no_bf16,
+            )
+
+        def suffix(lr: float) -> str:
+            return "" if lr == 2e-4 else f"-lr{lr:g}"
+
         subset = work / "kept" / f"smollm-{n_rows}.jsonl"
         lines = open(info["file"]).readlines()
         random.Random(seed).shuffle(lines)
         subset.write_text("".join(lines[:n_rows]))
-        smollm_runs.append(
-            {
-                "filter": chosen,
-                **train_and_score(f"smollm-lora-{n_rows}-s{seed}", subset, smol, work, calib, test),
-            }
-        )
+        candidates = []
+        for lr in args.smollm_lrs:  # the learning rate is chosen on the 200 dev rows
+            name = f"smollm-lora-{n_rows}-s{seed}{suffix(lr)}"
+            candidates.append(
+                {
+                    "filter": chosen,
+                    "learning_rate": lr,
+                    **train_and_score(name, subset, smol(lr, info["soft"]), work, calib, test),
+                }
+            )
+        best = max(candidates, key=lambda r: r["dev200_accuracy"])
+        smollm_runs.extend(candidates)
         gold_lines = open(gold_train).readlines()
         random.Random(seed).shuffle(gold_lines)
         gold_subset = work / "kept" / f"gold-{n_rows}.jsonl"
         gold_subset.write_text("".join(gold_lines[:n_rows]))
-        smol.soft_labels = False
+        lr = best["learning_rate"]
+        gold_name = f"smollm-lora-gold-{n_rows}-s{seed}{suffix(lr)}"
         smollm_runs.append(
             {
                 "filter": f"GOLD SST-2 train, {n_rows} rows (ceiling)",
-                **train_and_score(f"smollm-lora-gold-{n_rows}-s{seed}", gold_subset, smol, work, calib, test),
+                "learning_rate": lr,
+                **train_and_score(gold_name, gold_subset, smol(lr, False), work, calib, test),
             }
+        )
+
+    for r in runs + smollm_runs:
+        r["vs_labeler_on_test"] = paired_bootstrap(
+            work / "pred" / f"{r['student']}.test.jsonl", labeled["test"]
         )
 
     def stats(values: list[float]) -> str:
@@ -232,22 +277,30 @@ def main() -> None:
         )
 
     lines = [
-        "| model | trained on | rows | seeds | dev-200 acc | SST-2 test acc |",
-        "|---|---|---|---|---|---|",
-        f"| labeler: SmolLM2-135M zero-shot, prior-calibrated | - | - | - | {labeler_dev:.4f} | {labeler_test:.4f} |",
+        "| model | trained on | rows | seeds | dev-200 acc | SST-2 test acc | test acc minus labeler's (95% paired bootstrap) |",
+        "|---|---|---|---|---|---|---|",
+        f"| labeler: SmolLM2-135M zero-shot, prior-calibrated | - | - | - | {labeler_dev:.4f} | {labeler_test:.4f} | |",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
         groups.setdefault(("MiniLM-L6 full fine-tune", r["filter"]), []).append(r)
     for r in smollm_runs:
-        groups.setdefault(("SmolLM2-135M + LoRA r=8 classifier", r["filter"]), []).append(r)
+        groups.setdefault(
+            (f"SmolLM2-135M + LoRA r=8 classifier, lr {r['learning_rate']:g}", r["filter"]), []
+        ).append(r)
     for (model, trained_on), items in groups.items():
         rows = items[0]["train_rows"]
         seeds = ",".join(str(i["seed"]) for i in items)
         mark = " (chosen on dev-200)" if trained_on == chosen else ""
         lines.append(
             f"| {model} | {trained_on}{mark} | {rows} | {seeds} | {stats([i['dev200_accuracy'] for i in items])} | "
-            f"{stats([i['test_accuracy'] for i in items])} |"
+            f"{stats([i['test_accuracy'] for i in items])} | "
+            + "; ".join(
+                f"{i['vs_labeler_on_test']['difference']:+.4f} [{i['vs_labeler_on_test']['ci95'][0]:+.4f}, "
+                f"{i['vs_labeler_on_test']['ci95'][1]:+.4f}]"
+                for i in items
+            )
+            + " |"
         )
     table = "\n".join(lines)
     filter_lines = [
