@@ -56,8 +56,9 @@ def main() -> None:
     started = time.perf_counter()
     results: dict[str, Any] = {}
     lines = ["| dataset | rows | labeler / method | accuracy | macro-F1 |", "|---|---|---|---|---|"]
-    for dataset in args.datasets:
+    for position, dataset in enumerate(args.datasets):
         spec = DATASETS[dataset]
+        limit = args.gemma_limit[position] if position < len(args.gemma_limit) else 0
         sources = {
             "smollm2-zero": FINAL / "labeled" / f"{dataset}-zero-prior.jsonl",
             "smollm2-few": FINAL / "labeled" / f"{dataset}-few-prior.jsonl",
@@ -76,7 +77,7 @@ def main() -> None:
                 model="gemma3-270m",
                 calibrate="prior",
                 cache_path=args.cache_path,
-                limit=args.gemma_limit,
+                limit=limit or None,
                 progress=True,
             )
             print(f"[aggregation] labeling {dataset} with gemma3-270m", file=sys.stderr, flush=True)
