@@ -401,12 +401,26 @@ def test_predict_rejects_bad_rows(tiny_bert_dir, labeled_file, tmp_path):
 # ------------------------------------------------------------------------------------------- distributed
 
 
-def test_two_rank_torchrun_trains_the_same_kind_of_model(tiny_bert_dir, labeled_file, tmp_path):
+def test_two_rank_torchrun_trains_the_same_kind_of_model(tiny_bert_dir, tmp_path):
     """`torchrun --nproc_per_node 2 -m llmst train` (DDP over gloo on CPU) saves the same kind of model as one
-    process, in half the optimiser steps per rank, and both predict the same corpus."""
+    process, in half the optimiser steps per rank, and both learn the task equally well."""
+    rows = []
+    for i in range(64):
+        label = i % 2
+        rows.append(
+            {"text": f"{'excellent' if label else 'terrible'} film number {i}", "label": NAMES[label]}
+        )
+    data = write_jsonl(tmp_path / "kw.jsonl", rows)
+    held_out = write_jsonl(
+        tmp_path / "held.jsonl",
+        [
+            {"text": f"{'excellent' if i % 2 else 'terrible'} film number {100 + i}", "gold": i % 2}
+            for i in range(20)
+        ],
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [labeled_file.as_posix(), "--student", tiny_bert_dir, "--epochs", "2", "--batch-size", "8"]
-    common += ["--quiet", "--learning-rate", "1e-3"]
+    common = [data.as_posix(), "--student", tiny_bert_dir, "--epochs", "8", "--batch-size", "8", "--quiet"]
+    common += ["--learning-rate", "3e-3", "--labels", "negative,positive", "--eval", held_out.as_posix()]
     one = subprocess.run(
         [sys.executable, "-m", "llmst", "train", *common, "-o", str(tmp_path / "one")],
         capture_output=True,
@@ -416,19 +430,8 @@ def test_two_rank_torchrun_trains_the_same_kind_of_model(tiny_bert_dir, labeled_
     )
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "llmst",
-            "train",
-            *common,
-            "-o",
-            str(tmp_path / "two"),
-        ],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llmst", "train"]
+        + [*common, "-o", str(tmp_path / "two")],
         capture_output=True,
         text=True,
         env=env,
@@ -437,16 +440,14 @@ def test_two_rank_torchrun_trains_the_same_kind_of_model(tiny_bert_dir, labeled_
     assert two.returncode == 0, two.stderr[-2000:]
     summary_one = json.loads(one.stdout[one.stdout.index("{") :])
     summary_two = json.loads(two.stdout[two.stdout.index("{") :])
-    assert summary_one["steps"] == 12 and summary_two["steps"] == 6
+    assert summary_one["steps"] == 64 and summary_two["steps"] == 32
+    assert summary_one["metrics"]["accuracy"] >= 0.95 and summary_two["metrics"]["accuracy"] >= 0.95
     files_one = {p.name for p in (tmp_path / "one").iterdir()}
     files_two = {p.name for p in (tmp_path / "two").iterdir()}
     assert files_one == files_two and "model.safetensors" in files_two
     meta_one = json.loads((tmp_path / "one" / "llmst_student.json").read_text())
     meta_two = json.loads((tmp_path / "two" / "llmst_student.json").read_text())
     assert meta_one["labels"] == meta_two["labels"] and meta_one["kind"] == meta_two["kind"]
-    for name in ("one", "two"):
-        result = predict_file(tmp_path / name, labeled_file, tmp_path / f"{name}.jsonl")
-        assert result["labeled"] == 48
 
 
 def test_cli_train_and_predict_errors_are_one_line(tmp_path):
