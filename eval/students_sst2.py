@@ -85,7 +85,9 @@ def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, cali
         "seed": config.seed,
         "dev200_accuracy": accuracy(model_dir, calib, work / "pred" / f"{name}.dev200.jsonl"),
         "test_accuracy": accuracy(model_dir, test, work / "pred" / f"{name}.test.jsonl"),
-        "train_rows": summary.rows if summary else None,
+        "train_rows": summary.rows
+        if summary
+        else sum(1 for _ in open(data)),  # cached model: rows of its data
         "train_samples_per_second": summary.samples_per_second if summary else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
