@@ -3,8 +3,8 @@
     python eval/ddp_parity.py [--rows 1500] [--seeds 0 1]
 
 Data: the first --rows pseudo-labeled rows that eval/students_sst2.py kept (conformal filter); student:
-MiniLM-L6, 1 epoch, batch 16 per process (so 2 ranks take half the steps with twice the global batch), bf16
-autocast. Both models relabel SST-2 test (`llmst predict`) and are scored (`llmst evaluate`). Run
+MiniLM-L6, 1 epoch, the same global batch of 16 (1 process x 16, or 2 ranks x 8), so both take the same
+number of optimiser steps; bf16 autocast. Both models relabel SST-2 test (`llmst predict`) and are scored (`llmst evaluate`). Run
 eval/students_sst2.py first. Prints a markdown table and writes eval/results/ddp_parity.json.
 """
 
@@ -70,7 +70,7 @@ def main() -> None:
             ]
             command += [
                 "--batch-size",
-                "16",
+                str(16 // ranks),  # the same global batch, so the same number of optimiser steps
                 "--max-length",
                 "64",
                 "--bf16",
