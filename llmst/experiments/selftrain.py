@@ -78,9 +78,7 @@ def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
     known = {f.name for f in fields(SelfTrainConfig)} - {"source"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}"
-        )
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
     for required in ("corpus", "out_dir"):
         if required not in data:
             raise ConfigError(f"{path}: '{required}' is required")
