@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--minilm-epochs", type=float, default=2.0)
     parser.add_argument("--smollm-epochs", type=float, default=1.0)
     parser.add_argument(
+        "--smollm-extra-seeds", type=int, nargs="*", default=[], help="more SmolLM2 seeds at the chosen lr"
+    )
+    parser.add_argument(
         "--smollm-lrs",
         type=float,
         nargs="+",
@@ -220,7 +223,7 @@ def main() -> None:
         n_rows = min(args.smollm_rows, info["n_kept"])
         seed = args.seeds[0]
 
-        def smol(lr: float, soft: bool) -> TrainConfig:
+        def smol(lr: float, soft: bool, seed: int = seed) -> TrainConfig:
             return TrainConfig(
                 student="smollm2-135m-instruct",
                 lora=True,
@@ -267,6 +270,17 @@ def main() -> None:
                 **train_and_score(gold_name, gold_subset, smol(lr, False), work, calib, test),
             }
         )
+        for (
+            extra
+        ) in args.smollm_extra_seeds:  # the chosen lr again: same rows, other head init and data order
+            name = f"smollm-lora-{n_rows}-s{extra}{suffix(lr)}"
+            smollm_runs.append(
+                {
+                    "filter": chosen,
+                    "learning_rate": lr,
+                    **train_and_score(name, subset, smol(lr, info["soft"], extra), work, calib, test),
+                }
+            )
 
     for r in runs + smollm_runs:
         r["vs_labeler_on_test"] = paired_bootstrap(
