@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,35 @@ class JsonlAppender:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def chunked(items: Iterator[Row | Reject], size: int) -> Iterator[list[Row | Reject]]:
+    """Consecutive lists of at most `size` items from a (streaming) reader."""
+    items = iter(items)
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+class PendingOutputs:
+    """Output files written to temporary names and renamed into place together; removed on error."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []
+
+    def tmp(self, final: Path) -> Path:
+        tmp = final.with_name(final.name + ".tmp")
+        self.pending.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self.pending:
+            os.replace(tmp, final)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+        self.pending.clear()
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

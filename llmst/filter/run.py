@@ -44,7 +44,7 @@ from llmst.filter.per_class import per_class_thresholds, select_per_class
 from llmst.filter.scores import label_quality_scores
 from llmst.filter.threshold import select_by_threshold
 from llmst.metrics import accuracy_coverage
-from llmst.records import Reject, label_fields, label_index, read_records
+from llmst.records import PendingOutputs, Reject, label_fields, label_index, read_records
 
 FilterMethod = Literal[
     "threshold", "per-class", "balanced", "curriculum", "conformal", "agreement", "learned", "student-oof"
@@ -421,28 +421,6 @@ def _source_matrix(data: _Labeled, names: list[str]) -> tuple[np.ndarray, list[s
 
 
 # ---------------------------------------------------------------- atomic outputs
-
-
-class _Outputs:
-    """Collects temporary files and renames them into place together; removes them on error."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Path, Path]] = []
-
-    def tmp(self, final: Path) -> Path:
-        tmp = final.with_name(final.name + ".tmp")
-        self.pending.append((tmp, final))
-        return tmp
-
-    def commit(self) -> None:
-        for tmp, final in self.pending:
-            os.replace(tmp, final)
-        self.pending.clear()
-
-    def discard(self) -> None:
-        for tmp, _ in self.pending:
-            tmp.unlink(missing_ok=True)
-        self.pending.clear()
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -869,7 +847,7 @@ def run_filter(labeled: str | Path, out: str | Path, config: FilterConfig) -> di
     report_path = out_path.with_name(out_path.name + ".report.json")
     report["report"] = str(report_path)
 
-    outputs = _Outputs()
+    outputs = PendingOutputs()
     try:
         keep = set(kept.tolist())
         records = (record for index, (_, record) in enumerate(_iter_records(labeled)) if index in keep)
@@ -1113,7 +1091,7 @@ def run_aggregate(inputs: list[str | Path], out: str | Path, config: AggregateCo
             )
             yield out_record
 
-    outputs = _Outputs()
+    outputs = PendingOutputs()
     try:
         written = _write_jsonl(outputs.tmp(out_path), fused_records())
         if written != n:

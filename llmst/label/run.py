@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -32,6 +31,7 @@ from llmst.records import (
     JsonlAppender,
     Reject,
     Row,
+    chunked,
     keep_input_fields,
     label_fields,
     read_records,
@@ -221,14 +221,6 @@ class Labeler:
         return prepared, rejects
 
 
-def _chunks(items: Iterator[Row | Reject], size: int) -> Iterator[list[Row | Reject]]:
-    while True:
-        chunk = list(islice(items, size))
-        if not chunk:
-            return
-        yield chunk
-
-
 def _job_fingerprint(config: LabelConfig, source: str, task: Task, prompt_hash: str, backend: Backend) -> str:
     relevant = {
         k: v
@@ -347,7 +339,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     try:
         with _progress(config.progress, total) as bar:
             bar_task = bar.add_task("label", total=total, completed=skip, rate="-")
-            for chunk in _chunks(rows, chunk_size):
+            for chunk in chunked(rows, chunk_size):
                 valid = [item for item in chunk if isinstance(item, Row)]
                 prepared, bad = labeler.prepare(valid)
                 bad += [item for item in chunk if isinstance(item, Reject)]

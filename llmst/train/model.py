@@ -58,6 +58,11 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def lora_targets(spec: str) -> str | list[str]:
+    """peft `target_modules` from the CLI form: `all-linear` or comma-separated module names."""
+    return spec if spec == "all-linear" else [name.strip() for name in spec.split(",") if name.strip()]
+
+
 def build_classifier(path: str, names: list[str], *, lora: bool = False, lora_options: dict | None = None):
     """A fresh classifier student from a model folder (head randomly initialised) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
@@ -78,9 +83,9 @@ def build_classifier(path: str, names: list[str], *, lora: bool = False, lora_op
         from peft import LoraConfig, get_peft_model
 
         options = dict(lora_options or {})
-        target = options.pop("target", "all-linear")
-        modules = target if target == "all-linear" else [t.strip() for t in target.split(",")]
-        config = LoraConfig(task_type="SEQ_CLS", target_modules=modules, **options)
+        config = LoraConfig(
+            task_type="SEQ_CLS", target_modules=lora_targets(options.pop("target", "all-linear")), **options
+        )
         model = get_peft_model(model, config)
     return model, tokenizer
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,10 @@ import torch
 
 from llmst.errors import ConfigError
 from llmst.records import (
-    JsonlAppender,
+    PendingOutputs,
     Reject,
     Row,
+    chunked,
     keep_input_fields,
     label_fields,
     read_records,
@@ -67,11 +68,6 @@ def predict_probs(
     return out if out is not None else np.zeros((0, 0))
 
 
-def _chunks(items: Iterator[Row | Reject], size: int) -> Iterator[list[Row | Reject]]:
-    while chunk := list(islice(items, size)):
-        yield chunk
-
-
 def student_fingerprint(model_dir: str | Path) -> str:
     """Hash of the saved weights' sizes and modification times plus the metadata (cheap, changes on retrain)."""
     folder = Path(model_dir)
@@ -107,56 +103,51 @@ def predict_file(
     counts: Counter[str] = Counter()
     rejected = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(tmp_name)
-    rejects_tmp = out.with_name(out.name + ".rejects.jsonl.tmp")
-    rejects_tmp.unlink(missing_ok=True)
-    rejects = JsonlAppender(rejects_tmp)
-    writer = JsonlAppender(tmp)
+    outputs = PendingOutputs()
     try:
-        rows = islice(read_records(source), limit) if limit else read_records(source)
-        for chunk in _chunks(iter(rows), CHUNK_ROWS):
-            good: list[tuple[Row, str]] = []
-            for item in chunk:
-                if isinstance(item, Reject):
-                    rejects.write({"line": item.line, "reason": item.reason, "raw": item.raw})
+        with (
+            open(outputs.tmp(out), "w", encoding="utf-8") as writer,
+            open(outputs.tmp(out.with_name(out.name + ".rejects.jsonl")), "w", encoding="utf-8") as rejects,
+        ):
+            rows = islice(read_records(source), limit) if limit else read_records(source)
+            for chunk in chunked(rows, CHUNK_ROWS):
+                good: list[tuple[Row, str]] = []
+                for item in chunk:
+                    if isinstance(item, Reject):
+                        reject = {"line": item.line, "reason": item.reason, "raw": item.raw}
+                    elif not (text := record_text(item.record, fields)):
+                        reject = {"line": item.line, "reason": f"no text in fields {fields}"}
+                    else:
+                        good.append((item, text))
+                        continue
+                    rejects.write(json.dumps(reject, ensure_ascii=False) + "\n")
                     rejected += 1
-                    continue
-                text = record_text(item.record, fields)
-                if not text:
-                    rejects.write({"line": item.line, "reason": f"no text in fields {fields}"})
-                    rejected += 1
-                    continue
-                good.append((item, text))
-            probs = predict_probs(
-                student, tokenizer, [t for _, t in good], max_length=meta["max_length"], batch_size=batch_size
-            )
-            for (row, text), row_probs in zip(good, probs, strict=True):
-                record = keep_input_fields(row.record)
-                record["id"] = record_id(row.record, text, id_field)
-                record.update(label_fields(row_probs, names))
-                record.update(
-                    model=f"student:{Path(model_dir).name}",
-                    task=f"student:{meta['base_model']}",
-                    prompt_hash=fingerprint,
-                    calibration="none",
-                    truncated=False,
+                probs = predict_probs(
+                    student,
+                    tokenizer,
+                    [t for _, t in good],
+                    max_length=meta["max_length"],
+                    batch_size=batch_size,
                 )
-                counts[record["label"]] += 1
-                writer.write(record)
-            writer.flush()
-            rejects.flush()
-    except BaseException:
-        writer.close()
-        rejects.close()
-        tmp.unlink(missing_ok=True)
-        rejects.path.unlink(missing_ok=True)
-        raise
-    writer.close()
-    rejects.close()
-    os.replace(tmp, out)
-    os.replace(rejects.path, out.with_name(out.name + ".rejects.jsonl"))
+                for (row, text), row_probs in zip(good, probs, strict=True):
+                    record = keep_input_fields(row.record)
+                    record["id"] = record_id(row.record, text, id_field)
+                    record.update(label_fields(row_probs, names))
+                    record.update(
+                        model=f"student:{Path(model_dir).name}",
+                        task=f"student:{meta['base_model']}",
+                        prompt_hash=fingerprint,
+                        calibration="none",
+                        truncated=False,
+                    )
+                    counts[record["label"]] += 1
+                    writer.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for handle in (writer, rejects):  # durable before the rename makes them visible
+                handle.flush()
+                os.fsync(handle.fileno())
+        outputs.commit()
+    finally:
+        outputs.discard()
     return {
         "output": str(out),
         "labeled": sum(counts.values()),

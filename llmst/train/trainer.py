@@ -78,17 +78,12 @@ class _PlannedRows(Dataset):
         }
 
 
-def _collate(pad_id: int):
+def _collate(tokenizer):
     def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(item["input_ids"]) for item in items)
-        input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for i, item in enumerate(items):
-            input_ids[i, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
-            mask[i, : len(item["input_ids"])] = 1
+        batch = tokenizer.pad({"input_ids": [item["input_ids"] for item in items]}, return_tensors="pt")
         return {
-            "input_ids": input_ids,
-            "attention_mask": mask,
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
             "target": torch.tensor(np.stack([i["target"] for i in items]), dtype=torch.float32),
             "labeler_target": torch.tensor(
                 np.stack([i["labeler_target"] for i in items]), dtype=torch.float32
@@ -223,17 +218,23 @@ def _filter_summary(labeled: str | Path) -> str | None:
     return text
 
 
-def train(
-    labeled: str | Path, out: str | Path, config: TrainConfig, *, progress: bool = True
-) -> TrainSummary:
-    """Train a student on `labeled` records and save it to `out` as an HF model folder with a model card."""
-    if config.kind == "generative":
-        from llmst.train.sft import train_generative
+@dataclass
+class PreparedRun:
+    """A run's checked data and batch plan, and the checkpoint it resumes from (None: a fresh start)."""
 
-        return train_generative(labeled, out, config, progress=progress)
-    from transformers import TrainingArguments, set_seed
+    names: list[str]
+    text_fields: list[str]
+    pseudo: TrainingRows
+    gold: TrainingRows | None
+    plan: list[tuple[bool, int]]
+    resume_from: str | None
 
-    out = Path(out)
+
+def prepare_run(labeled: str | Path, out: Path, config: TrainConfig) -> PreparedRun:
+    """Seed, load and check the training rows, plan the batches, then claim `out` (only once the inputs are
+    known to be good, so a bad input never costs an existing model)."""
+    from transformers import set_seed
+
     set_seed(config.seed)
     names = label_names_of(labeled, config.labels)
     text_fields = config.text_fields or ["text"]
@@ -256,22 +257,6 @@ def train(
         )
         if not config.soft_labels:  # the labeler's view of a gold row is hard too
             gold.pseudo = np.eye(len(names))[gold.pseudo.argmax(axis=1)]
-    _check_distributed(config)
-    fingerprint = _run_fingerprint(labeled, config)
-    resume_from = _prepare_output(out, config, fingerprint)  # after the inputs are known to be good
-    _mark_run(out, fingerprint)
-    spec = resolve_model(config.student)
-    model, tokenizer = build_classifier(
-        spec.path,
-        names,
-        lora=config.lora,
-        lora_options={
-            "r": config.lora_r,
-            "lora_alpha": config.lora_alpha,
-            "lora_dropout": config.lora_dropout,
-            "target": config.lora_target,
-        },
-    )
     plan = batch_plan(
         len(pseudo),
         len(gold) if gold else 0,
@@ -280,16 +265,20 @@ def train(
         gold_share=config.gold_share,
         seed=config.seed,
     )
+    _check_distributed(config)
+    fingerprint = _run_fingerprint(labeled, config)
+    resume_from = _prepare_output(out, config, fingerprint)
+    _mark_run(out, fingerprint)
+    return PreparedRun(names, text_fields, pseudo, gold, plan, resume_from)
 
-    def encode(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
 
-    dataset = _PlannedRows(plan, pseudo, gold, encode)
-    steps = -(-len(plan) // config.batch_size)
-    args = TrainingArguments(
+def training_arguments(out: Path, config: TrainConfig, planned: int, progress: bool) -> dict[str, Any]:
+    """Trainer options shared by the classifier (`TrainingArguments`) and SFT (`SFTConfig`) students."""
+    steps = -(-planned // config.batch_size)
+    return dict(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
-        num_train_epochs=1,  # the plan already holds config.epochs passes
+        num_train_epochs=1,  # the batch plan already holds config.epochs passes
         learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio,  # < 1: a ratio of the steps each rank runs
         lr_scheduler_type="linear",
@@ -302,10 +291,44 @@ def train(
         seed=config.seed,
         bf16=_use_bf16(config),
         use_cpu=not torch.cuda.is_available(),
-        remove_unused_columns=False,
         train_sampling_strategy="sequential",
         dataloader_num_workers=0,
         disable_tqdm=not progress,
+    )
+
+
+def train(
+    labeled: str | Path, out: str | Path, config: TrainConfig, *, progress: bool = True
+) -> TrainSummary:
+    """Train a student on `labeled` records and save it to `out` as an HF model folder with a model card."""
+    if config.kind == "generative":
+        from llmst.train.sft import train_generative
+
+        return train_generative(labeled, out, config, progress=progress)
+    from transformers import TrainingArguments
+
+    out = Path(out)
+    run = prepare_run(labeled, out, config)
+    spec = resolve_model(config.student)
+    model, tokenizer = build_classifier(
+        spec.path,
+        run.names,
+        lora=config.lora,
+        lora_options={
+            "r": config.lora_r,
+            "lora_alpha": config.lora_alpha,
+            "lora_dropout": config.lora_dropout,
+            "target": config.lora_target,
+        },
+    )
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+
+    dataset = _PlannedRows(run.plan, run.pseudo, run.gold, encode)
+    args = TrainingArguments(
+        **training_arguments(out, config, len(run.plan), progress),
+        remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         label_names=[],
     )
@@ -313,14 +336,14 @@ def train(
         model=StudentClassifier(model),
         args=args,
         train_dataset=dataset,
-        data_collator=_collate(tokenizer.pad_token_id),
+        data_collator=_collate(tokenizer),
         doubly_robust=config.loss == "doubly-robust",
     )
     meta = {
         "kind": "classifier",
         "base_model": spec.spec,
-        "labels": names,
-        "text_fields": text_fields,
+        "labels": run.names,
+        "text_fields": run.text_fields,
         "max_length": config.max_length,
         "lora": config.lora,
         "soft_labels": config.soft_labels,
@@ -334,10 +357,10 @@ def train(
         meta,
         config=config,
         labeled=labeled,
-        rows=len(pseudo),
-        gold_rows=len(gold) if gold else 0,
-        planned=len(plan),
-        resume_from=resume_from,
+        rows=len(run.pseudo),
+        gold_rows=len(run.gold) if run.gold else 0,
+        planned=len(run.plan),
+        resume_from=run.resume_from,
         progress=progress,
     )
 
