@@ -1,7 +1,10 @@
 """Content-addressed cache of model answers (sqlite).
 
-The key is a hash of everything that changes an answer (model and its fingerprint, the full rendered prompt,
-the candidates, scoring parameters). Only successful answers are stored: a failed call is never cached.
+The key is a hash of everything that changes an answer (`score_key`): the backend, the model and the
+fingerprint of its weights (content hash, or the hub snapshot commit), the dtype actually computed in, the
+device kind (CPU and GPU kernels round differently, so their scores are not interchangeable bit for bit),
+the backend's scoring mode, the full rendered prompt, where its shared prefix ends (tokenized apart), and
+the candidates. Only successful answers are stored: a failed call is never cached.
 """
 
 from __future__ import annotations
@@ -17,6 +20,22 @@ def cache_key(**parts: Any) -> str:
     """Stable sha256 over JSON-serialised parts (sorted keys)."""
     payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def score_key(backend: Any, prompt: str, prefix_chars: int, candidates: tuple[str, ...] | list[str]) -> str:
+    """Cache key of one scoring request (`backend` follows `llmst.backends.base.Backend`)."""
+    return cache_key(
+        kind="score",
+        backend=backend.name,
+        model=backend.model_id,
+        fingerprint=backend.fingerprint,
+        dtype=getattr(backend, "dtype", None),
+        device=getattr(backend, "device_kind", None),
+        scoring=getattr(backend, "scoring", None),  # e.g. the openai backend's token ids vs text prompts
+        prompt=prompt,
+        prefix_chars=prefix_chars,  # the prefix is tokenized on its own
+        candidates=list(candidates),
+    )
 
 
 class AnswerCache:

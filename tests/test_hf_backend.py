@@ -97,3 +97,27 @@ def test_bad_model_path_is_a_config_error():
 
     with pytest.raises(ConfigError, match="not found"):
         HFBackend("./no/such/model")
+
+
+def test_backend_reports_the_dtype_and_device_it_computes_in(tiny_model_dir, backend):
+    from llmst.backends import make_backend
+    from llmst.backends.base import BackendSpec
+
+    assert backend.dtype == "float32" and next(backend.model.parameters()).dtype == torch.float32
+    assert backend.device_kind == "cpu"
+    built = make_backend(BackendSpec(model=tiny_model_dir, dtype="bfloat16", batch_size=2))
+    assert built.dtype == "bfloat16" and next(built.model.parameters()).dtype == torch.bfloat16
+    assert built.batch_size == 2 and built.fingerprint == backend.fingerprint  # same weights
+    auto = HFBackend(tiny_model_dir)  # "auto" resolves to what this machine computes in
+    assert auto.dtype == hf_module.default_dtype(auto.device) != "auto"
+    assert auto.device_kind == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_model_fingerprint_is_cheap_and_matches_the_loaded_model(smollm2_dir):
+    from llmst.models import model_fingerprint, resolve_model
+
+    fingerprint = model_fingerprint("smollm2-135m-instruct")  # never converts: the GGUF's content
+    assert (
+        fingerprint.startswith("gguf:") and fingerprint == resolve_model("smollm2-135m-instruct").fingerprint
+    )
+    assert model_fingerprint(smollm2_dir) != fingerprint  # the converted folder fingerprints by its content

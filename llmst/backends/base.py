@@ -1,9 +1,49 @@
-"""The one protocol every stage uses to talk to an LLM."""
+"""The one protocol every stage uses to talk to an LLM, and the spec that says which one to build."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from llmst.models import DEFAULT_LABELER
+
+BackendName = Literal["hf", "openai", "vllm"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Which LLM backend to build and how (`llmst.backends.make_backend(spec)`).
+
+    A stage config holds the options and builds this (`LabelConfig.backend_spec()`), so the backends never
+    import a stage. `batch_size` and `concurrency` change speed only; the rest can change answers.
+    """
+
+    backend: BackendName = "hf"
+    model: str = DEFAULT_LABELER  # bundled name, folder, .gguf file, hub id, or served name (openai)
+    base_url: str | None = None  # openai: the server's URL
+    dtype: Dtype = "auto"  # hf, vllm; openai: the server decides
+    batch_size: int = 32  # hf: sequences per forward pass
+    concurrency: int = 32  # openai: requests in flight
+    device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; default: cuda when available
+    max_context: int | None = None  # cap on the model's context, in tokens
+    quiet: bool = False  # hf: no progress bar while the weights load
+
+
+def normalize_base_url(url: str) -> str:
+    """An OpenAI-compatible server URL as the openai backend uses it (no trailing slash, ends with /v1)."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def device_kind(device: str) -> str:
+    """'cpu', 'cuda', 'mps', ...: the part of a device name that changes numerics.
+
+    The same weights and dtype give slightly different scores on CPU and GPU kernels (other matmul and
+    reduction orders, fused attention), so answer-cache keys include the device kind; the device index
+    does not (cuda:0 and cuda:1 run the same kernels).
+    """
+    return device.split(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -26,6 +66,8 @@ class Backend(Protocol):
     name: str  # backend name: "hf" | "openai" | "vllm"
     model_id: str  # what the user asked for (provenance)
     fingerprint: str  # changes when the weights change (cache key)
+    dtype: str  # the dtype actually computed in ("bfloat16", ...; "server" when a server decides)
+    device_kind: str  # "cpu", "cuda", ... ("server" for a remote server): see `device_kind()`
     max_context: int  # tokens
     chunk_size: int  # requests worth handing to one `score` call (a few batches, or the requests in flight)
 

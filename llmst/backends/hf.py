@@ -14,7 +14,7 @@ import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from llmst.backends.base import ScoreRequest, truncate_with_tokenizer
+from llmst.backends.base import ScoreRequest, device_kind, truncate_with_tokenizer
 from llmst.errors import BackendError
 from llmst.models import resolve_model
 
@@ -56,17 +56,23 @@ class HFBackend:
         dtype: str = "auto",
         batch_size: int = 32,
         max_context: int | None = None,
+        quiet: bool = False,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         resolved = resolve_model(model)
         self.model_id = model
         self.fingerprint = resolved.fingerprint
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = default_dtype(self.device) if dtype == "auto" else dtype
+        self.device_kind = device_kind(self.device)
+        self.dtype = default_dtype(self.device) if dtype == "auto" else dtype  # the dtype actually used
         self.batch_size = batch_size
         self.chunk_size = batch_size * 4  # several batches per call, sorted by length to limit padding
+        bars = hf_logging.is_progress_bar_enabled()
+        if quiet:
+            hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, self.dtype))
@@ -75,7 +81,13 @@ class HFBackend:
                 f"could not load model '{model}': {str(err).splitlines()[0]}",
                 hint="pass a local folder, a .gguf file, or a bundled name (llmst models list)",
             ) from err
+        finally:
+            if quiet and bars:
+                hf_logging.enable_progress_bar()
         self.model.to(self.device).eval()
+        commit = getattr(self.model.config, "_commit_hash", None)
+        if not resolved.is_local and commit:  # the hub snapshot actually loaded (maybe just downloaded)
+            self.fingerprint = f"hub:{model}@{commit}"
         config = self.model.config
         context = getattr(config, "max_position_embeddings", None) or 2048
         self.max_context = min(max_context or context, context)

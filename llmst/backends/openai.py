@@ -34,7 +34,7 @@ from tenacity import (
     wait_random,
 )
 
-from llmst.backends.base import ScoreRequest, truncate_with_tokenizer
+from llmst.backends.base import ScoreRequest, normalize_base_url, truncate_with_tokenizer
 from llmst.errors import BackendError, ConfigError
 
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -95,6 +95,9 @@ def _describe(err: BaseException | None, timeout: float) -> str:
 
 class OpenAIBackend:
     name = "openai"
+    # The server decides dtype and device; `fingerprint` names the served model (id, root, context).
+    dtype = "server"
+    device_kind = "server"
 
     def __init__(
         self,
@@ -107,9 +110,7 @@ class OpenAIBackend:
         max_retry_seconds: float | None = None,
         tokenizer: str | None = None,
     ):
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
+        self.base_url = normalize_base_url(base_url)
         self.model_id = model
         self.concurrency = concurrency
         self.chunk_size = concurrency * 4  # keeps `concurrency` requests in flight across a chunk
@@ -127,6 +128,11 @@ class OpenAIBackend:
         # vLLM returns the log-prob of any requested token id (`logprob_token_ids`) and accepts logprobs=0
         self._vllm = info.get("owned_by") == "vllm"
         self._candidate_cache: dict[str, list[int]] = {}
+
+    @property
+    def scoring(self) -> str:
+        """How requests are scored (part of the answer-cache key): vLLM token-id requests or generic."""
+        return ("vllm" if self._vllm else "generic") + ("-ids" if self._tokenizer is not None else "-text")
 
     # ----------------------------------------------------------------- set-up
     def _server_model(self) -> dict[str, Any]:

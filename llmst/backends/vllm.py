@@ -17,6 +17,16 @@ def is_vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def _device_kind() -> str:
+    """The kind of device vLLM runs on ("cuda", "cpu", ...): see `llmst.backends.base.device_kind`."""
+    try:
+        from vllm.platforms import current_platform
+
+        return str(getattr(current_platform, "device_type", "") or "cuda")
+    except Exception:  # an older vLLM without `platforms`: GPU only
+        return "cuda"
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -39,7 +49,10 @@ class VLLMBackend:
             **engine_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_context = self.llm.llm_engine.model_config.max_model_len
+        model_config = self.llm.llm_engine.model_config
+        self.max_context = model_config.max_model_len
+        self.dtype = str(model_config.dtype).removeprefix("torch.")  # the dtype actually used
+        self.device_kind = _device_kind()
         self.chunk_size = 1024  # vLLM schedules its own batches
 
     def count_tokens(self, text: str) -> int:

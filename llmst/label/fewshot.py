@@ -72,6 +72,18 @@ def stratified_sample(examples: list[Example], k: int, seed: int) -> list[Exampl
     return chosen
 
 
+def _block(task: Task, chosen: list[Example]) -> str:
+    sep = task.example_separator
+    return "".join(task.render_example(e.record, e.text, e.label) + sep for e in chosen)
+
+
+def describe_selection(examples: list[Example], task: Task, *, shots: int, select: str, seed: int = 0) -> str:
+    """Identity of the demonstrations a selector would use (goes into the prompt hash); no model needed."""
+    if select == "random":
+        return "random:" + _block(task, stratified_sample(examples, shots, seed))
+    return f"knn:{min(shots, len(examples))}:" + "|".join(f"{e.label}:{e.text}" for e in examples)
+
+
 class FewShotSelector:
     """Builds the few-shot block placed before each query prompt."""
 
@@ -91,6 +103,7 @@ class FewShotSelector:
         self.select = select
         self.shots = min(shots, len(examples))
         self.examples = examples
+        self._description = describe_selection(examples, task, shots=shots, select=select, seed=seed)
         if select == "random":
             self.fixed = stratified_sample(examples, shots, seed)
         elif select == "knn":
@@ -107,8 +120,7 @@ class FewShotSelector:
         return self._encoder.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
 
     def _block(self, chosen: list[Example]) -> str:
-        sep = self.task.example_separator
-        return "".join(self.task.render_example(e.record, e.text, e.label) + sep for e in chosen)
+        return _block(self.task, chosen)
 
     def blocks(self, texts: list[str]) -> list[str]:
         """The few-shot block (ending with the separator) for each query text."""
@@ -124,6 +136,4 @@ class FewShotSelector:
 
     def describe(self) -> str:
         """Identity of the demonstrations (goes into the prompt hash)."""
-        if self.select == "random":
-            return "random:" + self._block(self.fixed)
-        return f"knn:{self.shots}:" + "|".join(f"{e.label}:{e.text}" for e in self.examples)
+        return self._description

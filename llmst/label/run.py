@@ -4,6 +4,12 @@ Crash safety: output and rejects are append-only JSONL files, fsynced after each
 file (`OUT.progress.json`, replaced atomically) records how many input rows and output bytes are durable.
 On rerun, both files are cut back to the checkpoint (dropping any half-written or unconfirmed line) and
 the input resumes after the last confirmed row; rows scored before the crash come back from the cache.
+
+A resume never mixes two jobs: the checkpoint records the job's identity (the input's content fingerprint,
+the options that change records, the prompt, the model's fingerprint, dtype and device kind). A rerun whose
+identity differs is refused (ConfigError) unless `overwrite`, which starts afresh. `limit` is not part of
+it, so a rerun with a larger limit extends the output. When the output is complete, its signature
+(`label_signature`) is written last (`OUT.signature.json`, see `llmst.stage`).
 """
 
 from __future__ import annotations
@@ -15,18 +21,20 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from llmst import stage
 from llmst.backends import make_backend
-from llmst.backends.base import Backend, ScoreRequest
-from llmst.cache import AnswerCache, cache_key
+from llmst.backends.base import Backend, ScoreRequest, normalize_base_url
+from llmst.cache import AnswerCache, cache_key, score_key
 from llmst.errors import ConfigError
 from llmst.label.calibrate import contextual_bias, prior_bias, softmax
-from llmst.label.fewshot import FewShotSelector, load_examples
-from llmst.label.task import Task, adhoc_task, load_task
-from llmst.models import DEFAULT_LABELER, llmst_home
+from llmst.label.config import LabelConfig
+from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
+from llmst.label.task import Task
+from llmst.models import llmst_home, model_fingerprint
 from llmst.records import (
     JsonlAppender,
     Reject,
@@ -40,67 +48,24 @@ from llmst.records import (
     write_json_atomic,
 )
 
+__all__ = ["LabelConfig", "LabelSummary", "Labeler", "label_corpus", "label_signature"]
+
 CANDIDATE_TOKEN_ALLOWANCE = 16  # context tokens kept free for the longest verbalizer
 
 
 @dataclass
-class LabelConfig:
-    """Options of `llmst label` (the CLI fills this; Python users can too)."""
-
-    task: str | None = field(default=None, metadata={"help": "Shipped task name or a task YAML file."})
-    labels: list[str] | None = field(default=None, metadata={"help": "Ad-hoc label names (instead of task)."})
-    model: str = field(
-        default=DEFAULT_LABELER, metadata={"help": "Model spec (bundled, folder, .gguf, hub)."}
-    )
-    backend: Literal["hf", "openai", "vllm"] = "hf"
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL."})
-    text_fields: list[str] | None = field(default=None, metadata={"help": "Fields that feed the prompt."})
-    id_field: str = "id"
-    few_shot: str | None = field(default=None, metadata={"help": "Labeled file of demonstrations."})
-    few_shot_label_field: str = "label"
-    shots: int = 4
-    select: Literal["random", "knn"] = "random"
-    calibrate: Literal["none", "contextual", "prior"] = "none"
-    prior: list[float] | None = field(
-        default=None, metadata={"help": "Target label prior (default uniform)."}
-    )
-    prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit the prior calibration."})
-    batch_size: int = 32
-    concurrency: int = 32
-    limit: int | None = None
-    seed: int = 0
-    dtype: str = "auto"
-    cache: bool = field(default=True, metadata={"help": "Use the persistent answer cache."})
-    cache_path: str | None = None
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if (self.task is None) == (self.labels is None):
-            if self.task is None:
-                self.task = "sentiment"
-            else:
-                raise ConfigError("give either --task or --labels, not both")
-        if self.backend not in ("hf", "openai", "vllm"):
-            raise ConfigError(f"unknown backend '{self.backend}'", hint="use hf, openai or vllm")
-        if self.calibrate not in ("none", "contextual", "prior"):
-            raise ConfigError(f"unknown calibration '{self.calibrate}'", hint="use none, contextual or prior")
-        if self.batch_size < 1 or self.concurrency < 1:
-            raise ConfigError("--batch-size and --concurrency must be >= 1")
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError("--limit must be >= 0")
-
-    def build_task(self) -> Task:
-        if self.labels is not None:
-            return adhoc_task(self.labels, (self.text_fields or ["text"])[0])
-        task = load_task(self.task or "sentiment")
-        if self.text_fields:
-            task.text_fields = list(self.text_fields)
-        return task
-
-
-@dataclass
 class LabelSummary:
+    """What a labeling run did. Row counts of the scoring are per labeled row of this run's main pass:
+
+    - `from_cache`: answered by the persistent answer cache on disk (always 0 with `cache=False`);
+    - `reused_from_prior_fit`: scored by the model earlier in this run, for `calibrate="prior"`;
+    - `computed`: scored by the model in the main pass;
+    so `from_cache + reused_from_prior_fit + computed` is the number of rows labeled by this run.
+    `prior_fit_computed` counts the prior-fit rows the model scored. `docs_per_second` is the model's rows
+    (`computed + prior_fit_computed`) over the run's `seconds`, and None when the model scored nothing
+    (a rerun served from the cache, a finished job): a cached rerun never reports a speed.
+    """
+
     output: str
     rejects: str
     rows_read: int = 0
@@ -109,57 +74,74 @@ class LabelSummary:
     truncated: int = 0
     resumed_rows: int = 0
     from_cache: int = 0
+    reused_from_prior_fit: int = 0
     computed: int = 0
+    prior_fit_computed: int = 0
     seconds: float = 0.0
-    docs_per_second: float = 0.0
+    docs_per_second: float | None = None
     label_counts: dict[str, int] = field(default_factory=dict)
     calibration: str = "none"
     calibration_bias: dict[str, float] | None = None
     prompt_hash: str = ""
+    signature: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class _Scorer:
-    """Cache-aware scoring of prompts into per-label log-probs."""
+FROM_CACHE, REUSED, COMPUTED = "from_cache", "reused_from_prior_fit", "computed"
 
-    def __init__(self, backend: Backend, task: Task, cache: AnswerCache):
+
+class _Scorer:
+    """Cache-aware scoring of prompts into per-label log-probs, counting where each answer came from.
+
+    `cache=None` reads and writes no cache. While `remember` is set (the prior-fit pass), answers are also
+    kept in memory with their origin, so the main pass reuses them without counting them as cache hits.
+    """
+
+    def __init__(self, backend: Backend, task: Task, cache: AnswerCache | None):
         self.backend = backend
         self.cache = cache
         self.candidates, self.owner = task.candidates()
         self.n_labels = len(task.labels)
-        self.hits = 0
-        self.misses = 0
+        self.counts: Counter[str] = Counter()
+        self.remember = False
+        self._memory: dict[str, tuple[Any, str]] = {}
 
-    def _key(self, prompt: str, prefix_chars: int) -> str:
-        return cache_key(
-            kind="score",
-            backend=self.backend.name,
-            model=self.backend.model_id,
-            fingerprint=self.backend.fingerprint,
-            prompt=prompt,
-            prefix_chars=prefix_chars,  # the hf backend tokenizes the prefix on its own
-            candidates=self.candidates,
-        )
+    def forget(self) -> None:
+        self.remember = False
+        self._memory.clear()
 
     def label_logprobs(self, prompts: list[str], prefix_chars: list[int]) -> np.ndarray:
         """Per-label log-probs of shape (N, K): verbalizers of one label pooled by log-sum-exp."""
-        keys = [self._key(p, c) for p, c in zip(prompts, prefix_chars, strict=True)]
-        found = self.cache.get_many(list(dict.fromkeys(keys)))
-        missing = [i for i, key in enumerate(keys) if key not in found]
-        unique_missing = list({keys[i]: i for i in missing}.values())
-        self.hits += len(prompts) - len(missing)
-        self.misses += len(missing)
+        keys = [
+            score_key(self.backend, p, c, self.candidates) for p, c in zip(prompts, prefix_chars, strict=True)
+        ]
+        answers: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for key in dict.fromkeys(keys):
+            if key in self._memory:
+                answers[key], origin[key] = self._memory[key]
+        if self.cache is not None:
+            found = self.cache.get_many([k for k in dict.fromkeys(keys) if k not in answers])
+            answers.update(found)
+            origin.update(dict.fromkeys(found, FROM_CACHE))
+        unique_missing = list({k: i for i, k in enumerate(keys) if k not in answers}.values())
         if unique_missing:
             requests = [ScoreRequest(prompts[i], self.candidates, prefix_chars[i]) for i in unique_missing]
-            answers = self.backend.score(requests)
-            fresh = {keys[i]: answer for i, answer in zip(unique_missing, answers, strict=True)}
-            self.cache.put_many(fresh)  # only successful answers reach this line
-            found.update(fresh)
+            scored = self.backend.score(requests)
+            fresh = {keys[i]: answer for i, answer in zip(unique_missing, scored, strict=True)}
+            if self.cache is not None:
+                self.cache.put_many(fresh)  # only successful answers reach this line
+            answers.update(fresh)
+            origin.update(dict.fromkeys(fresh, COMPUTED))
+        if self.remember:
+            for key in answers:
+                self._memory[key] = (answers[key], FROM_CACHE if origin[key] == FROM_CACHE else REUSED)
+        self.counts.update(origin[key] for key in keys)
         out = np.full((len(prompts), self.n_labels), -np.inf)
         for row, key in enumerate(keys):
-            values = np.asarray(found[key], dtype=np.float64)
+            values = np.asarray(answers[key], dtype=np.float64)
             for label in range(self.n_labels):
                 picks = values[[j for j, owner in enumerate(self.owner) if owner == label]]
                 out[row, label] = np.logaddexp.reduce(picks)
@@ -221,19 +203,61 @@ class Labeler:
         return prepared, rejects
 
 
-def _job_fingerprint(config: LabelConfig, source: str, task: Task, prompt_hash: str, backend: Backend) -> str:
-    relevant = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("batch_size", "concurrency", "progress", "cache", "cache_path", "overwrite", "limit")
+def _few_shot_examples(config: LabelConfig, task: Task):
+    return load_examples(config.few_shot, task, config.few_shot_label_field) if config.few_shot else None
+
+
+def _prompt_hash(task: Task, config: LabelConfig, examples) -> str:
+    extra = ""
+    if examples is not None:
+        extra = describe_selection(examples, task, shots=config.shots, select=config.select, seed=config.seed)
+    return task.prompt_hash(extra)
+
+
+def _spec_model_identity(config: LabelConfig) -> str:
+    """The model's identity in the stage signature, from the options alone (no model loaded)."""
+    if config.backend == "openai":
+        return f"{config.model}@{normalize_base_url(config.base_url or '')}"
+    return model_fingerprint(config.model)
+
+
+def _backend_model_identity(backend: Backend) -> str:
+    """The same identity, from a built backend (`_spec_model_identity` of the options it was built from)."""
+    if backend.name == "openai":
+        return f"{backend.model_id}@{getattr(backend, 'base_url', '')}"
+    return backend.fingerprint
+
+
+def _signature(source: str, config: LabelConfig, model: str, prompt_hash: str) -> str:
+    return stage.signature("label", config, {"input": source}, model=model, prompt_hash=prompt_hash)
+
+
+def label_signature(source: str | Path, config: LabelConfig) -> str:
+    """The signature `label_corpus(source, out, config)` records for a complete output, without loading the
+    model: the input's content, the options that change records, the prompt (with the few-shot
+    demonstrations) and the model's fingerprint (hf, vllm: `llmst.models.model_fingerprint`; openai: model
+    name and server URL). `llmst.stage.is_current(out, label_signature(source, config))` says whether `out`
+    can be reused as is. A hub model not downloaded yet fingerprints as `NAME@unresolved` until it is.
+    """
+    task = config.build_task()
+    prompt_hash = _prompt_hash(task, config, _few_shot_examples(config, task))
+    return _signature(str(source), config, _spec_model_identity(config), prompt_hash)
+
+
+def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: Backend) -> dict[str, str]:
+    """What a resumed output must share with the run that started it (see the module docstring)."""
+    options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
+    return {
+        "input": stage.fingerprint(source),
+        "job": cache_key(
+            options=options,
+            prompt_hash=prompt_hash,
+            backend=backend.name,
+            model_fingerprint=backend.fingerprint,
+            dtype=getattr(backend, "dtype", None),
+            device=getattr(backend, "device_kind", None),
+        ),
     }
-    return cache_key(
-        source=str(Path(source).resolve()) if not source.startswith("hf:") else source,
-        config=relevant,
-        task=task.name,
-        prompt_hash=prompt_hash,
-        model_fingerprint=backend.fingerprint,
-    )
 
 
 def _progress(enabled: bool, total: int | None):
@@ -272,7 +296,12 @@ def _count_lines(source: str) -> int | None:
 def label_corpus(
     source: str | Path, output: str | Path, config: LabelConfig, backend: Backend | None = None
 ) -> LabelSummary:
-    """Label every row of `source` into `output` (JSONL); see the module docstring for resume semantics."""
+    """Label every row of `source` into `output` (JSONL); see the module docstring for resume semantics.
+
+    `backend` (optional) is used instead of building `config.backend_spec()`; the output's signature then
+    names that backend's model, which `label_signature(source, config)` matches only when it is the one
+    the config describes.
+    """
     source, out_path = str(source), Path(output)
     rejects_path = out_path.with_name(out_path.name + ".rejects.jsonl")
     checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
@@ -280,18 +309,19 @@ def label_corpus(
     rows_iter = read_records(source)  # validates the input path before any model is loaded
     own_backend = backend is None
     if backend is None:
-        backend = make_backend(config)
-    cache = (
-        AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
-        if config.cache
-        else AnswerCache(None)
-    )
+        backend = make_backend(config.backend_spec())
+    cache = None
     try:
+        if config.cache:
+            cache = AnswerCache(
+                Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite"
+            )
         return _label(
             source, out_path, rejects_path, checkpoint_path, task, rows_iter, config, backend, cache
         )
     finally:
-        cache.close()
+        if cache is not None:
+            cache.close()
         if own_backend:
             backend.close()
 
@@ -299,16 +329,22 @@ def label_corpus(
 def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, config, backend, cache):
     started = time.perf_counter()
     fewshot = None
-    if config.few_shot:
-        examples = load_examples(config.few_shot, task, config.few_shot_label_field)
+    examples = _few_shot_examples(config, task)
+    if examples is not None:
         fewshot = FewShotSelector(examples, task, shots=config.shots, select=config.select, seed=config.seed)
     prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
-    job = _job_fingerprint(config, source, task, prompt_hash, backend)
+    job = _job_identity(config, source, prompt_hash, backend)
     summary = LabelSummary(output=str(out_path), rejects=str(rejects_path), prompt_hash=prompt_hash)
     summary.calibration = config.calibrate
 
     checkpoint = _open_checkpoint(out_path, rejects_path, checkpoint_path, job, config.overwrite)
+    stage.clear_marker(out_path)  # complete again only when this run finishes
     skip = checkpoint["rows_consumed"]
+    if config.limit is not None and skip > config.limit:
+        raise ConfigError(
+            f"{out_path} already holds the first {skip} input rows, more than --limit {config.limit}",
+            hint="pass --overwrite to relabel only the first rows, or raise --limit",
+        )
     summary.resumed_rows = checkpoint["labeled"]
     labeler = Labeler(config, task, backend, fewshot)
     scorer = _Scorer(backend, task, cache)
@@ -323,10 +359,13 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
         ]
         bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
     elif config.calibrate == "prior":
+        scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
         bias = _fit_prior(source, labeler, scorer, config)
+        scorer.remember = False
+        summary.prior_fit_computed = scorer.counts[COMPUTED]
     if config.calibrate != "none":
         summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
-    scorer.hits = scorer.misses = 0  # report only the main pass
+    scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
 
     total = _count_lines(source)
     if config.limit is not None:
@@ -368,14 +407,21 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     finally:
         writer.close()
         reject_writer.close()
+    scorer.forget()
     checkpoint["complete"] = True
     write_json_atomic(checkpoint_path, checkpoint)
     summary.labeled = checkpoint["labeled"]
     summary.rejected = checkpoint["rejected"]
     summary.label_counts = dict(counts)
-    summary.from_cache, summary.computed = scorer.hits, scorer.misses
+    summary.from_cache = scorer.counts[FROM_CACHE]
+    summary.reused_from_prior_fit = scorer.counts[REUSED]
+    summary.computed = scorer.counts[COMPUTED]
     summary.seconds = round(time.perf_counter() - started, 3)
-    summary.docs_per_second = round(summary.rows_read / summary.seconds, 2) if summary.seconds else 0.0
+    model_rows = summary.computed + summary.prior_fit_computed
+    if model_rows and summary.seconds > 0:
+        summary.docs_per_second = round(model_rows / summary.seconds, 2)
+    summary.signature = _signature(source, config, _backend_model_identity(backend), prompt_hash)
+    stage.write_marker(out_path, summary.signature, stage="label", rows=summary.labeled, input=source)
     return summary
 
 
@@ -394,7 +440,7 @@ def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) 
 
 
 def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConfig) -> np.ndarray:
-    """Score the first `prior_fit_rows` rows (answers land in the cache) and fit the prior biases."""
+    """Score the first `prior_fit_rows` rows (the main pass reuses the answers) and fit the prior biases."""
     limit = config.prior_fit_rows if config.limit is None else min(config.prior_fit_rows, config.limit)
     rows = [r for r in islice(read_records(source), limit) if isinstance(r, Row)]
     prepared, _ = labeler.prepare(rows)
@@ -418,9 +464,11 @@ def _truncate_to(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
-def _open_checkpoint(out_path: Path, rejects_path: Path, checkpoint_path: Path, job: str, overwrite: bool):
+def _open_checkpoint(
+    out_path: Path, rejects_path: Path, checkpoint_path: Path, job: dict[str, str], overwrite: bool
+):
     fresh = {
-        "job": job,
+        **job,
         "rows_consumed": 0,
         "labeled": 0,
         "rejected": 0,
@@ -432,12 +480,23 @@ def _open_checkpoint(out_path: Path, rejects_path: Path, checkpoint_path: Path, 
     if overwrite:
         for path in (out_path, rejects_path, checkpoint_path):
             path.unlink(missing_ok=True)
+        stage.clear_marker(out_path)
         return fresh
     if checkpoint_path.exists():
-        state = json.loads(checkpoint_path.read_text())
-        if state.get("job") != job:
+        try:
+            state = json.loads(checkpoint_path.read_text())
+        except ValueError:
+            state = {}
+        if "input" in state and state["input"] != job["input"]:
             raise ConfigError(
-                f"{out_path} was written by a different labeling job (other input, model, task or options)",
+                f"{out_path} was started on other input content: the input file changed since, "
+                "and resuming would mix two corpora",
+                hint="pass --overwrite to label the new input from the start, or choose another -o",
+            )
+        if state.get("job") != job["job"]:
+            raise ConfigError(
+                f"{out_path} was written by a different labeling job (other model, dtype, device, task or "
+                "options)",
                 hint="pass --overwrite to replace it, or choose another -o",
             )
         _truncate_to(out_path, state["output_bytes"])

@@ -1,0 +1,171 @@
+"""`LabelConfig`: every option of `llmst label`, typed and documented at the field (the CLI is built from it).
+
+Fields with `runtime` metadata (batch size, concurrency, progress, cache, cache path, overwrite) change how
+fast or where a run goes, never its records, so they stay out of the stage's signature. Importing this
+module is cheap: no torch, no model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from llmst.backends.base import BackendSpec
+from llmst.errors import ConfigError
+from llmst.models import DEFAULT_LABELER
+from llmst.stage import runtime
+
+if TYPE_CHECKING:
+    from llmst.label.task import Task
+
+TASK_HINT = "see `llmst tasks list` for the shipped tasks, or pass --labels a,b for an ad-hoc task"
+
+
+def _split(value: Any, option: str) -> list[Any] | None:
+    """A list option given as a list or as a comma-separated string (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        parts = [part.strip() if isinstance(part, str) else part for part in value]
+    else:
+        raise ConfigError(f"{option}: expected a comma-separated list, got {value!r}")
+    parts = [part for part in parts if part != ""]
+    if not parts:
+        raise ConfigError(f"{option}: empty list", hint=f"give values separated by commas, e.g. {option} a,b")
+    return parts
+
+
+def _numbers(values: list[Any] | None, option: str) -> list[float] | None:
+    if values is None:
+        return None
+    numbers = []
+    for value in values:
+        if isinstance(value, bool):
+            raise ConfigError(f"{option}: {value!r} is not a number")
+        try:
+            numbers.append(float(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{option}: '{value}' is not a number", hint=f"e.g. {option} 0.5,0.5") from None
+    return numbers
+
+
+def _check_choices(config: Any) -> None:
+    """Every `Literal` field holds one of its choices."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        choices = typing.get_args(hints[item.name]) if typing.get_origin(hints[item.name]) is Literal else ()
+        value = getattr(config, item.name)
+        if choices and value not in choices:
+            option = "--" + item.name.replace("_", "-")
+            raise ConfigError(f"{option}: unknown value '{value}'", hint="use one of: " + ", ".join(choices))
+
+
+@dataclass
+class LabelConfig:
+    """Options of `llmst label` (the CLI is generated from these fields; Python users fill it too)."""
+
+    task: str | None = field(
+        default=None, metadata={"help": "Task name (llmst tasks list) or a task YAML file."}
+    )
+    labels: list[str] | None = field(default=None, metadata={"help": "Ad-hoc task: label names."})
+    model: str = field(
+        default=DEFAULT_LABELER,
+        metadata={"help": "Bundled name, model folder, .gguf file, hub id, or served name."},
+    )
+    backend: Literal["hf", "openai", "vllm"] = field(
+        default="hf", metadata={"help": "hf (in-process), openai (vLLM/OpenAI server), vllm."}
+    )
+    base_url: str | None = field(default=None, metadata={"help": "Server URL for --backend openai."})
+    text_fields: list[str] | None = field(
+        default=None,
+        metadata={"help": "Field(s) that feed the prompt.", "cli": ["--text-field"]},
+    )
+    id_field: str = field(
+        default="id", metadata={"help": "Input field holding a stable id (else a text hash)."}
+    )
+    few_shot: str | None = field(
+        default=None, metadata={"help": "Labeled file of demonstrations (text + label)."}
+    )
+    few_shot_label_field: str = field(default="label", metadata={"help": "Label field in the few-shot file."})
+    shots: int = field(default=4, metadata={"help": "Demonstrations per prompt."})
+    select: Literal["random", "knn"] = field(
+        default="random", metadata={"help": "Demonstration choice: random (fixed, stratified) or knn."}
+    )
+    calibrate: Literal["none", "contextual", "prior"] = field(
+        default="none", metadata={"help": "none, contextual (content-free inputs), prior (fit on corpus)."}
+    )
+    prior: list[float] | None = field(
+        default=None, metadata={"help": "Target prior for --calibrate prior, e.g. 0.5,0.5."}
+    )
+    prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit --calibrate prior."})
+    batch_size: int = field(default=32, metadata=runtime("Sequences per forward pass (hf, vllm)."))
+    concurrency: int = field(default=32, metadata=runtime("Requests in flight (openai)."))
+    limit: int | None = field(
+        default=None, metadata={"help": "Label only the first N input rows (default: all)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for few-shot sampling."})
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto", metadata={"help": "auto, bfloat16, float16 or float32 (hf, vllm)."}
+    )
+    cache: bool = field(default=True, metadata=runtime("Do not read or write the answer cache."))
+    cache_path: str | None = field(
+        default=None, metadata=runtime("sqlite cache file (default ~/.cache/llmst).")
+    )
+    overwrite: bool = field(
+        default=False, metadata=runtime("Replace an existing output instead of resuming.")
+    )
+    progress: bool = field(default=True, metadata=runtime("No progress bar."))
+
+    def __post_init__(self) -> None:
+        self.labels = _split(self.labels, "--labels")
+        self.text_fields = _split(self.text_fields, "--text-field")
+        self.prior = _numbers(_split(self.prior, "--prior"), "--prior")
+        if self.task is None and self.labels is None:
+            raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)
+        if self.task is not None and self.labels is not None:
+            raise ConfigError("give either --task or --labels, not both", hint=TASK_HINT)
+        _check_choices(self)
+        for name in ("batch_size", "concurrency", "shots", "prior_fit_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(
+                f"--limit must be >= 1, got {self.limit}", hint="leave --limit out to label every row"
+            )
+        if self.prior is not None:
+            if any(p < 0 for p in self.prior) or sum(self.prior) <= 0:
+                raise ConfigError("--prior: shares must be >= 0 and not all 0", hint="e.g. --prior 0.3,0.7")
+            if self.labels is not None and len(self.prior) != len(self.labels):
+                raise ConfigError(
+                    f"--prior has {len(self.prior)} values for {len(self.labels)} labels",
+                    hint="give one share per label, in label order",
+                )
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
+
+    def backend_spec(self) -> BackendSpec:
+        """The backend these options ask for (`llmst.backends.make_backend(config.backend_spec())`)."""
+        return BackendSpec(
+            backend=self.backend,
+            model=self.model,
+            base_url=self.base_url,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            quiet=not self.progress,
+        )
+
+    def build_task(self) -> Task:
+        """The task to label with: a shipped/YAML task, or an ad-hoc one from `labels`."""
+        from llmst.label.task import adhoc_task, load_task
+
+        if self.labels is not None:
+            return adhoc_task(self.labels, (self.text_fields or ["text"])[0])
+        task = load_task(self.task)  # type: ignore[arg-type]  # __post_init__: task or labels is set
+        if self.text_fields:
+            task.text_fields = list(self.text_fields)
+        return task
