@@ -3,8 +3,9 @@
     python eval/kill_resume.py [--docs 2000] [--kill-at 1000] [--out eval/results/kill_resume.json]
 
 Corpus: the first 2,000 SST-2 train sentences (ids train-0..), default model, hf backend, a fresh answer
-cache. Checks: exactly 2,000 output rows, no duplicate ids, input order kept; reports how many rows the
-rerun found already written, took from the cache, and computed.
+cache. Checks: exactly 2,000 output rows, no duplicate ids, input order kept, and the completed output's
+signature marker (`OUT.signature.json`) written by the rerun only; reports how many rows the rerun found
+already written, took from the cache, and computed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import load, write_jsonl  # noqa: E402
+
+from llmst.stage import read_marker  # noqa: E402
 
 
 def main() -> None:
@@ -53,6 +56,7 @@ def main() -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
     lines_after_kill = len(out.read_bytes().splitlines())
+    marker_after_kill = read_marker(out)  # None: an interrupted output is never marked complete
 
     rerun = subprocess.run(command, capture_output=True, text=True, check=True)
     summary = json.loads(rerun.stdout)
@@ -69,8 +73,16 @@ def main() -> None:
         "rerun_resumed_rows": summary["resumed_rows"],
         "rerun_from_cache": summary["from_cache"],
         "rerun_computed": summary["computed"],
+        "marker_after_kill": marker_after_kill,
+        "marker_after_rerun_matches": read_marker(out) == summary["signature"],
     }
-    ok = len(labeled) == args.docs and duplicates == 0 and result["order_kept"]
+    ok = (
+        len(labeled) == args.docs
+        and duplicates == 0
+        and result["order_kept"]
+        and marker_after_kill is None
+        and result["marker_after_rerun_matches"]
+    )
     result["pass"] = ok
     for key, value in result.items():
         print(f"{key:28s} {value}")

