@@ -31,10 +31,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
-from llmst.backends import make_backend  # noqa: E402
+from llmst.backends import BackendSpec, make_backend  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
-from llmst.filter.run import AggregateConfig, run_aggregate  # noqa: E402
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.aggregate.config import AggregateConfig  # noqa: E402
+from llmst.aggregate.stage import run_aggregate  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 from llmst.label.task import load_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,7 +91,7 @@ def main() -> None:
     (work / "labeled").mkdir(parents=True, exist_ok=True)
     rows = evaldata.load("sst2-dev")[: args.limit]
     source = evaldata.write_jsonl(rows, work / f"sst2-dev-{len(rows)}.jsonl")
-    backend = make_backend(LabelConfig())
+    backend = make_backend(BackendSpec())  # the default labeler, as `llmst label` builds it
 
     def label(out: Path, task: str, **options: Any) -> Path:
         config = LabelConfig(

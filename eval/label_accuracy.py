@@ -31,10 +31,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
-from llmst.backends import make_backend  # noqa: E402
+from llmst.backends import BackendSpec, make_backend  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 from llmst.label.task import load_task  # noqa: E402
+from llmst.models import DEFAULT_LABELER  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CACHE = "/tmp/llmst-eval/cache.sqlite"
@@ -81,7 +83,7 @@ def train_prior(dataset: str, names: list[str]) -> list[float] | None:
 
 def cli_command(source: Path, output: Path, config: LabelConfig) -> str:
     parts = ["llmst", "label", str(source), "-o", str(output), "--task", str(config.task)]
-    if config.model != LabelConfig().model:
+    if config.model != DEFAULT_LABELER:
         parts += ["--model", config.model]
     if config.few_shot:
         parts += ["--few-shot", config.few_shot, "--shots", str(config.shots), "--select", config.select]
@@ -99,7 +101,8 @@ def run_ensemble(dataset, final, source, few_file, out_dir, cache_path, backend)
     """The dev-chosen prompt ensemble: every member prior-calibrated, fused by `llmst aggregate --method mean`."""
     from fewshot_ensemble import task_file
 
-    from llmst.filter.run import AggregateConfig, run_aggregate
+    from llmst.aggregate.config import AggregateConfig
+    from llmst.aggregate.stage import run_aggregate
 
     spec = final["ensemble"]
     members, commands = [], []
@@ -157,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(args.seed)
     out_dir = args.work_dir
-    backend = make_backend(LabelConfig())
+    backend = make_backend(BackendSpec())  # the default labeler, as `llmst label` builds it
     report: dict[str, Any] = {
         "model": backend.model_id,
         "backend": backend.name,
@@ -211,6 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "seconds": round(time.perf_counter() - started, 1),
                         "computed": summary.computed,
                         "from_cache": summary.from_cache,
+                        "reused_from_prior_fit": summary.reused_from_prior_fit,
                         "command": cli_command(source, output, config),
                         "evaluate_command": shlex.join(["llmst", "evaluate", str(output)]),
                         "config": {
