@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
 from llmst.evaluate import evaluate_file  # noqa: E402
-from llmst.filter.run import AggregateConfig, run_aggregate  # noqa: E402
+from llmst.aggregate.config import AggregateConfig  # noqa: E402
+from llmst.aggregate.stage import run_aggregate  # noqa: E402
 from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

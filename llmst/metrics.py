@@ -105,3 +105,31 @@ def plot_accuracy_coverage(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def label_counts(labels: np.ndarray, names: list[str]) -> dict[str, int]:
+    """Rows per class {name: count} from class indexes (N,)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(names)) if len(labels) else np.zeros(len(names), dtype=int)
+    return {name: int(counts[i]) for i, name in enumerate(names)}
+
+
+def label_shares(counts: dict[str, int]) -> dict[str, float]:
+    """Counts as shares of their total (all 0 when the total is 0)."""
+    total = sum(counts.values())
+    return {name: (value / total if total else 0.0) for name, value in counts.items()}
+
+
+def majority_baseline(gold: np.ndarray, n_classes: int) -> tuple[int, float]:
+    """(class, accuracy) of always predicting the most frequent gold class of these rows (ties: the lowest
+    index), from gold class indexes (N,).
+
+    An optimistic baseline: it knows the class distribution of the rows it is scored on. A labeler (or a
+    student) that does not beat it has learned nothing beyond the class prior.
+    """
+    gold = np.asarray(gold, dtype=np.int64)
+    if not len(gold):
+        raise ValueError("majority_baseline needs at least one gold label")
+    counts = np.bincount(gold, minlength=n_classes)
+    majority = int(np.argmax(counts))
+    return majority, float(counts[majority] / len(gold))

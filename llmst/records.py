@@ -7,12 +7,13 @@ reason); they never raise on bad rows, and never hold the corpus in memory.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -22,19 +23,11 @@ import numpy as np
 from llmst.errors import ConfigError
 
 # Fields every labeling stage (label, aggregate, predict) adds to a record (the record contract).
-OUTPUT_FIELDS = (
-    "id",
-    "label",
-    "probs",
-    "confidence",
-    "margin",
-    "entropy",
-    "model",
-    "task",
-    "prompt_hash",
-    "calibration",
-    "truncated",
+OUTPUT_FIELDS = tuple(
+    "id label probs confidence margin entropy model task prompt_hash calibration truncated".split()
 )
+_BOM = b"\xef\xbb\xbf"
+_JSON_HINT = 'write a JSON array of objects, {"data": [...]}, or one JSON object per line (.jsonl)'
 
 
 def label_fields(probs: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -131,11 +124,9 @@ def _has_surrogates(text: str) -> bool:
 def _read_parquet(path: Path) -> Iterator[Row | Reject]:
     import pyarrow.parquet as pq
 
-    line_no = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            line_no += 1
-            yield Row(line_no, record)
+    batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+    for line_no, record in enumerate((r for batch in batches for r in batch.to_pylist()), start=1):
+        yield Row(line_no, record)
 
 
 def _read_hf(spec: str) -> Iterator[Row | Reject]:
@@ -153,8 +144,49 @@ def _read_hf(spec: str) -> Iterator[Row | Reject]:
         yield Row(line_no, dict(record))
 
 
+def _json_is_lines(path: Path) -> bool:
+    """Whether a `.json` file holds JSON lines (its first line is a whole object) rather than one document."""
+    with open(path, "rb") as handle:
+        first_line = handle.read(1 << 16).removeprefix(_BOM).lstrip().split(b"\n", 1)[0]
+    try:
+        first = json.loads(first_line) if first_line[:1] == b"{" else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # a pretty-printed object: the whole file is one JSON value
+    return isinstance(first, dict) and not _is_data_wrapper(first)
+
+
+def _read_json(path: Path) -> Iterator[Row | Reject]:
+    """A `.json` file: a JSON array of objects, an object `{"data": [...]}`, or JSON lines after all."""
+    if _json_is_lines(path):
+        return _read_jsonl(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+        value = json.loads(text) if text.strip() else []
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: invalid UTF-8 at byte {err.start}", hint=_JSON_HINT) from err
+    except json.JSONDecodeError as err:
+        where = f"line {err.lineno}, column {err.colno}"
+        raise ConfigError(f"{path} is not valid JSON: {err.msg} ({where})", hint=_JSON_HINT) from err
+    if isinstance(value, dict) and _is_data_wrapper(value):
+        value = value["data"]
+    if not isinstance(value, list):
+        what = "one object without a 'data' list" if isinstance(value, dict) else f"a {type(value).__name__}"
+        raise ConfigError(f"{path} holds {what}, not a list of records", hint=_JSON_HINT)
+    return (
+        Row(n, item)
+        if isinstance(item, dict)
+        else Reject(n, "JSON array item is not an object", json.dumps(item))
+        for n, item in enumerate(value, start=1)
+    )
+
+
+def _is_data_wrapper(value: dict[str, Any]) -> bool:
+    return set(value) == {"data"} and isinstance(value["data"], list)
+
+
 def read_records(source: str | Path) -> Iterator[Row | Reject]:
-    """Stream rows from JSONL, CSV/TSV, parquet, a saved HF dataset folder, or `hf:NAME[:SPLIT]`."""
+    """Stream rows from JSONL, JSON (an array, `{"data": [...]}` or JSON lines), CSV/TSV, parquet, a saved HF
+    dataset folder, or `hf:NAME[:SPLIT]`. A missing or unreadable source is a `ConfigError`."""
     spec = str(source)
     if spec.startswith("hf:"):
         return _read_hf(spec)
@@ -166,8 +198,10 @@ def read_records(source: str | Path) -> Iterator[Row | Reject]:
             return _read_hf(spec)
         raise ConfigError(f"{spec} is a folder but not a saved HF dataset")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix in (".jsonl", ".json", ".ndjson"):
+    if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
     if suffix == ".csv":
         return _read_csv(path, ",")
     if suffix == ".tsv":
@@ -176,15 +210,34 @@ def read_records(source: str | Path) -> Iterator[Row | Reject]:
         return _read_parquet(path)
     raise ConfigError(
         f"unsupported input format '{path.suffix}' for {spec}",
-        hint="use .jsonl, .csv, .tsv, .parquet, a saved HF dataset folder, or hf:NAME[:SPLIT]",
+        hint="use .jsonl, .json, .csv, .tsv, .parquet, a saved HF dataset folder, or hf:NAME[:SPLIT]",
     )
+
+
+def position(source: str | Path, line: int) -> str:
+    """`line N` for line-based files (JSONL, CSV), `row N` for the others (parquet, JSON arrays, HF)."""
+    name = str(source)
+    is_lines = name.endswith((".jsonl", ".ndjson", ".csv", ".tsv"))
+    if name.endswith(".json") and Path(name).is_file():
+        is_lines = _json_is_lines(Path(name))
+    return f"{'line' if is_lines else 'row'} {line}"
+
+
+def iter_checked(source: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, record) of every row of `source`; a bad row is a `ConfigError` naming the file and line."""
+    for item in read_records(source):
+        if isinstance(item, Reject):
+            raise ConfigError(
+                f"{source}, {position(source, item.line)}: {item.reason}", hint="fix or remove it and rerun"
+            )
+        yield item.line, item.record
 
 
 def record_text(record: dict[str, Any], fields: Sequence[str]) -> str | None:
     """Join the text fields of a record; None when one is missing (a reject reason is built by the caller)."""
     parts = []
-    for field in fields:
-        value = record.get(field)
+    for name in fields:
+        value = record.get(name)
         if value is None:
             return None
         parts.append(str(value))
@@ -237,16 +290,56 @@ def chunked(items: Iterator[Row | Reject], size: int) -> Iterator[list[Row | Rej
         yield chunk
 
 
+def check_output(out: Path, inputs: Sequence[str | Path | None]) -> None:
+    """Refuse an output file that is also an input or a folder; create its parent folder."""
+    paths = [Path(s).resolve() for s in inputs if s is not None and not str(s).startswith("hf:")]
+    if out.resolve() in paths:
+        raise ConfigError(f"-o {out} is also an input", hint="write the output to another file")
+    if out.is_dir():
+        raise ConfigError(f"-o {out} is a folder", hint="give a file name such as kept.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_json_file(path: Path, payload: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 class PendingOutputs:
-    """Output files written to temporary names and renamed into place together; removed on error."""
+    """The atomic-output helper of every stage: files are written to temporary names (`write_jsonl`,
+    `write_json`, or `tmp` for a writer of your own) and renamed into place together by `commit()`; leaving
+    a `with PendingOutputs()` block without committing removes them."""
 
     def __init__(self) -> None:
         self.pending: list[tuple[Path, Path]] = []
 
+    def __enter__(self) -> PendingOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
     def tmp(self, final: Path) -> Path:
+        final = Path(final)
         tmp = final.with_name(final.name + ".tmp")
         self.pending.append((tmp, final))
         return tmp
+
+    def write_json(self, final: Path, payload: Any) -> None:
+        _write_json_file(self.tmp(final), payload)
+
+    def write_jsonl(self, final: Path, records: Iterable[dict[str, Any]]) -> int:
+        """Write records as JSON lines (fsynced); returns how many."""
+        count = 0
+        with open(self.tmp(final), "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        return count
 
     def commit(self) -> None:
         for tmp, final in self.pending:
@@ -261,9 +354,144 @@ class PendingOutputs:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON via a temp file + rename so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with PendingOutputs() as outputs:
+        outputs.write_json(path, payload)
+        outputs.commit()
+
+
+# ---------------------------------------------------------------- labeled records as arrays
+
+
+@dataclass
+class Labeled:
+    """Labeled records (`llmst label` / `predict` / `aggregate` output) as arrays: what filter, aggregate and
+    evaluate compute on. Records themselves are kept only when asked (`keep_records=True`)."""
+
+    path: str
+    names: list[str]  # K label names, in the order of the first record's `probs`
+    probs: np.ndarray  # (N, K), each row normalized to sum to 1
+    labels: np.ndarray  # (N,) the pseudo-label: argmax of `probs` (a record's `label` must agree)
+    gold: np.ndarray  # (N,) gold class index; -1 when the field is missing or not a label
+    gold_given: np.ndarray  # (N,) bool: the gold field is present and not empty
+    ids: list[str]  # the record's `id`, else its line number
+    lines: np.ndarray  # (N,) line (JSONL, CSV) or row number of each record in the file
+    missing_ids: int = 0
+    columns: dict[str, list[Any]] = field(default_factory=dict)  # requested fields (None where absent)
+    records: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def where(self, row: int) -> str:  # `FILE, line N` of row `row` (0-based), for error messages
+        return f"{self.path}, {position(self.path, int(self.lines[row]))}"
+
+    def subset(self, rows: np.ndarray) -> Labeled:  # the rows at integer positions `rows`
+        rows = np.asarray(rows, dtype=np.int64)
+        return dataclasses.replace(
+            self,
+            probs=self.probs[rows],
+            labels=self.labels[rows],
+            gold=self.gold[rows],
+            gold_given=self.gold_given[rows],
+            ids=[self.ids[i] for i in rows],
+            lines=self.lines[rows],
+            columns={k: [v[i] for i in rows] for k, v in self.columns.items()},
+            records=[self.records[i] for i in rows] if self.records is not None else None,
+        )
+
+    def with_names(self, names: Sequence[str]) -> Labeled:
+        """The same rows with the label columns in the order `names` (the same set of labels)."""
+        if set(names) != set(self.names):
+            raise ConfigError(f"{self.path}: labels {sorted(self.names)} differ from {sorted(names)}")
+        order = np.asarray([self.names.index(name) for name in names], dtype=np.int64)
+        remap = np.argsort(order)  # old column -> new column
+        gold = np.where(self.gold >= 0, remap[np.maximum(self.gold, 0)], -1)
+        return dataclasses.replace(
+            self, names=list(names), probs=self.probs[:, order], labels=remap[self.labels], gold=gold
+        )
+
+
+def read_labeled(
+    source: str | Path,
+    *,
+    gold_field: str | None = None,
+    fields: Sequence[str] = (),
+    require_label: bool = False,
+    keep_records: bool = False,
+    limit: int | None = None,
+) -> Labeled:
+    """Read labeled records into arrays (`Labeled`); a problem is a `ConfigError` naming file, line and field.
+
+    Each record needs `probs` ({label: probability}, the same labels in every record). The pseudo-label is
+    the argmax of probs everywhere in llmst; a record whose `label` names another label is refused (ties are
+    fine). `require_label`: `label` must be present. `gold_field`: gold labels (name or index; -1 when missing
+    or unknown). `fields`: other fields, returned as lists in `columns`. Reads at most `limit` records.
+    """
+    names: list[str] = []
+    rows: list[list[float]] = []
+    gold: list[int] = []
+    gold_given: list[bool] = []
+    ids: list[str] = []
+    lines: list[int] = []
+    columns: dict[str, list[Any]] = {name: [] for name in fields}
+    records: list[dict[str, Any]] = []
+    missing_ids = 0
+    for line, record in iter_checked(source):
+        if limit is not None and len(rows) >= limit:
+            break
+        where = f"{source}, {position(source, line)}"
+        probs = record.get("probs")
+        if not isinstance(probs, dict) or len(probs) < 2:
+            raise ConfigError(
+                f"{where}: the record has no 'probs' field ({{label: probability}})",
+                hint="filter, aggregate and evaluate read the output of `llmst label` (or predict/aggregate)",
+            )
+        probs = {str(k): v for k, v in probs.items()}
+        names = names or list(probs)
+        if set(probs) != set(names):
+            raise ConfigError(
+                f"{where}: labels {sorted(probs)} differ from {sorted(names)} of the first record",
+                hint="every record must be labeled with the same task",
+            )
+        try:
+            row = [float(probs[name]) for name in names]
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: 'probs' values must be numbers") from err
+        if not all(math.isfinite(p) and p >= 0 for p in row) or sum(row) <= 0:
+            raise ConfigError(f"{where}: 'probs' must be finite, non-negative and not all zero")
+        label = record.get("label")
+        if label is None and require_label:
+            raise ConfigError(f"{where}: the record has no 'label' field", hint="give `llmst label` output")
+        if label is not None and (label not in names or row[names.index(label)] < max(row) * (1 - 1e-9)):
+            top = names[row.index(max(row))]
+            raise ConfigError(
+                f"{where}: 'label' is {label!r} but 'probs' puts the most mass on {top!r}",
+                hint="llmst takes the argmax of probs as the pseudo-label: fix 'label' or 'probs' of that record",
+            )
+        value = record.get(gold_field) if gold_field is not None else None
+        gold_given.append(value is not None and value != "")
+        gold.append(label_index(value, names))
+        rows.append(row)
+        missing_ids += record.get("id") is None
+        ids.append(str(record.get("id", line)))
+        lines.append(line)
+        for name in fields:
+            columns[name].append(record.get(name))
+        if keep_records:
+            records.append(record)
+    if not rows:
+        raise ConfigError(f"{source} holds no records", hint="give a file of labeled records")
+    probs_array = np.asarray(rows, dtype=np.float64)
+    return Labeled(
+        path=str(source),
+        names=names,
+        probs=probs_array / probs_array.sum(axis=1, keepdims=True),
+        labels=probs_array.argmax(axis=1).astype(np.int64),
+        gold=np.asarray(gold, dtype=np.int64),
+        gold_given=np.asarray(gold_given, dtype=bool),
+        ids=ids,
+        lines=np.asarray(lines, dtype=np.int64),
+        missing_ids=missing_ids,
+        columns=columns,
+        records=records if keep_records else None,
+    )

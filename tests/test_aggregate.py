@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmst.filter import (
+from llmst.aggregate import (
     apply_labeling_functions,
     dawid_skene,
     estimate_source_accuracies,
@@ -106,7 +106,7 @@ def test_mean_probs_skips_abstaining_sources():
 def test_labeling_functions_load_and_apply(tmp_path):
     path = tmp_path / "rules.py"
     path.write_text(
-        "from llmst.filter import labeling_function\n"
+        "from llmst.aggregate import labeling_function\n"
         "@labeling_function\n"
         "def refund(record):\n"
         "    return 'negative' if 'refund' in record['text'] else None\n"

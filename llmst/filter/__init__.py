@@ -1,94 +1,89 @@
-"""Filter stage: select trustworthy pseudo-labels, and aggregate several labelers.
+"""Filter stage: select trustworthy pseudo-labels.
 
 Selectors are plain functions over arrays (`probs` of shape (N, K)) that return boolean masks of shape (N,);
-`run_filter` / `run_aggregate` are the stages that read and write records.
+`filter.registry` maps each `llmst filter --method` to one of them, and `filter.stage.run_filter` is the
+stage that reads and writes records (options: `filter.config.FilterConfig`).
+
+Names are imported on first use (PEP 562), so `import llmst.filter.config` stays cheap (no numpy). The
+label models moved to `llmst.aggregate`; `from llmst.filter import labeling_function` (and the other
+aggregation names) still works and returns the `llmst.aggregate` objects.
 """
 
-from llmst.filter.aggregate import (
-    ABSTAIN,
-    DawidSkeneResult,
-    apply_labeling_functions,
-    dawid_skene,
-    estimate_source_accuracies,
-    labeling_function,
-    load_labeling_functions,
-    log_odds_weights,
-    majority_vote,
-    mean_probs,
-    weighted_vote,
-)
-from llmst.filter.agreement import agreement_counts, select_agreement
-from llmst.filter.balanced import balanced_quotas, select_balanced, target_prior
-from llmst.filter.conformal import (
-    CalibrationTooSmall,
-    PrecisionThreshold,
-    binomial_pvalue,
-    clopper_pearson_lower,
-    conformal_quantile,
-    min_calibration_size,
-    nonconformity_scores,
-    precision_threshold,
-    prediction_sets,
-    select_singletons,
-    select_with_precision_guarantee,
-)
-from llmst.filter.curriculum import curriculum_fraction, select_curriculum
-from llmst.filter.learned import (
-    correctness_features,
-    fit_correctness_model,
-    predict_correctness,
-    select_learned,
-)
-from llmst.filter.per_class import per_class_thresholds, select_per_class
-from llmst.filter.run import AggregateConfig, FilterConfig, run_aggregate, run_filter, summarize
-from llmst.filter.scores import confidence, entropy, label_quality_scores, margin, predicted_labels
-from llmst.filter.threshold import select_by_threshold
+from __future__ import annotations
 
-__all__ = [
-    "ABSTAIN",
-    "AggregateConfig",
-    "CalibrationTooSmall",
-    "DawidSkeneResult",
-    "FilterConfig",
-    "PrecisionThreshold",
-    "agreement_counts",
-    "apply_labeling_functions",
-    "balanced_quotas",
-    "binomial_pvalue",
-    "clopper_pearson_lower",
-    "confidence",
-    "conformal_quantile",
-    "correctness_features",
-    "curriculum_fraction",
-    "dawid_skene",
-    "entropy",
-    "estimate_source_accuracies",
-    "fit_correctness_model",
-    "label_quality_scores",
-    "labeling_function",
-    "load_labeling_functions",
-    "log_odds_weights",
-    "majority_vote",
-    "margin",
-    "mean_probs",
-    "min_calibration_size",
-    "nonconformity_scores",
-    "per_class_thresholds",
-    "precision_threshold",
-    "predict_correctness",
-    "predicted_labels",
-    "prediction_sets",
-    "run_aggregate",
-    "run_filter",
-    "select_agreement",
-    "select_balanced",
-    "select_by_threshold",
-    "select_curriculum",
-    "select_learned",
-    "select_per_class",
-    "select_singletons",
-    "select_with_precision_guarantee",
-    "summarize",
-    "target_prior",
-    "weighted_vote",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "agreement_counts": "agreement",
+    "select_agreement": "agreement",
+    "balanced_quotas": "balanced",
+    "select_balanced": "balanced",
+    "target_prior": "balanced",
+    "CalibrationTooSmall": "conformal",
+    "PrecisionThreshold": "conformal",
+    "binomial_pvalue": "conformal",
+    "certify_precision": "conformal",
+    "clopper_pearson_lower": "conformal",
+    "conformal_quantile": "conformal",
+    "min_calibration_size": "conformal",
+    "nonconformity_scores": "conformal",
+    "precision_threshold": "conformal",
+    "prediction_sets": "conformal",
+    "select_singletons": "conformal",
+    "select_with_precision_guarantee": "conformal",
+    "curriculum_fraction": "curriculum",
+    "select_curriculum": "curriculum",
+    "correctness_features": "learned",
+    "fit_correctness_model": "learned",
+    "predict_correctness": "learned",
+    "select_learned": "learned",
+    "per_class_thresholds": "per_class",
+    "select_per_class": "per_class",
+    "confidence": "scores",
+    "entropy": "scores",
+    "label_quality_scores": "scores",
+    "margin": "scores",
+    "predicted_labels": "scores",
+    "pseudo_label_correct": "scores",
+    "select_by_threshold": "threshold",
+    "FilterConfig": "config",
+    "Selection": "registry",
+    "register_selector": "registry",
+    "run_filter": "stage",
+    "summarize": "stage",
+}
+# Moved to llmst.aggregate (kept here so existing labeling-function files and scripts keep working).
+_MOVED = {
+    "ABSTAIN": "llmst.aggregate.labeling",
+    "apply_labeling_functions": "llmst.aggregate.labeling",
+    "labeling_function": "llmst.aggregate.labeling",
+    "load_labeling_functions": "llmst.aggregate.labeling",
+    "DawidSkeneResult": "llmst.aggregate.label_models",
+    "dawid_skene": "llmst.aggregate.label_models",
+    "estimate_source_accuracies": "llmst.aggregate.label_models",
+    "log_odds_weights": "llmst.aggregate.label_models",
+    "majority_vote": "llmst.aggregate.label_models",
+    "mean_probs": "llmst.aggregate.label_models",
+    "weighted_vote": "llmst.aggregate.label_models",
+    "AggregateConfig": "llmst.aggregate.config",
+    "run_aggregate": "llmst.aggregate.stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"llmst.filter.{_EXPORTS[name]}")
+    elif name in _MOVED:
+        module = importlib.import_module(_MOVED[name])
+    else:
+        raise AttributeError(f"module 'llmst.filter' has no attribute '{name}'")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MOVED))

@@ -26,7 +26,7 @@ from llmst.filter._validation import (
     assert_valid_labels,
     assert_valid_probs,
 )
-from llmst.filter.scores import label_quality_scores
+from llmst.filter.scores import label_quality_scores, pseudo_label_correct
 
 TestMethod = Literal["multi-start", "fixed-sequence", "bonferroni"]
 SetMethod = Literal["lac", "aps"]
@@ -233,6 +233,33 @@ def precision_threshold(
     return result
 
 
+def certify_precision(
+    cal_probs: np.ndarray,
+    cal_labels: np.ndarray,
+    *,
+    target_precision: float,
+    delta: float = 0.1,
+    score: str = "confidence",
+    method: TestMethod = "multi-start",
+) -> PrecisionThreshold:
+    """`precision_threshold` on a gold calibration set: trust scores from `cal_probs` (n, K), and a row is
+    correct when its pseudo-label (argmax) equals `cal_labels` (n,) (`scores.pseudo_label_correct`).
+
+    The returned `threshold` applies to `label_quality_scores(probs, score=score)` (negative entropy for
+    `entropy`): keep rows with a score >= threshold.
+    """
+    cal_probs = assert_valid_probs(cal_probs, name="cal_probs")
+    cal_labels = assert_valid_labels(cal_labels, cal_probs.shape[1], n=len(cal_probs), name="cal_labels")
+    assert_score(score)
+    return precision_threshold(
+        label_quality_scores(cal_probs, score=score),
+        pseudo_label_correct(cal_probs, cal_labels),
+        target_precision=target_precision,
+        delta=delta,
+        method=method,
+    )
+
+
 def select_with_precision_guarantee(
     probs: np.ndarray,
     *,
@@ -243,7 +270,7 @@ def select_with_precision_guarantee(
     score: str = "confidence",
     method: TestMethod = "multi-start",
 ) -> np.ndarray:
-    """Keep rows above the threshold certified by `precision_threshold` on a gold calibration set.
+    """Keep rows above the threshold certified by `certify_precision` on a gold calibration set.
 
     Parameters
     ----------
@@ -260,17 +287,10 @@ def select_with_precision_guarantee(
         Boolean mask of shape (N,); all False when no threshold is certified.
     """
     probs = assert_valid_probs(probs)
-    cal_probs = assert_valid_probs(cal_probs, name="cal_probs")
-    if cal_probs.shape[1] != probs.shape[1]:
-        raise ValueError(f"cal_probs has {cal_probs.shape[1]} classes, probs {probs.shape[1]}")
-    cal_labels = assert_valid_labels(cal_labels, probs.shape[1], n=len(cal_probs), name="cal_labels")
-    assert_score(score)
-    result = precision_threshold(
-        label_quality_scores(cal_probs, score=score),
-        cal_probs.argmax(axis=1) == cal_labels,
-        target_precision=target_precision,
-        delta=delta,
-        method=method,
+    if np.shape(cal_probs)[-1] != probs.shape[1]:
+        raise ValueError(f"cal_probs has {np.shape(cal_probs)[-1]} classes, probs {probs.shape[1]}")
+    result = certify_precision(
+        cal_probs, cal_labels, target_precision=target_precision, delta=delta, score=score, method=method
     )
     return label_quality_scores(probs, score=score) >= result.threshold
 

@@ -12,6 +12,19 @@ def predicted_labels(probs: np.ndarray) -> np.ndarray:
     return np.argmax(assert_valid_probs(probs), axis=1)
 
 
+def pseudo_label_correct(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Whether each row's pseudo-label (the argmax of `probs`, shape (N, K)) equals `gold` (shape (N,)).
+
+    The one definition of a correct pseudo-label in llmst: guarantees, learned selectors, reports and
+    `llmst evaluate` all use it (`records.read_labeled` refuses records whose `label` disagrees).
+    """
+    gold = np.asarray(gold)
+    predicted = predicted_labels(probs)
+    if gold.shape != predicted.shape:
+        raise ValueError(f"gold must have shape ({len(predicted)},); got {gold.shape}")
+    return predicted == gold
+
+
 def confidence(probs: np.ndarray) -> np.ndarray:
     """Top probability of each row, shape (N,)."""
     return assert_valid_probs(probs).max(axis=1)
