@@ -1,8 +1,6 @@
-"""Records: streaming readers for JSONL / CSV / parquet / HF datasets, ids, and crash-safe JSONL output.
-
-Readers yield `Row` (a parsed input record with its 1-based line number) or `Reject` (a bad row with a
-reason); they never raise on bad rows, and never hold the corpus in memory.
-"""
+"""Records: readers (JSONL, JSON, CSV/TSV, parquet, HF datasets), labeled records as arrays (`read_labeled`),
+ids, and crash-safe outputs (`PendingOutputs`). Readers yield `Row` (a record and its 1-based line number) or
+`Reject` (a bad row and why); they never raise on bad rows, and stream all but JSON documents."""
 
 from __future__ import annotations
 
@@ -411,6 +409,33 @@ class Labeled:
         )
 
 
+def _probs_row(record: dict, names: list[str], require_label: bool) -> tuple[list[float], list[str]]:
+    """A record's probs in the order `names` (default: its own labels); ValueError(message, hint) if bad."""
+    probs = record.get("probs")
+    if not isinstance(probs, dict) or len(probs) < 2:
+        hint = "filter, aggregate and evaluate read the output of `llmst label` (or predict/aggregate)"
+        raise ValueError("the record has no 'probs' field ({label: probability})", hint)
+    probs = {str(k): v for k, v in probs.items()}
+    names = names or list(probs)
+    if set(probs) != set(names):
+        message = f"labels {sorted(probs)} differ from {sorted(names)} of the first record"
+        raise ValueError(message, "every record must be labeled with the same task")
+    try:
+        row = [float(probs[name]) for name in names]
+    except (TypeError, ValueError):
+        raise ValueError("'probs' values must be numbers", None) from None
+    if not all(math.isfinite(p) and p >= 0 for p in row) or sum(row) <= 0:
+        raise ValueError("'probs' must be finite, non-negative and not all zero", None)
+    label = record.get("label")
+    if label is None and require_label:
+        raise ValueError("the record has no 'label' field", "give the output of `llmst label` or predict")
+    if label is not None and (label not in names or row[names.index(label)] < max(row) * (1 - 1e-9)):
+        message = f"'label' is {label!r} but 'probs' puts the most mass on {names[row.index(max(row))]!r}"
+        hint = "llmst takes the argmax of probs as the pseudo-label: fix 'label' or 'probs' of that record"
+        raise ValueError(message, hint)
+    return row, names
+
+
 def read_labeled(
     source: str | Path,
     *,
@@ -429,45 +454,20 @@ def read_labeled(
     """
     names: list[str] = []
     rows: list[list[float]] = []
-    gold: list[int] = []
-    gold_given: list[bool] = []
     ids: list[str] = []
-    lines: list[int] = []
+    gold, gold_given, lines = [], [], []  # gold index, gold present, line number of each row
     columns: dict[str, list[Any]] = {name: [] for name in fields}
     records: list[dict[str, Any]] = []
     missing_ids = 0
     for line, record in iter_checked(source):
         if limit is not None and len(rows) >= limit:
             break
-        where = f"{source}, {position(source, line)}"
-        probs = record.get("probs")
-        if not isinstance(probs, dict) or len(probs) < 2:
-            raise ConfigError(
-                f"{where}: the record has no 'probs' field ({{label: probability}})",
-                hint="filter, aggregate and evaluate read the output of `llmst label` (or predict/aggregate)",
-            )
-        probs = {str(k): v for k, v in probs.items()}
-        names = names or list(probs)
-        if set(probs) != set(names):
-            raise ConfigError(
-                f"{where}: labels {sorted(probs)} differ from {sorted(names)} of the first record",
-                hint="every record must be labeled with the same task",
-            )
         try:
-            row = [float(probs[name]) for name in names]
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: 'probs' values must be numbers") from err
-        if not all(math.isfinite(p) and p >= 0 for p in row) or sum(row) <= 0:
-            raise ConfigError(f"{where}: 'probs' must be finite, non-negative and not all zero")
-        label = record.get("label")
-        if label is None and require_label:
-            raise ConfigError(f"{where}: the record has no 'label' field", hint="give `llmst label` output")
-        if label is not None and (label not in names or row[names.index(label)] < max(row) * (1 - 1e-9)):
-            top = names[row.index(max(row))]
+            row, names = _probs_row(record, names, require_label)
+        except ValueError as err:
             raise ConfigError(
-                f"{where}: 'label' is {label!r} but 'probs' puts the most mass on {top!r}",
-                hint="llmst takes the argmax of probs as the pseudo-label: fix 'label' or 'probs' of that record",
-            )
+                f"{source}, {position(source, line)}: {err.args[0]}", hint=err.args[1]
+            ) from None
         value = record.get(gold_field) if gold_field is not None else None
         gold_given.append(value is not None and value != "")
         gold.append(label_index(value, names))
