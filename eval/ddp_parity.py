@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
 from llmst.evaluate import evaluate_file  # noqa: E402
-from llmst.train import predict_file  # noqa: E402
+from llmst.train import PredictConfig, predict_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEPT = Path("/tmp/llmst-eval/students/kept/conformal-p0.85.jsonl")
@@ -84,7 +84,7 @@ def main() -> None:
                 raise SystemExit(done.stderr[-3000:])
             summary = json.loads(done.stdout[done.stdout.index("{") :])
             predicted = work / f"ranks{ranks}-s{seed}.test.jsonl"
-            predict_file(out, test, predicted, overwrite=True)
+            predict_file(out, test, predicted, PredictConfig(overwrite=True, progress=False))
             accuracy = evaluate_file(predicted, gold_field="gold")["accuracy"]
             results.append(
                 {

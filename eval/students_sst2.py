@@ -16,7 +16,9 @@
    its pseudo-labeled run), same hyperparameters.
 
 Everything goes through llmst's own functions (label_corpus, run_filter, train, predict_file, evaluate_file).
-Prints markdown tables and writes JSON.
+A student (or a prediction file) under --work-dir is reused only while its signature matches (same data
+content, same options: `train_signature` / `predict_signature`); anything else retrains. Each run reports
+`train_seconds` from the student's card and `reused_student`. Prints markdown tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
+from llmst import stage  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
-from llmst.filter.run import FilterConfig, run_filter  # noqa: E402
+from llmst.filter.config import FilterConfig  # noqa: E402
+from llmst.filter.stage import run_filter  # noqa: E402
 from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
-from llmst.train import TrainConfig, predict_file, train  # noqa: E402
+from llmst.train import (  # noqa: E402
+    PredictConfig,
+    TrainConfig,
+    predict_file,
+    predict_signature,
+    train,
+    train_signature,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CALIBRATION_ROWS = 200
@@ -50,8 +62,11 @@ def log(message: str) -> None:
 
 
 def accuracy(model_dir: Path, gold_file: Path, out: Path) -> float:
-    if not out.exists():
-        predict_file(model_dir, gold_file, out)
+    """The student's accuracy on `gold_file`; its predictions are reused only while their signature (this
+    student's weights, this file) still matches."""
+    config = PredictConfig(overwrite=True, progress=False)
+    if not stage.is_current(out, predict_signature(model_dir, gold_file, config)):
+        predict_file(model_dir, gold_file, out, config)
     return round(evaluate_file(out, gold_field="gold")["accuracy"], 4)
 
 
@@ -74,21 +89,25 @@ def paired_bootstrap(student_pred: Path, labeler_pred: Path, *, draws: int = 200
 
 
 def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, calib: Path, test: Path) -> dict:
+    """Train (unless `model_dir` holds a student of exactly this data and config: same train signature),
+    then score on the dev-200 and test rows. A reused student reports the training time recorded in its card."""
     model_dir = work / "students" / name
     started = time.perf_counter()
-    summary = None
-    if not (model_dir / "config.json").exists():
-        summary = train(data, model_dir, config, progress=False)
+    reused = stage.is_current(model_dir, train_signature(data, config))
+    if not reused:
+        log(f"training {name}")
+        train(data, model_dir, replace(config, overwrite=True))
+    card = json.loads((model_dir / "llmst_student.json").read_text())
     result = {
         "student": name,
         "data": str(data),
         "seed": config.seed,
         "dev200_accuracy": accuracy(model_dir, calib, work / "pred" / f"{name}.dev200.jsonl"),
         "test_accuracy": accuracy(model_dir, test, work / "pred" / f"{name}.test.jsonl"),
-        "train_rows": summary.rows
-        if summary
-        else sum(1 for _ in open(data)),  # cached model: rows of its data
-        "train_samples_per_second": summary.samples_per_second if summary else None,
+        "train_rows": card["rows"],
+        "train_samples_per_second": card["samples_per_second"],
+        "train_seconds": card["train_runtime_seconds"],
+        "reused_student": reused,
         "seconds": round(time.perf_counter() - started, 1),
     }
     log(f"{name}: dev200 {result['dev200_accuracy']:.4f} test {result['test_accuracy']:.4f}")
@@ -194,6 +213,7 @@ def main() -> None:
             labels=NAMES,
             save_steps=10_000,
             bf16=not args.no_bf16,
+            progress=False,
         )
 
     runs: list[dict[str, Any]] = []
@@ -236,6 +256,7 @@ def main() -> None:
                 labels=NAMES,
                 save_steps=10_000,
                 bf16=not args.no_bf16,
+                progress=False,
             )
 
         def suffix(lr: float) -> str:

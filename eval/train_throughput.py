@@ -57,9 +57,10 @@ def main() -> None:
             max_length=64,
             labels=["negative", "positive"],
             save_steps=10_000,
+            progress=False,
             **options,
         )
-        summary = train(data, work / f"student{index}", config, progress=False)
+        summary = train(data, work / f"student{index}", config)
         results.append(
             {
                 "setting": name,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,9 @@ import pytest
 import torch
 from conftest import read_lines, sst2_rows, write_jsonl
 
+from llmst import stage
 from llmst.errors import ConfigError
-from llmst.train import TrainConfig, predict_file, train
+from llmst.train import PredictConfig, TrainConfig, predict_file, predict_signature, train, train_signature
 from llmst.train.data import batch_plan
 from llmst.train.losses import DoublyRobustLoss, SoftCrossEntropyLoss
 from llmst.train.model import StudentClassifier, build_classifier, last_token_index
@@ -40,6 +43,50 @@ def labeled_rows(n: int, *, flip_every: int = 0, split: str = "dev") -> list[dic
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+def test_configs_import_without_torch():
+    code = (
+        "import sys, llmst.train.config\n"
+        "from llmst.train import PredictConfig, TrainConfig, predict_signature, train_signature\n"
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_config_fields_limits_and_list_options():
+    config = TrainConfig(text_fields="title, body", labels="neg,pos")
+    assert config.text_fields == ["title", "body"] and config.labels == ["neg", "pos"]
+    assert PredictConfig(text_fields="a,b").text_fields == ["a", "b"]
+    assert TrainConfig(limit=3).limit == 3 and PredictConfig().limit is None
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match="--limit must be"):
+            TrainConfig(limit=bad)
+        with pytest.raises(ConfigError, match="--limit must be"):
+            PredictConfig(limit=bad)
+    runtime = {f.name for f in fields(TrainConfig) if f.metadata.get("runtime")}
+    assert runtime == {"save_steps", "resume", "overwrite", "progress"}
+    assert {f.name for f in fields(PredictConfig) if f.metadata.get("runtime")} == {
+        "batch_size",
+        "overwrite",
+        "progress",
+    }
+    assert all(f.metadata.get("help") for f in (*fields(TrainConfig), *fields(PredictConfig)))
+
+
+def test_student_kinds_come_from_a_registry():
+    from llmst.train.classifier import train_classifier
+    from llmst.train.run import student_trainer
+    from llmst.train.sft import train_generative
+
+    assert student_trainer("classifier") is train_classifier
+    assert student_trainer("generative") is train_generative
+    with pytest.raises(ConfigError, match="unknown student kind 'regression'"):
+        student_trainer("regression")
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -158,15 +205,68 @@ def labeled_file(tmp_path) -> Path:
 
 
 def _config(student: str, **options) -> TrainConfig:
-    defaults = dict(student=student, epochs=1, batch_size=8, save_steps=1000)
+    defaults = dict(student=student, epochs=1, batch_size=8, save_steps=1000, progress=False)
     defaults.update(options)
     return TrainConfig(**defaults)
+
+
+def test_completed_outputs_record_their_signatures(tiny_bert_dir, labeled_file, tmp_path):
+    config = _config(tiny_bert_dir)
+    out = tmp_path / "student"
+    train(labeled_file, out, config)
+    expected = train_signature(labeled_file, config)
+    assert stage.read_marker(out) == expected and stage.is_current(out, expected)
+    # runtime options leave the signature alone; options and data that change the model change it
+    same = replace(config, save_steps=7, overwrite=True, progress=True, resume=False)
+    assert train_signature(labeled_file, same) == expected
+    assert train_signature(labeled_file, replace(config, epochs=2)) != expected
+    other = write_jsonl(tmp_path / "other.jsonl", labeled_rows(48, flip_every=4))
+    assert train_signature(other, config) != expected
+
+    pred = tmp_path / "pred.jsonl"
+    predict_file(out, labeled_file, pred, PredictConfig(limit=5, batch_size=2, progress=False))
+    assert len(read_lines(pred)) == 5
+    predicted = predict_signature(out, labeled_file, PredictConfig(limit=5))
+    assert stage.read_marker(pred) == predicted
+    assert predict_signature(out, labeled_file, PredictConfig(limit=6)) != predicted
+    assert predict_signature(out, labeled_file) != predicted  # all rows
+    with pytest.raises(ConfigError, match="exists"):
+        predict_file(out, labeled_file, pred, PredictConfig(limit=5))
+
+    # a retrained student (other seed) is another model: its old predictions are stale
+    train(labeled_file, out, replace(config, seed=1, overwrite=True))
+    assert stage.read_marker(out) == train_signature(labeled_file, replace(config, seed=1)) != expected
+    assert predict_signature(out, labeled_file, PredictConfig(limit=5)) != predicted
+
+
+def test_quiet_training_prints_no_load_report(tiny_bert_dir, labeled_file, tmp_path, capfd):
+    """A fresh classifier head is what a student starts from; transformers' LOAD REPORT ("classifier.weight
+    MISSING") reads like an error, so --quiet (progress=False) must not print it."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # a user's default (the test suite runs at error)
+    to_stderr = logging.StreamHandler(sys.stderr)  # transformers' own handler kept pytest's first stderr
+    logging.getLogger("transformers").addHandler(to_stderr)
+    try:
+        capfd.readouterr()
+        train(labeled_file, tmp_path / "loud", _config(tiny_bert_dir, progress=True))
+        loud = capfd.readouterr()
+        train(labeled_file, tmp_path / "quiet", _config(tiny_bert_dir))
+        quiet = capfd.readouterr()
+        assert hf_logging.get_verbosity() == hf_logging.WARNING  # restored after the quiet run
+    finally:
+        hf_logging.set_verbosity(previous)
+        logging.getLogger("transformers").removeHandler(to_stderr)
+    assert "LOAD REPORT" in loud.err + loud.out  # what the quiet run must leave out
+    assert "LOAD REPORT" not in quiet.err + quiet.out and "MISSING" not in quiet.err + quiet.out, quiet.err
+    assert "Loading weights" not in quiet.err and "saved student to" in quiet.err
 
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_decoder_classifier_trains_saves_and_predicts(tiny_model_dir, labeled_file, tmp_path, lora):
     out = tmp_path / "student"
-    summary = train(labeled_file, out, _config(tiny_model_dir, lora=lora, soft_labels=True), progress=False)
+    summary = train(labeled_file, out, _config(tiny_model_dir, lora=lora, soft_labels=True))
     assert summary.rows == 48 and summary.steps == 6 and summary.final_loss is not None
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
     assert not (out / "checkpoints").exists()
@@ -209,7 +309,8 @@ def test_merged_lora_student_predicts_like_the_adapter_model(tiny_model_dir, tmp
                 param.normal_(0, 0.5)
     texts = [r["text"] for r in sst2_rows("dev", 10)]
     with_adapters = predict_probs(StudentClassifier(model).eval(), tokenizer, texts)
-    base_only = predict_probs(StudentClassifier(model.get_base_model()).eval(), tokenizer, texts)
+    with model.disable_adapter():  # the same model with its adapters switched off: the base weights alone
+        base_only = predict_probs(StudentClassifier(model).eval(), tokenizer, texts)
     plain = unwrap_for_saving(model)
     plain.save_pretrained(tmp_path / "merged")
     tokenizer.save_pretrained(tmp_path / "merged")
@@ -222,7 +323,9 @@ def test_merged_lora_student_predicts_like_the_adapter_model(tiny_model_dir, tmp
     assert np.allclose(merged, with_adapters, atol=1e-4)
     assert np.allclose(merged, again, atol=1e-5)
     assert with_adapters.shape == (10, 2) and np.allclose(with_adapters.sum(axis=1), 1.0)
-    del base_only
+    # the adapters matter: without them (the base weights alone) the answers differ, so the merge kept them
+    assert np.abs(base_only - with_adapters).max() > 1e-2
+    assert not np.allclose(merged, base_only, atol=1e-3)
 
 
 def test_doubly_robust_recovers_from_wrong_pseudo_labels(tiny_bert_dir, tmp_path):
@@ -251,8 +354,8 @@ def test_doubly_robust_recovers_from_wrong_pseudo_labels(tiny_bert_dir, tmp_path
     common = dict(
         epochs=4, learning_rate=3e-3, gold=str(gold), gold_share=0.25, eval=str(evaluation), labels=NAMES
     )
-    ce = train(data, tmp_path / "ce", _config(tiny_bert_dir, **common), progress=False)
-    dr = train(data, tmp_path / "dr", _config(tiny_bert_dir, loss="doubly-robust", **common), progress=False)
+    ce = train(data, tmp_path / "ce", _config(tiny_bert_dir, **common))
+    dr = train(data, tmp_path / "dr", _config(tiny_bert_dir, loss="doubly-robust", **common))
     assert ce.metrics["accuracy"] == 0.0  # 3 of 4 rows per batch say the flipped rule
     assert dr.metrics["accuracy"] == 1.0
 
@@ -268,7 +371,7 @@ def test_encoder_student_learns_separable_labels(tiny_bert_dir, tmp_path):
     gold = write_jsonl(tmp_path / "gold.jsonl", [{**r, "gold": r["label"]} for r in rows[:16]])
     out = tmp_path / "bert"
     config = _config(tiny_bert_dir, epochs=8, learning_rate=3e-3, eval=str(gold), labels=NAMES)
-    summary = train(data, out, config, progress=False)
+    summary = train(data, out, config)
     assert summary.metrics["accuracy"] == 1.0
     assert "accuracy: 1.0" in (out / "README.md").read_text()
 
@@ -279,7 +382,7 @@ def test_weights_and_gold_mixing_and_doubly_robust_run(tiny_bert_dir, tmp_path, 
     config = _config(
         tiny_bert_dir, loss="doubly-robust", gold=str(gold), gold_share=0.25, weight_field="confidence"
     )
-    summary = train(labeled_file, out, config, progress=False)
+    summary = train(labeled_file, out, config)
     assert summary.gold_rows == 10 and summary.steps == 8  # 48 pseudo rows, 6 per batch of 8
     meta = json.loads((out / "llmst_student.json").read_text())
     assert meta["loss"] == "doubly-robust" and meta["gold_share"] == 0.25
@@ -290,7 +393,7 @@ def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_f
     and ends with the same weights as an uninterrupted run."""
     from transformers import TrainerCallback
 
-    import llmst.train.trainer as trainer_module
+    import llmst.train.classifier as classifier_module
 
     class StopAt3(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -299,10 +402,10 @@ def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_f
 
     config = _config(tiny_bert_dir, epochs=2, save_steps=2, learning_rate=1e-3)
     reference = tmp_path / "reference"
-    train(labeled_file, reference, config, progress=False)
+    train(labeled_file, reference, config)
 
     out = tmp_path / "resumed"
-    original = trainer_module._make_trainer_class
+    original = classifier_module._make_trainer_class
 
     def interrupting_class():
         cls = original()
@@ -314,21 +417,23 @@ def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_f
 
         return Interrupting
 
-    trainer_module._make_trainer_class = interrupting_class
+    classifier_module._make_trainer_class = interrupting_class
     try:
         with pytest.raises(KeyboardInterrupt):
-            train(labeled_file, out, config, progress=False)
+            train(labeled_file, out, config)
     finally:
-        trainer_module._make_trainer_class = original
+        classifier_module._make_trainer_class = original
     assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "config.json").exists()
+    assert stage.read_marker(out) is None  # an interrupted run is not complete
     with pytest.raises(ConfigError, match="different run"):  # other options never resume these checkpoints
-        train(
-            labeled_file,
-            out,
-            _config(tiny_bert_dir, epochs=2, save_steps=2, learning_rate=2e-3),
-            progress=False,
-        )
-    summary = train(labeled_file, out, config, progress=False)
+        train(labeled_file, out, _config(tiny_bert_dir, epochs=2, save_steps=2, learning_rate=2e-3))
+    original_rows = labeled_file.read_bytes()
+    write_jsonl(labeled_file, labeled_rows(48, flip_every=3))  # same path, other labels
+    with pytest.raises(ConfigError, match="different run"):  # ... nor other data under the same name
+        train(labeled_file, out, config)
+    labeled_file.write_bytes(original_rows)
+    # runtime options (checkpoint interval, progress) are not part of the run: it still resumes
+    summary = train(labeled_file, out, _config(tiny_bert_dir, epochs=2, save_steps=3, learning_rate=1e-3))
     assert summary.resumed_from and summary.resumed_from.endswith("checkpoint-2")
     assert not (out / "checkpoints").exists()
     from safetensors.torch import load_file
@@ -341,10 +446,10 @@ def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_f
 
 def test_generative_student_sft_and_predict(tiny_model_dir, labeled_file, tmp_path):
     out = tmp_path / "sft"
-    summary = train(labeled_file, out, _config(tiny_model_dir, kind="generative", lora=True), progress=False)
+    summary = train(labeled_file, out, _config(tiny_model_dir, kind="generative", lora=True))
     assert summary.steps == 6
     assert (out / "task.yaml").exists() and (out / "config.json").exists()
-    result = predict_file(out, labeled_file, tmp_path / "pred.jsonl")
+    result = predict_file(out, labeled_file, tmp_path / "pred.jsonl", PredictConfig(progress=False))
     rows = read_lines(tmp_path / "pred.jsonl")
     assert result["labeled"] == 48 and set(rows[0]["probs"]) == set(NAMES)
 
@@ -355,16 +460,14 @@ def test_generative_student_sft_and_predict(tiny_model_dir, labeled_file, tmp_pa
 def test_bad_training_inputs_give_clear_errors(tiny_bert_dir, tmp_path, labeled_file):
     no_probs = write_jsonl(tmp_path / "np.jsonl", [{"text": "a", "label": "positive"}])
     with pytest.raises(ConfigError, match="label set"):
-        train(no_probs, tmp_path / "x", _config(tiny_bert_dir), progress=False)
+        train(no_probs, tmp_path / "x", _config(tiny_bert_dir))
     with pytest.raises(ConfigError, match="soft-labels needs probs"):
-        train(
-            no_probs, tmp_path / "x", _config(tiny_bert_dir, labels=NAMES, soft_labels=True), progress=False
-        )
+        train(no_probs, tmp_path / "x", _config(tiny_bert_dir, labels=NAMES, soft_labels=True))
     no_text = write_jsonl(
         tmp_path / "nt.jsonl", [{"label": "positive", "probs": {"negative": 0, "positive": 1}}]
     )
     with pytest.raises(ConfigError, match="no text"):
-        train(no_text, tmp_path / "x", _config(tiny_bert_dir), progress=False)
+        train(no_text, tmp_path / "x", _config(tiny_bert_dir))
     with pytest.raises(ConfigError, match="doubly-robust needs gold"):
         TrainConfig(loss="doubly-robust")
     with pytest.raises(ConfigError, match="gold-share needs"):
@@ -375,19 +478,43 @@ def test_bad_training_inputs_give_clear_errors(tiny_bert_dir, tmp_path, labeled_
             labeled_file,
             tmp_path / "x",
             _config(tiny_bert_dir, loss="doubly-robust", gold=str(gold_without_probs), gold_share=0.25),
-            progress=False,
         )
     out = tmp_path / "done"
-    train(labeled_file, out, _config(tiny_bert_dir), progress=False)
-    with pytest.raises(ConfigError, match="already holds a trained model"):
-        train(labeled_file, out, _config(tiny_bert_dir), progress=False)
+    train(labeled_file, out, _config(tiny_bert_dir))
+    with pytest.raises(ConfigError, match="already holds a trained model of this data and these options"):
+        train(labeled_file, out, _config(tiny_bert_dir, save_steps=5))  # a runtime option: the same model
+    with pytest.raises(ConfigError, match=r"trained model \(pass --overwrite"):  # another model
+        train(labeled_file, out, _config(tiny_bert_dir, seed=3))
     with pytest.raises(ConfigError, match="not an llmst student"):
         predict_file(tmp_path, labeled_file, tmp_path / "p.jsonl")
 
 
+def test_records_missing_required_fields_name_file_line_and_field(tiny_bert_dir, tmp_path):
+    def train_on(rows: list[dict], name: str, **options) -> None:
+        train(write_jsonl(tmp_path / name, rows), tmp_path / "never", _config(tiny_bert_dir, **options))
+
+    good = labeled_rows(3)
+    with pytest.raises(
+        ConfigError, match=r"bad_label\.jsonl, line 2: no field 'probs' and field 'label' is 'meh'"
+    ):
+        train_on([good[0], {"text": "fine", "label": "meh"}, good[2]], "bad_label.jsonl")
+    with pytest.raises(ConfigError, match=r"no_label\.jsonl, line 3: no field 'probs' and no field 'label'"):
+        train_on([good[0], good[1], {"text": "fine"}], "no_label.jsonl")
+    with pytest.raises(
+        ConfigError, match=r"no_text\.jsonl, line 2: no text in field 'text' \(fields present: id"
+    ):
+        train_on([good[0], {"id": "7", "label": "positive"}, good[2]], "no_text.jsonl")
+    with pytest.raises(ConfigError, match=r"title\.jsonl, line 1: no text in field 'title'"):
+        train_on(good, "title.jsonl", text_fields="text,title")
+    gold = write_jsonl(tmp_path / "gold.jsonl", [{"text": "fine", "verdict": 1}])
+    with pytest.raises(ConfigError, match=r"gold\.jsonl, line 1: no field 'gold'"):
+        train_on(good, "ok.jsonl", gold=str(gold), gold_share=0.25)
+    assert not (tmp_path / "never").exists()  # a bad input never claims the output folder
+
+
 def test_predict_rejects_bad_rows(tiny_bert_dir, labeled_file, tmp_path):
     out = tmp_path / "student"
-    train(labeled_file, out, _config(tiny_bert_dir), progress=False)
+    train(labeled_file, out, _config(tiny_bert_dir))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"id": "1", "text": "good"}\n{not json\n{"id": "3", "other": "x"}\n{"id": "4", "text": "bad"}\n'
@@ -500,16 +627,18 @@ def test_real_minilm_student_learns_sst2_from_gold(tmp_path):
         eval=str(dev),
         learning_rate=1e-4,
         save_steps=10_000,
+        progress=False,
     )
-    summary = train(data, tmp_path / "minilm", config, progress=False)
+    summary = train(data, tmp_path / "minilm", config)
     assert summary.metrics["accuracy"] > 0.65
 
 
 def test_model_card_names_the_filter_that_made_the_data(tiny_bert_dir, tmp_path):
-    from llmst.filter.run import FilterConfig, run_filter
+    from llmst.filter.config import FilterConfig
+    from llmst.filter.stage import run_filter
 
     labeled = write_jsonl(tmp_path / "labeled.jsonl", labeled_rows(48, flip_every=5))
     run_filter(labeled, tmp_path / "kept.jsonl", FilterConfig(method="balanced", fraction=0.5, plots=False))
-    train(tmp_path / "kept.jsonl", tmp_path / "s", _config(tiny_bert_dir), progress=False)
+    train(tmp_path / "kept.jsonl", tmp_path / "s", _config(tiny_bert_dir))
     card = (tmp_path / "s" / "README.md").read_text()
     assert "Filter: balanced: kept 24 of 48 rows" in card

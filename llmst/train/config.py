@@ -1,15 +1,41 @@
-"""Options of `llmst train` (the CLI fills this; Python users can too)."""
+"""Options of `llmst train` and `llmst predict` (the CLI is generated from these; Python users fill them too).
+
+Nothing here imports torch: `train_signature` and `predict_signature` tell an orchestration whether a student
+(or a student's predictions) on disk is current without loading a model.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from llmst import stage
 from llmst.errors import ConfigError
 
-STUDENT_KINDS = ("classifier", "generative")
-LOSSES = ("ce", "doubly-robust")
+StudentKind = Literal["classifier", "generative"]
+Loss = Literal["ce", "doubly-robust"]
+STUDENT_KINDS = get_args(StudentKind)
+LOSSES = get_args(Loss)
+
+
+def _names(value: list[str] | str | None, option: str) -> list[str] | None:
+    """A list option from a list or a comma-separated string; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{option}: expected names separated by commas, not {value!r}")
+    names = [str(name).strip() for name in value if str(name).strip()]
+    return names or None
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(
+            f"--limit must be a whole number >= 1, not {limit!r}", hint="leave it out for all rows"
+        )
 
 
 @dataclass
@@ -17,85 +43,79 @@ class TrainConfig:
     """How a student is trained on labeled records.
 
     Parameters that choose the student: `student`, `kind`, `lora*`. Parameters that choose the targets:
-    `soft_labels`, `weight_field`, `loss`, `gold*`. Optimisation: `epochs` ... `bf16`. Bookkeeping: `save_steps`,
-    `resume`, `overwrite`.
+    `text_fields`, `labels`, `soft_labels`, `weight_field`, `loss`, `gold*`, `limit`. Optimisation: `epochs`
+    ... `bf16`. Scoring after training: `eval`, `eval_gold_field`. Runtime only (left out of the signature):
+    `save_steps`, `resume`, `overwrite`, `progress`.
     """
 
     student: str = field(
         default="minilm-l6",
-        metadata={"help": "Bundled name, model folder, .gguf file or hub id of the student."},
+        metadata={"help": "Student: bundled name (minilm-l6, smollm2-135m-instruct, ...), folder or hub id."},
     )
-    kind: Literal["classifier", "generative"] = field(
+    kind: StudentKind = field(
         default="classifier",
-        metadata={
-            "help": "classifier (sequence classification head) or generative (SFT with TRL, prompt -> label)."
-        },
+        metadata={"help": "classifier (sequence classification head) or generative (TRL SFT)."},
     )
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (merged into the saved model)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale of the adapters)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target: str = field(
-        default="all-linear", metadata={"help": "LoRA target modules: all-linear or comma-separated names."}
+        default="all-linear", metadata={"help": "LoRA targets: all-linear or module names."}
     )
-    text_fields: list[str] | None = field(default=None, metadata={"help": "Fields joined as the input text."})
+    text_fields: list[str] | None = field(
+        default=None, metadata={"help": "Text field(s), comma-separated (default: text)."}
+    )
     labels: list[str] | None = field(
-        default=None, metadata={"help": "Label names in order (default: the keys of the records' probs)."}
+        default=None, metadata={"help": "Label names in order (default: keys of probs)."}
     )
-    soft_labels: bool = field(
-        default=False, metadata={"help": "Train on the labeler's probs, not argmax labels."}
-    )
+    soft_labels: bool = field(default=False, metadata={"help": "Fit the labeler's probs."})
     weight_field: str | None = field(
-        default=None,
-        metadata={"help": "Numeric record field used as a per-row loss weight (e.g. confidence)."},
+        default=None, metadata={"help": "Per-row loss weight field, e.g. confidence."}
     )
-    loss: Literal["ce", "doubly-robust"] = field(
-        default="ce", metadata={"help": "ce, or doubly-robust (needs --gold rows that also carry probs)."}
+    loss: Loss = field(
+        default="ce", metadata={"help": "ce or doubly-robust (needs --gold and --gold-share)."}
     )
     gold: str | None = field(
         default=None, metadata={"help": "Small gold-labeled file mixed into every batch."}
     )
-    gold_field: str = field(default="gold", metadata={"help": "Field of the gold label in --gold."})
-    gold_share: float = field(default=0.0, metadata={"help": "Share of each batch drawn from --gold (0-1)."})
+    gold_field: str = field(default="gold", metadata={"help": "Gold label field of --gold."})
+    gold_share: float = field(default=0.0, metadata={"help": "Share of each batch taken from --gold."})
     eval: str | None = field(
-        default=None,
-        metadata={"help": "Gold-labeled file scored after training (metrics go in the model card)."},
+        default=None, metadata={"help": "Gold-labeled file scored after training (in the model card)."}
     )
     eval_gold_field: str = field(default="gold", metadata={"help": "Gold field of --eval."})
     epochs: float = field(default=3.0, metadata={"help": "Passes over the pseudo-labeled rows."})
     learning_rate: float | None = field(
-        default=None, metadata={"help": "Peak learning rate (default 5e-5 full fine-tune, 2e-4 LoRA)."}
+        default=None, metadata={"help": "Peak learning rate (default 5e-5, LoRA 2e-4)."}
     )
     batch_size: int = field(default=16, metadata={"help": "Rows per batch per process."})
-    max_length: int = field(
-        default=128, metadata={"help": "Tokens per input at most (longer inputs are cut)."}
-    )
+    max_length: int = field(default=128, metadata={"help": "Tokens per input at most."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up share of the steps."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    seed: int = field(default=0, metadata={"help": "Seed for the head init, data order and dropout."})
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 autocast (default: on where a GPU supports it, off on CPU)."}
-    )
-    save_steps: int = field(
-        default=200, metadata={"help": "Checkpoint every N optimiser steps (for resume)."}
-    )
-    resume: bool = field(default=True, metadata={"help": "Resume from the newest checkpoint in the output."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing trained model folder."})
+    seed: int = field(default=0, metadata={"help": "Seed (head init, data order, dropout)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (default: on for bf16 GPUs)."})
     limit: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     prompt: str = field(
         default="{{ text }}\nLabel:",
-        metadata={"help": "generative: Jinja template of the prompt; the target is ' <label>'."},
+        metadata={"help": "generative: Jinja prompt template; the target is ' <label>'."},
     )
+    save_steps: int = field(default=200, metadata=stage.runtime("Checkpoint every N steps (resume point)."))
+    resume: bool = field(
+        default=True, metadata=stage.runtime("Resume an interrupted run from its last checkpoint.")
+    )
+    overwrite: bool = field(default=False, metadata=stage.runtime("Replace an existing model folder."))
+    progress: bool = field(default=True, metadata=stage.runtime("Progress bars and training logs."))
 
     def __post_init__(self) -> None:
-        if isinstance(self.text_fields, str):
-            self.text_fields = [f.strip() for f in self.text_fields.split(",") if f.strip()]
-        if isinstance(self.labels, str):
-            self.labels = [f.strip() for f in self.labels.split(",") if f.strip()]
+        self.text_fields = _names(self.text_fields, "--text-field")
+        self.labels = _names(self.labels, "--labels")
         if self.kind not in STUDENT_KINDS:
-            raise ConfigError(f"unknown student kind '{self.kind}'", hint="use classifier or generative")
+            raise ConfigError(
+                f"unknown student kind '{self.kind}'", hint="use one of: " + ", ".join(STUDENT_KINDS)
+            )
         if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss '{self.loss}'", hint="use ce or doubly-robust")
+            raise ConfigError(f"unknown loss '{self.loss}'", hint="use one of: " + ", ".join(LOSSES))
         if not 0.0 <= self.gold_share < 1.0:
             raise ConfigError("--gold-share must be in [0, 1)")
         if self.gold_share > 0 and not self.gold:
@@ -109,8 +129,13 @@ class TrainConfig:
             raise ConfigError("a generative student trains on hard labels with plain cross-entropy")
         if self.epochs <= 0 or self.batch_size < 1 or self.max_length < 8:
             raise ConfigError("--epochs must be > 0, --batch-size >= 1 and --max-length >= 8")
+        if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError("--lora-r must be >= 1 and --lora-dropout in [0, 1)")
+        if not 0.0 <= self.warmup_ratio < 1.0 or self.weight_decay < 0:
+            raise ConfigError("--warmup-ratio must be in [0, 1) and --weight-decay >= 0")
         if self.save_steps < 1:
             raise ConfigError("--save-steps must be >= 1")
+        _check_limit(self.limit)
         if self.eval and not Path(self.eval).exists():
             raise ConfigError(f"--eval file not found: {self.eval}")
         if self.gold and not Path(self.gold).exists():
@@ -122,3 +147,35 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class PredictConfig:
+    """How a trained student relabels a corpus (`llmst predict`). Only `text_fields`, `id_field` and `limit`
+    change the output; the rest is runtime."""
+
+    text_fields: list[str] | None = field(
+        default=None,
+        metadata={"help": "Text field(s), comma-separated (default: those the student was trained on)."},
+    )
+    id_field: str = field(default="id", metadata={"help": "Input field holding a stable id."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N rows."})
+    batch_size: int = field(default=64, metadata=stage.runtime("Rows per forward pass."))
+    overwrite: bool = field(default=False, metadata=stage.runtime("Replace OUT."))
+    progress: bool = field(default=True, metadata=stage.runtime("Progress bars."))
+
+    def __post_init__(self) -> None:
+        self.text_fields = _names(self.text_fields, "--text-field")
+        _check_limit(self.limit)
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")
+
+
+def train_signature(labeled: str | Path, config: TrainConfig) -> str:
+    """The signature `train(labeled, out, config)` records in `out` when it completes (cheap: no torch)."""
+    return stage.signature("train", config, {"labeled": labeled, "gold": config.gold, "eval": config.eval})
+
+
+def predict_signature(model_dir: str | Path, source: str | Path, config: PredictConfig | None = None) -> str:
+    """The signature `predict_file(model_dir, source, out, config)` records for `out` (cheap: no torch)."""
+    return stage.signature("predict", config or PredictConfig(), {"model": model_dir, "source": source})

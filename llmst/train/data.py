@@ -62,6 +62,19 @@ def _probs_vector(record: dict, names: list[str], where: str) -> np.ndarray | No
     return vector / vector.sum()
 
 
+def _text(record: dict, text_fields: list[str], where: str) -> str:
+    """The record's text, or a ConfigError naming the first missing (or empty) text field."""
+    for name in text_fields:
+        value = record.get(name)
+        if value is None or str(value).strip() == "":
+            present = ", ".join(sorted(map(str, record))[:8]) or "none"
+            raise ConfigError(
+                f"{where}: no text in field '{name}' (fields present: {present})",
+                hint="set --text-field to the field(s) holding the text",
+            )
+    return record_text(record, text_fields) or ""
+
+
 def _one_hot(index: int, size: int) -> np.ndarray:
     vector = np.zeros(size)
     vector[index] = 1.0
@@ -84,20 +97,23 @@ def load_pseudo_labeled(
             break
         where = f"{path}, line {item.line}"
         record = item.record
-        text = record_text(record, text_fields)
-        if not text:
-            raise ConfigError(f"{where}: no text in fields {text_fields}", hint="set --text-field")
+        text = _text(record, text_fields, where)
         probs = _probs_vector(record, names, where)
         if soft_labels:
             if probs is None:
-                raise ConfigError(f"{where}: --soft-labels needs probs on every record")
+                raise ConfigError(f"{where}: no field 'probs' (--soft-labels needs probs on every record)")
             target = probs
         else:
             index = label_index(record.get("label"), names)  # what the filter saw (aggregate: the vote)
             if index < 0 and probs is not None:
                 index = int(np.argmax(probs))
             if index < 0:
-                raise ConfigError(f"{where}: record has neither probs nor a label in {names}")
+                value = record.get("label")
+                found = "no field 'label'" if value is None else f"field 'label' is {value!r}"
+                raise ConfigError(
+                    f"{where}: no field 'probs' and {found}, not one of {names}",
+                    hint="train on the output of llmst label / filter / aggregate (or pass --labels)",
+                )
             target = _one_hot(index, len(names))
         weight = 1.0
         if weight_field:
@@ -120,10 +136,14 @@ def load_gold(
     texts, targets, pseudo = [], [], []
     for item in _rows(path, "gold file"):
         where = f"{path}, line {item.line}"
-        text = record_text(item.record, text_fields)
-        index = label_index(item.record.get(gold_field), names)
-        if not text or index < 0:
-            raise ConfigError(f"{where}: needs text in {text_fields} and '{gold_field}' in {names}")
+        text = _text(item.record, text_fields, where)
+        value = item.record.get(gold_field)
+        index = label_index(value, names)
+        if index < 0:
+            found = f"no field '{gold_field}'" if value is None else f"field '{gold_field}' is {value!r}"
+            raise ConfigError(
+                f"{where}: {found}, not one of {names} (or their index)", hint="set --gold-field"
+            )
         probs = _probs_vector(item.record, names, where)
         if need_pseudo and probs is None:
             raise ConfigError(

@@ -1,7 +1,7 @@
 """Student losses on classifier logits: soft-label cross-entropy and the doubly robust self-training loss.
 
-Each loss has a `compute_loss_from_logits` (testable without a model) and `get_config_dict` (written to the
-model card), like sentence-transformers' losses.
+Each loss has a `compute_loss_from_logits` (testable without a model), and `get_config_dict` and `citation`
+(both written to the model card), like sentence-transformers' losses.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class SoftCrossEntropyLoss:
     Hard labels are one-hot targets; soft labels (the labeler's `probs`) keep its uncertainty. Optional per-row
     weights (e.g. the labeler's confidence) give a weighted mean over the batch.
     """
+
+    citation: str | None = None
 
     def compute_loss_from_logits(
         self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None

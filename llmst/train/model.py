@@ -122,6 +122,10 @@ def write_student_card(folder: Path, meta: dict[str, Any]) -> None:
     for key, value in metrics.items():
         lines.append(f"- {key}: {value}")
     lines += ["", "Relabel a corpus: `llmst predict THIS_FOLDER INPUT.jsonl -o OUT.jsonl`.", ""]
+    if meta.get("loss_config"):
+        lines += ["## Loss", "", "```json", json.dumps(meta["loss_config"], indent=2), "```", ""]
+    if meta.get("citation"):
+        lines += ["## Citation", "", "```bibtex", meta["citation"], "```", ""]
     (folder / "README.md").write_text("\n".join(lines))
 
 

@@ -46,7 +46,7 @@ def out_of_fold_probs(
 ) -> np.ndarray:
     """Student probabilities (N, K) for every row of `labeled`, each from a student that did not train on it."""
     from llmst.train.predict import load_student, predict_probs
-    from llmst.train.trainer import train
+    from llmst.train.run import train
 
     if folds < 2:
         raise ConfigError("--folds must be >= 2")
@@ -69,7 +69,7 @@ def out_of_fold_probs(
                     if owner != fold:
                         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             model_dir = Path(tmp) / f"student{fold}"
-            train(train_file, model_dir, replace(config, overwrite=True, eval=None), progress=progress)
+            train(train_file, model_dir, replace(config, overwrite=True, eval=None, progress=progress))
             student, tokenizer, meta = load_student(model_dir)
             held_out = np.flatnonzero(fold_of == fold)
             fold_probs = predict_probs(

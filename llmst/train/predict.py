@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmst import stage
 from llmst.errors import ConfigError
 from llmst.records import (
     PendingOutputs,
@@ -26,6 +27,7 @@ from llmst.records import (
     record_id,
     record_text,
 )
+from llmst.train.config import PredictConfig, predict_signature
 from llmst.train.model import StudentClassifier, load_tokenizer, read_student_meta
 
 CHUNK_ROWS = 1024
@@ -79,26 +81,32 @@ def student_fingerprint(model_dir: str | Path) -> str:
 
 
 def predict_file(
-    model_dir: str | Path,
-    source: str | Path,
-    out: str | Path,
-    *,
-    text_fields: list[str] | None = None,
-    id_field: str = "id",
-    batch_size: int = 64,
-    limit: int | None = None,
-    overwrite: bool = False,
+    model_dir: str | Path, source: str | Path, out: str | Path, config: PredictConfig | None = None
 ) -> dict[str, Any]:
-    """Label `source` with the student in `model_dir`; write OUT (atomically) and OUT.rejects.jsonl."""
+    """Label `source` with the student in `model_dir`; write OUT (atomically) and OUT.rejects.jsonl, then the
+    marker `OUT.signature.json` (`predict_signature(model_dir, source, config)`) once both are complete."""
+    config = config or PredictConfig()
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and not config.overwrite:
         raise ConfigError(f"{out} exists", hint="pass --overwrite to replace it")
     meta = read_student_meta(model_dir)
+    stage.clear_marker(out)
     if meta["kind"] == "generative":
-        return _predict_generative(model_dir, meta, source, out, text_fields, id_field, batch_size, limit)
+        summary = _predict_generative(model_dir, source, out, config)
+    else:
+        summary = _predict_classifier(model_dir, source, out, config)
+    stage.write_marker(
+        out, predict_signature(model_dir, source, config), stage="predict", model=str(model_dir)
+    )
+    return summary
+
+
+def _predict_classifier(
+    model_dir: str | Path, source: str | Path, out: Path, config: PredictConfig
+) -> dict[str, Any]:
     student, tokenizer, meta = load_student(model_dir)
     names: list[str] = meta["labels"]
-    fields = text_fields or meta["text_fields"]
+    fields = config.text_fields or meta["text_fields"]
     fingerprint = student_fingerprint(model_dir)
     counts: Counter[str] = Counter()
     rejected = 0
@@ -109,7 +117,9 @@ def predict_file(
             open(outputs.tmp(out), "w", encoding="utf-8") as writer,
             open(outputs.tmp(out.with_name(out.name + ".rejects.jsonl")), "w", encoding="utf-8") as rejects,
         ):
-            rows = islice(read_records(source), limit) if limit else read_records(source)
+            rows = read_records(source)
+            if config.limit is not None:
+                rows = islice(rows, config.limit)
             for chunk in chunked(rows, CHUNK_ROWS):
                 good: list[tuple[Row, str]] = []
                 for item in chunk:
@@ -127,11 +137,11 @@ def predict_file(
                     tokenizer,
                     [t for _, t in good],
                     max_length=meta["max_length"],
-                    batch_size=batch_size,
+                    batch_size=config.batch_size,
                 )
                 for (row, text), row_probs in zip(good, probs, strict=True):
                     record = keep_input_fields(row.record)
-                    record["id"] = record_id(row.record, text, id_field)
+                    record["id"] = record_id(row.record, text, config.id_field)
                     record.update(label_fields(row_probs, names))
                     record.update(
                         model=f"student:{Path(model_dir).name}",
@@ -157,23 +167,24 @@ def predict_file(
 
 
 def _predict_generative(
-    model_dir, meta, source, out, text_fields, id_field, batch_size, limit
+    model_dir: str | Path, source: str | Path, out: Path, config: PredictConfig
 ) -> dict[str, Any]:
     """A generative student scores each label as a continuation of its training prompt (llmst label)."""
-    from llmst.label.run import LabelConfig, label_corpus
+    from llmst.label.config import LabelConfig
+    from llmst.label.run import label_corpus
 
-    config = LabelConfig(
+    label_config = LabelConfig(
         task=str(Path(model_dir) / "task.yaml"),
         model=str(model_dir),
-        text_fields=text_fields,
-        id_field=id_field,
-        batch_size=batch_size,
-        limit=limit,
+        text_fields=config.text_fields,
+        id_field=config.id_field,
+        batch_size=config.batch_size,
+        limit=config.limit,
         cache=False,
         overwrite=True,
-        progress=False,
+        progress=config.progress,
     )
-    summary = label_corpus(source, out, config)
+    summary = label_corpus(source, out, label_config)
     return {
         "output": str(out),
         "labeled": summary.labeled,
@@ -190,5 +201,5 @@ def evaluate_student(
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "predicted.jsonl"
-        predict_file(model_dir, gold_file, out)
+        predict_file(model_dir, gold_file, out, PredictConfig(progress=False))
         return evaluate_file(out, gold_field=gold_field)

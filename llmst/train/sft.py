@@ -1,4 +1,4 @@
-"""Generative student: supervised fine-tuning with TRL's SFTTrainer (prompt -> " <label>"), LoRA by default.
+"""Generative students (`kind: generative`): supervised fine-tuning with TRL's SFTTrainer (prompt -> " <label>").
 
 The prompt template and label words are saved as `task.yaml` in the model folder, so `llmst predict` scores
 each label as a continuation of the same prompt with llmst's own scorer (one distribution over labels, not
@@ -18,18 +18,18 @@ from llmst.errors import ConfigError
 from llmst.models import resolve_model
 from llmst.train.config import TrainConfig
 from llmst.train.model import load_tokenizer, lora_targets
+from llmst.train.run import TrainSummary, prepare_run, register_student_kind, run_and_save, training_arguments
 
 
-def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, *, progress: bool = True):
+@register_student_kind("generative")
+def train_generative(labeled: str | Path, out: Path, config: TrainConfig) -> TrainSummary:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from llmst.label.task import task_from_dict
-    from llmst.train.trainer import prepare_run, run_and_save, training_arguments
 
-    out = Path(out)
     run = prepare_run(labeled, out, config)  # hard labels, plain cross-entropy (TrainConfig checks it)
     task_spec = {
         "task": "student-sft",
@@ -65,7 +65,7 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
             target_modules=lora_targets(config.lora_target),
         )
     args = SFTConfig(
-        **training_arguments(out, config, len(rows), progress),
+        **training_arguments(out, config, len(rows)),
         max_length=config.max_length,
         completion_only_loss=True,
         packing=False,
@@ -100,7 +100,6 @@ def train_generative(labeled: str | Path, out: str | Path, config: TrainConfig, 
         gold_rows=len(run.gold) if run.gold else 0,
         planned=len(rows),
         resume_from=run.resume_from,
-        progress=progress,
         state_prefix="",
         extra_files={"task.yaml": yaml.safe_dump(task_spec, sort_keys=False, allow_unicode=True)},
     )
