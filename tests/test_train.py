@@ -386,6 +386,8 @@ def test_weights_and_gold_mixing_and_doubly_robust_run(tiny_bert_dir, tmp_path, 
     assert summary.gold_rows == 10 and summary.steps == 8  # 48 pseudo rows, 6 per batch of 8
     meta = json.loads((out / "llmst_student.json").read_text())
     assert meta["loss"] == "doubly-robust" and meta["gold_share"] == 0.25
+    assert meta["loss_config"] == {"loss": "doubly-robust"}  # the loss's get_config_dict and citation
+    assert "@inproceedings{zhu2023doubly" in (out / "README.md").read_text()
 
 
 def test_resume_after_interruption_gives_the_same_model(tiny_bert_dir, labeled_file, tmp_path):
