@@ -24,8 +24,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
-from llmst.experiments import load_selftrain_config, run_selftrain  # noqa: E402
-from llmst.experiments.selftrain import report_markdown  # noqa: E402
+from llmst.experiments.selftrain import (  # noqa: E402
+    load_selftrain_config,
+    report_markdown,
+    run_selftrain,
+)
 from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
