@@ -8,7 +8,7 @@ Labelers (all prior-calibrated, settings fixed before looking at test, see eval/
   - SmolLM2-135M few-shot, second template (SST-2: "Review: ...\\nSentiment:", from the ensemble run;
     AG News: none)
   - Gemma-3-270M zero-shot, shipped template          (labeled here; ~5 docs/s on 2 cores)
-Run eval/label_accuracy.py first. Fuses with `llmst.filter.run.run_aggregate` (the `llmst aggregate`
+Run eval/label_accuracy.py first. Fuses with `llmst.aggregate.stage.run_aggregate` (the `llmst aggregate`
 code path), scores with `llmst.evaluate.evaluate_file`. "Best single" is picked with the test gold labels
 (an oracle a user does not have), so it is an upper bound for choosing one labeler.
 Prints a markdown table and writes eval/results/aggregation.json.
@@ -27,10 +27,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
-from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.aggregate.config import AggregateConfig  # noqa: E402
 from llmst.aggregate.stage import run_aggregate  # noqa: E402
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.evaluate import evaluate_file  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FINAL = Path("/tmp/llmst-eval/final")

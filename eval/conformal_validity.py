@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import ensure  # noqa: E402
 
 from llmst.filter import precision_threshold  # noqa: E402
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 from llmst.records import read_jsonl  # noqa: E402
 
 

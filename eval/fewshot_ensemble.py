@@ -6,7 +6,7 @@ SST-2 dev (872), default labeler, `--calibrate prior` for every member. For each
 (seeded, label-stratified sample of SST-2 train; the same files eval/search_prompts.py uses), each
 template in TEMPLATES and each demonstration order (`llmst label --seed`, which shuffles the same 16 rows),
 the file is labeled with `llmst.label.run.label_corpus`; members are fused with `llmst aggregate --method
-mean` (`llmst.filter.run.run_aggregate`) and scored with `llmst.evaluate.evaluate_file`. Ensembles are only
+mean` (`llmst.aggregate.stage.run_aggregate`) and scored with `llmst.evaluate.evaluate_file`. Ensembles are only
 ever built from prompts of one file, so every setting uses at most 16 labeled rows. The zero-shot member
 (shipped template, prior calibration) uses no labeled rows at all.
 
@@ -31,10 +31,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 
-from llmst.backends import BackendSpec, make_backend  # noqa: E402
-from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.aggregate.config import AggregateConfig  # noqa: E402
 from llmst.aggregate.stage import run_aggregate  # noqa: E402
+from llmst.backends import BackendSpec, make_backend  # noqa: E402
+from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
 from llmst.label.task import load_task  # noqa: E402

@@ -29,7 +29,8 @@ from llmst.experiments.selftrain import (  # noqa: E402
     report_markdown,
     run_selftrain,
 )
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -42,7 +42,8 @@ from llmst import stage  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.filter.config import FilterConfig  # noqa: E402
 from llmst.filter.stage import run_filter  # noqa: E402
-from llmst.label.run import LabelConfig, label_corpus  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
 from llmst.train import (  # noqa: E402
     PredictConfig,
     TrainConfig,

@@ -10,9 +10,8 @@ import re
 from pathlib import Path
 
 from llmst.aggregate.config import AggregateConfig
-from llmst.filter.config import FilterConfig
-
 from llmst.cli_options import options_markdown
+from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.train.config import PredictConfig, TrainConfig
 
