@@ -28,19 +28,52 @@ def test_help_lists_commands(tmp_path):
 def test_user_errors_are_one_clear_line(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hi"}])
     cases = [
-        (["label", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o.jsonl")], "input not found"),
-        (["label", str(src), "-o", str(tmp_path / "o.jsonl"), "--task", "nope"], "unknown task 'nope'"),
         (
-            ["label", str(src), "-o", str(tmp_path / "o.jsonl"), "--model", "./no/model"],
-            "model path not found",
+            [
+                "label",
+                str(tmp_path / "missing.jsonl"),
+                "-o",
+                str(tmp_path / "o.jsonl"),
+                "--task",
+                "sentiment",
+            ],
+            "input not found",
         ),
-        (["label", str(src), "-o", str(tmp_path / "o.jsonl"), "--calibrate", "magic"], "unknown calibration"),
+        (["label", str(src), "-o", str(tmp_path / "o.jsonl"), "--task", "nope"], "unknown task 'nope'"),
         (
             [
                 "label",
                 str(src),
                 "-o",
                 str(tmp_path / "o.jsonl"),
+                "--task",
+                "sentiment",
+                "--model",
+                "./no/model",
+            ],
+            "model path not found",
+        ),
+        (
+            [
+                "label",
+                str(src),
+                "-o",
+                str(tmp_path / "o.jsonl"),
+                "--task",
+                "sentiment",
+                "--calibrate",
+                "magic",
+            ],
+            "'magic' is not one of",
+        ),
+        (
+            [
+                "label",
+                str(src),
+                "-o",
+                str(tmp_path / "o.jsonl"),
+                "--task",
+                "sentiment",
                 "--backend",
                 "openai",
                 "--base-url",
@@ -66,6 +99,8 @@ def test_kill_9_then_resume(tmp_path, tiny_model_dir):
         str(src),
         "-o",
         str(out),
+        "--task",
+        "sentiment",
         "--model",
         tiny_model_dir,
         "--batch-size",
