@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Union
 import typer
 
 from llmst.errors import ConfigError
+from llmst.stage import read_options_file
 
 CONFIG_OPTION = "config_file"
 # Option spellings that differ from the field name, the same in every command.
@@ -111,16 +112,7 @@ def config_options(config_cls: type) -> tuple[list[_Option], list[inspect.Parame
 
 def load_config_file(path: Path, config_cls: type) -> dict[str, Any]:
     """Options from a YAML mapping of field names (dashes or underscores) to values."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"--config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path} is not valid YAML: {error}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path} must be a mapping of option names to values")
+    data = read_options_file(path, "--config file")
     known = {f.name for f in dataclasses.fields(config_cls)}
     values = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(values) - known)

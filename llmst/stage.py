@@ -129,3 +129,21 @@ def is_current(out: str | Path, sig: str) -> bool:
 def clear_marker(out: str | Path) -> None:
     """Forget that `out` is complete (before it is recomputed)."""
     marker_path(out).unlink(missing_ok=True)
+
+
+def read_options_file(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping of options (for `--config FILE.yaml` and `llmst selftrain`)."""
+    import yaml
+
+    from llmst.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a YAML mapping of option names to values")
+    return data

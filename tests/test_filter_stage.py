@@ -184,7 +184,7 @@ def test_aggregate_with_labeling_functions(tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", rows)
     rules = tmp_path / "rules.py"
     rules.write_text(
-        "from llmst.filter import labeling_function\n\n"
+        "from llmst.aggregate import labeling_function\n\n"
         "@labeling_function\n"
         "def long_is_negative(record):\n"
         "    return 'negative' if len(record['text']) > 250 else None\n"

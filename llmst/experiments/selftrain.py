@@ -33,11 +33,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from llmst.errors import ConfigError
 from llmst.records import write_json_atomic
-from llmst.stage import clear_marker, is_current, signature, write_marker
+from llmst.stage import clear_marker, is_current, read_options_file, signature, write_marker
 from llmst.train.config import TrainConfig
 
 
@@ -70,14 +68,7 @@ class SelfTrainConfig:
 def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
     """Read and validate a selftrain YAML; relative paths are taken from the YAML file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"selftrain config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must be a YAML mapping of options")
+    data = read_options_file(path, "selftrain config")
     known = {f.name for f in fields(SelfTrainConfig)} - {"source"}
     unknown = set(data) - known
     if unknown:

@@ -4,9 +4,8 @@ Selectors are plain functions over arrays (`probs` of shape (N, K)) that return 
 `filter.registry` maps each `llmst filter --method` to one of them, and `filter.stage.run_filter` is the
 stage that reads and writes records (options: `filter.config.FilterConfig`).
 
-Names are imported on first use (PEP 562), so `import llmst.filter.config` stays cheap (no numpy). The
-label models moved to `llmst.aggregate`; `from llmst.filter import labeling_function` (and the other
-aggregation names) still works and returns the `llmst.aggregate` objects.
+Names are imported on first use (PEP 562), so `import llmst.filter.config` stays cheap (no numpy). Label
+models and labeling functions live in `llmst.aggregate`.
 """
 
 from __future__ import annotations
@@ -53,31 +52,12 @@ _EXPORTS: dict[str, str] = {
     "run_filter": "stage",
     "summarize": "stage",
 }
-# Moved to llmst.aggregate (kept here so existing labeling-function files and scripts keep working).
-_MOVED = {
-    "ABSTAIN": "llmst.aggregate.labeling",
-    "apply_labeling_functions": "llmst.aggregate.labeling",
-    "labeling_function": "llmst.aggregate.labeling",
-    "load_labeling_functions": "llmst.aggregate.labeling",
-    "DawidSkeneResult": "llmst.aggregate.label_models",
-    "dawid_skene": "llmst.aggregate.label_models",
-    "estimate_source_accuracies": "llmst.aggregate.label_models",
-    "log_odds_weights": "llmst.aggregate.label_models",
-    "majority_vote": "llmst.aggregate.label_models",
-    "mean_probs": "llmst.aggregate.label_models",
-    "weighted_vote": "llmst.aggregate.label_models",
-    "AggregateConfig": "llmst.aggregate.config",
-    "run_aggregate": "llmst.aggregate.stage",
-}
-
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(f"llmst.filter.{_EXPORTS[name]}")
-    elif name in _MOVED:
-        module = importlib.import_module(_MOVED[name])
     else:
         raise AttributeError(f"module 'llmst.filter' has no attribute '{name}'")
     value = getattr(module, name)
@@ -86,4 +66,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | set(_MOVED))
+    return sorted(set(globals()) | set(_EXPORTS))
