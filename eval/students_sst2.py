@@ -4,12 +4,12 @@
 
 1. The default labeler (SmolLM2-135M-Instruct, shipped `sentiment` task, zero-shot, `--calibrate prior`)
    labels the unlabeled pool (SST-2 train texts, 6,920; their gold labels are only read to report the
-   precision of what a filter kept), SST-2 test (1,821) and 200 seeded SST-2 dev rows (the only gold rows
-   used: calibration for the conformal filter and choice of the filter).
+   precision of what a filter kept), SST-2 test (1,821) and 400 seeded SST-2 dev rows in two disjoint halves (the only gold
+   rows used): dev-200 calibrates the conformal filter, select-200 chooses the filter and learning rate.
 2. Filters on the pool: conformal (precision >= 0.85 with prob. 0.9 on the 200 dev rows; 0.90 cannot be
    certified on them: best lower bound 0.858), balanced (top
    50% per class), and none (all rows, soft labels).
-3. MiniLM-L6 (full fine-tune, bf16 autocast, 2 epochs) is trained on each, seed 0; the filter with the best accuracy on the 200 dev
+3. MiniLM-L6 (full fine-tune, bf16 autocast, 2 epochs) is trained on each, seed 0; the filter with the best accuracy on 200 other dev
    rows is chosen and trained with every --seeds; SmolLM2-135M + LoRA is trained on the chosen filter's rows
    (at most --smollm-rows rows, first seed only: LoRA on this CPU runs at ~6 samples/s).
 4. Ceilings: the same students on GOLD SST-2 train (MiniLM: all rows; SmolLM2: the same number of rows as
@@ -41,7 +41,7 @@ import data as evaldata  # noqa: E402
 from llmst import stage  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.filter.config import FilterConfig  # noqa: E402
-from llmst.filter.stage import run_filter  # noqa: E402
+from llmst.filter.stage import filter_signature, run_filter  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
 from llmst.train import (  # noqa: E402
@@ -89,9 +89,9 @@ def paired_bootstrap(student_pred: Path, labeler_pred: Path, *, draws: int = 200
     return {"difference": round(float(diff.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)]}
 
 
-def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, calib: Path, test: Path) -> dict:
+def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, choice: Path, test: Path) -> dict:
     """Train (unless `model_dir` holds a student of exactly this data and config: same train signature),
-    then score on the dev-200 and test rows. A reused student reports the training time recorded in its card."""
+    then score on the select-200 dev rows (for choosing) and the test rows. A reused student reports the training time recorded in its card."""
     model_dir = work / "students" / name
     started = time.perf_counter()
     reused = stage.is_current(model_dir, train_signature(data, config))
@@ -103,7 +103,7 @@ def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, cali
         "student": name,
         "data": str(data),
         "seed": config.seed,
-        "dev200_accuracy": accuracy(model_dir, calib, work / "pred" / f"{name}.dev200.jsonl"),
+        "select200_accuracy": accuracy(model_dir, choice, work / "pred" / f"{name}.select200.jsonl"),
         "test_accuracy": accuracy(model_dir, test, work / "pred" / f"{name}.test.jsonl"),
         "train_rows": card["rows"],
         "train_samples_per_second": card["samples_per_second"],
@@ -111,7 +111,7 @@ def train_and_score(name: str, data: Path, config: TrainConfig, work: Path, cali
         "reused_student": reused,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    log(f"{name}: dev200 {result['dev200_accuracy']:.4f} test {result['test_accuracy']:.4f}")
+    log(f"{name}: select200 {result['select200_accuracy']:.4f} test {result['test_accuracy']:.4f}")
     return result
 
 
@@ -137,7 +137,7 @@ def main() -> None:
         type=float,
         nargs="+",
         default=[2e-4],
-        help="LoRA learning rates; the best on dev-200 wins",
+        help="LoRA learning rates; the best on the select-200 dev rows wins",
     )
     parser.add_argument("--skip-smollm", action="store_true")
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
@@ -152,8 +152,11 @@ def main() -> None:
     pool = evaldata.write_jsonl(evaldata.load("sst2-train"), work / "pool.jsonl")
     test = evaldata.ensure("sst2-test")
     dev = evaldata.load("sst2-dev")
-    calib_rows = random.Random(0).sample(dev, CALIBRATION_ROWS)
-    calib = evaldata.write_jsonl(calib_rows, work / "dev200.jsonl")
+    # two disjoint seeded dev slices: conformal calibration, and choosing the filter and learning rate
+    # (a guarantee certified on the rows that also chose the settings would be optimistic)
+    shuffled = random.Random(0).sample(dev, len(dev))
+    calib = evaldata.write_jsonl(shuffled[:CALIBRATION_ROWS], work / "dev200.jsonl")
+    choice = evaldata.write_jsonl(shuffled[CALIBRATION_ROWS : 2 * CALIBRATION_ROWS], work / "select200.jsonl")
     gold_train = evaldata.write_jsonl(
         [{"id": r["id"], "text": r["text"], "label": r["gold"]} for r in evaldata.load("sst2-train")],
         work / "gold_train.jsonl",
@@ -184,7 +187,7 @@ def main() -> None:
     kept: dict[str, dict[str, Any]] = {}
     for name, config in filters.items():
         out = work / "kept" / f"{name}.jsonl"
-        if not out.exists():
+        if not stage.is_current(out, filter_signature(labeled["pool"], config)):
             run_filter(labeled["pool"], out, config)
         report = json.loads(out.with_name(out.name + ".report.json").read_text())
         kept[name] = {
@@ -220,21 +223,23 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     for name, info in kept.items():
         tag = name.split()[0]
-        result = train_and_score(f"minilm-{tag}-s0", info["file"], minilm(0, info["soft"]), work, calib, test)
+        result = train_and_score(
+            f"minilm-{tag}-s0", info["file"], minilm(0, info["soft"]), work, choice, test
+        )
         runs.append({"filter": name, **result})
-    chosen = max((r for r in runs), key=lambda r: r["dev200_accuracy"])["filter"]
-    log(f"chosen on dev200: {chosen}")
+    chosen = max((r for r in runs), key=lambda r: r["select200_accuracy"])["filter"]
+    log(f"chosen on select200: {chosen}")
     for seed in args.seeds:
         if seed != 0:
             info = kept[chosen]
             tag = chosen.split()[0]
             result = train_and_score(
-                f"minilm-{tag}-s{seed}", info["file"], minilm(seed, info["soft"]), work, calib, test
+                f"minilm-{tag}-s{seed}", info["file"], minilm(seed, info["soft"]), work, choice, test
             )
             runs.append({"filter": chosen, **result})
         if seed in args.seeds[: args.gold_seeds]:
             gold_result = train_and_score(
-                f"minilm-gold-s{seed}", gold_train, minilm(seed, False), work, calib, test
+                f"minilm-gold-s{seed}", gold_train, minilm(seed, False), work, choice, test
             )
             runs.append({"filter": "GOLD SST-2 train (ceiling)", **gold_result})
 
@@ -268,16 +273,16 @@ def main() -> None:
         random.Random(seed).shuffle(lines)
         subset.write_text("".join(lines[:n_rows]))
         candidates = []
-        for lr in args.smollm_lrs:  # the learning rate is chosen on the 200 dev rows
+        for lr in args.smollm_lrs:  # the learning rate is chosen on the select-200 dev rows
             name = f"smollm-lora-{n_rows}-s{seed}{suffix(lr)}"
             candidates.append(
                 {
                     "filter": chosen,
                     "learning_rate": lr,
-                    **train_and_score(name, subset, smol(lr, info["soft"]), work, calib, test),
+                    **train_and_score(name, subset, smol(lr, info["soft"]), work, choice, test),
                 }
             )
-        best = max(candidates, key=lambda r: r["dev200_accuracy"])
+        best = max(candidates, key=lambda r: r["select200_accuracy"])
         smollm_runs.extend(candidates)
         gold_lines = open(gold_train).readlines()
         random.Random(seed).shuffle(gold_lines)
@@ -289,7 +294,7 @@ def main() -> None:
             {
                 "filter": f"GOLD SST-2 train, {n_rows} rows (ceiling)",
                 "learning_rate": lr,
-                **train_and_score(gold_name, gold_subset, smol(lr, False), work, calib, test),
+                **train_and_score(gold_name, gold_subset, smol(lr, False), work, choice, test),
             }
         )
         for (
@@ -300,7 +305,7 @@ def main() -> None:
                 {
                     "filter": chosen,
                     "learning_rate": lr,
-                    **train_and_score(name, subset, smol(lr, info["soft"], extra), work, calib, test),
+                    **train_and_score(name, subset, smol(lr, info["soft"], extra), work, choice, test),
                 }
             )
 
@@ -315,7 +320,7 @@ def main() -> None:
         )
 
     lines = [
-        "| model | trained on | rows | seeds | dev-200 acc | SST-2 test acc | test acc minus labeler's (95% paired bootstrap) |",
+        "| model | trained on | rows | seeds | select-200 acc | SST-2 test acc | test acc minus labeler's (95% paired bootstrap) |",
         "|---|---|---|---|---|---|---|",
         f"| labeler: SmolLM2-135M zero-shot, prior-calibrated | - | - | - | {labeler_dev:.4f} | {labeler_test:.4f} | |",
     ]
@@ -329,9 +334,9 @@ def main() -> None:
     for (model, trained_on), items in groups.items():
         rows = items[0]["train_rows"]
         seeds = ",".join(str(i["seed"]) for i in items)
-        mark = " (chosen on dev-200)" if trained_on == chosen else ""
+        mark = " (chosen on select-200)" if trained_on == chosen else ""
         lines.append(
-            f"| {model} | {trained_on}{mark} | {rows} | {seeds} | {stats([i['dev200_accuracy'] for i in items])} | "
+            f"| {model} | {trained_on}{mark} | {rows} | {seeds} | {stats([i['select200_accuracy'] for i in items])} | "
             f"{stats([i['test_accuracy'] for i in items])} | "
             + "; ".join(
                 f"{i['vs_labeler_on_test']['difference']:+.4f} [{i['vs_labeler_on_test']['ci95'][0]:+.4f}, "
