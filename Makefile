@@ -15,10 +15,9 @@ $(VLLM_VENV)/.installed: scripts/install_vllm.sh
 	bash scripts/install_vllm.sh $(VLLM_VENV)
 	touch $@
 
-# Label the shipped demo corpus with the default model, then score it against its gold labels.
+# The main job on the shipped SST-2 demo corpus: label -> filter -> train a student -> labeler vs student.
 demo: setup
-	$(BIN)/llmst label examples/reviews.jsonl -o outputs/demo/reviews.labeled.jsonl --task sentiment --overwrite
-	$(BIN)/llmst evaluate outputs/demo/reviews.labeled.jsonl --gold-field gold --report-dir outputs/demo/report
+	LLMST=$(BIN)/llmst bash scripts/demo.sh
 
 # Everything, including the end-to-end tests against a real vLLM server. pytest's exit 5 (no tests) fails.
 test: setup vllm-env

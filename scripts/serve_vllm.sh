@@ -3,7 +3,7 @@
 #
 #   scripts/serve_vllm.sh [MODEL]        MODEL: a bundled name (default smollm2-135m-instruct),
 #                                        a .gguf file or a transformers folder
-#   then: llmst label in.jsonl -o out.jsonl --backend openai --base-url http://127.0.0.1:8000/v1 --model NAME
+#   then: llmst label in.jsonl -o out.jsonl --task TASK --backend openai --base-url http://127.0.0.1:8000/v1 --model NAME
 #
 # GGUF models are converted once (by llmst, cached under ~/.cache/llmst/models). vLLM runs from its own
 # environment (`make vllm-env` creates .venv-vllm). The server runs in the foreground; Ctrl-C stops it.

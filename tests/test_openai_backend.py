@@ -185,7 +185,8 @@ class FaultyProxy:
 
 def _label_args(src: Path, out: Path, url: str, *extra: str) -> list[str]:
     return [
-        "label", str(src), "-o", str(out), "--backend", "openai", "--base-url", url, "--model", SERVED,
+        "label", str(src), "-o", str(out), "--task", "sentiment", "--backend", "openai", "--base-url", url,
+        "--model", SERVED,
         "--cache-path", str(out.with_name("cache.sqlite")), "-q", *extra,
     ]  # fmt: skip
 
