@@ -6,13 +6,10 @@
 #   bash scripts/demo.sh            (make demo runs this; outputs under outputs/demo/)
 #
 # Settings (environment): LLMST=.venv/bin/llmst  PYTHON=<python beside LLMST>  DATA=examples/sst2_demo
-#   OUT=outputs/demo  FILTER_ARGS="--method balanced --fraction 0.5"  TRAIN_ARGS="--student minilm-l6 --epochs 2"
-# The pool's `gold` field is never trained on: the filter only reads it to report the precision of the
-# labels it kept. Every option left out is llmst's default. FILTER_ARGS: the filter's default today
-# (threshold 0.9) keeps ~0.1% of rows once labels are prior-calibrated (the small default LLM's
-# confidences rarely reach 0.9: 2 of 1,500 here), so the demo keeps the top half per class instead
-# (eval/default_path.py, issue 8); set FILTER_ARGS= to see the default. TRAIN_ARGS: 2 epochs keep the
-# demo short.
+#   OUT=outputs/demo  FILTER_ARGS=""  TRAIN_ARGS=""  (extra options of llmst filter / llmst train)
+# Every option left out is llmst's default (label: prior calibration; filter: balanced, the most confident
+# half; train: MiniLM-L6, 2 epochs; chosen on SST-2 dev by eval/default_path.py). The pool's `gold` field is
+# never trained on: the filter only reads it to report the precision of the labels it kept.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -20,8 +17,8 @@ LLMST=${LLMST:-.venv/bin/llmst}
 PYTHON=${PYTHON:-$(dirname "$LLMST")/python}
 DATA=${DATA:-examples/sst2_demo}
 OUT=${OUT:-outputs/demo}
-FILTER_ARGS=${FILTER_ARGS---method balanced --fraction 0.5}
-TRAIN_ARGS=${TRAIN_ARGS---student minilm-l6 --epochs 2}
+FILTER_ARGS=${FILTER_ARGS:-}
+TRAIN_ARGS=${TRAIN_ARGS:-}
 mkdir -p "$OUT"
 log="$OUT/demo.log"
 : >"$log"
@@ -39,10 +36,10 @@ run() {  # run a command, its stdout to $1, its stderr to the log; on failure sh
 
 step "1/6 label the pool ($(wc -l <"$DATA/pool.jsonl") rows) with the default LLM"
 run "$OUT/label.pool.json" "$LLMST" label "$DATA/pool.jsonl" -o "$OUT/pool.labeled.jsonl" \
-    --task sentiment --calibrate prior --overwrite
+    --task sentiment --overwrite
 step "2/6 label the test slice ($(wc -l <"$DATA/test.jsonl") rows) with the same LLM"
 run "$OUT/label.test.json" "$LLMST" label "$DATA/test.jsonl" -o "$OUT/test.labeled.jsonl" \
-    --task sentiment --calibrate prior --overwrite
+    --task sentiment --overwrite
 step "3/6 filter the pool's labels"
 # shellcheck disable=SC2086  # FILTER_ARGS / TRAIN_ARGS are word lists on purpose
 run "$OUT/filter.json" "$LLMST" filter "$OUT/pool.labeled.jsonl" -o "$OUT/pool.kept.jsonl" $FILTER_ARGS

@@ -47,7 +47,12 @@ def config(tmp_path, **kwargs) -> LabelConfig:
     kwargs.setdefault("cache_path", str(tmp_path / "cache.sqlite"))
     kwargs.setdefault("progress", False)
     kwargs.setdefault("batch_size", 8)
+    kwargs.setdefault("calibrate", "none")  # raw scores, unless a test is about calibration
     return LabelConfig(**kwargs)
+
+
+def test_default_calibration_is_prior():
+    assert LabelConfig(task="sentiment").calibrate == "prior"
 
 
 class FailingBackend:

@@ -96,7 +96,11 @@ class LabelConfig:
         default="random", metadata={"help": "Demonstration choice: random (fixed, stratified) or knn."}
     )
     calibrate: Literal["none", "contextual", "prior"] = field(
-        default="none", metadata={"help": "none, contextual (content-free inputs), prior (fit on corpus)."}
+        default="prior",
+        metadata={
+            "help": "prior (default: fit per-label biases on the corpus so the mean prediction matches "
+            "--prior), contextual (content-free inputs) or none (raw model scores)."
+        },
     )
     prior: list[float] | None = field(
         default=None, metadata={"help": "Target prior for --calibrate prior, e.g. 0.5,0.5."}

@@ -85,7 +85,7 @@ class TrainConfig:
         default=None, metadata={"help": "Gold-labeled file scored after training (in the model card)."}
     )
     eval_gold_field: str = field(default="gold", metadata={"help": "Gold field of --eval."})
-    epochs: float = field(default=3.0, metadata={"help": "Passes over the pseudo-labeled rows."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the pseudo-labeled rows."})
     learning_rate: float | None = field(
         default=None, metadata={"help": "Peak learning rate (default 5e-5, LoRA 2e-4)."}
     )
