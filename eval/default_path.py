@@ -66,7 +66,7 @@ NAMES = ["negative", "positive"]
 # Stage 1: filter candidates that need no gold rows (conformal/learned need a gold calibration set, so they
 # cannot be a default). `None` = no filter: all rows.
 FILTERS: dict[str, dict[str, Any] | None] = {  # in order of priority (--grid-minutes may cut the tail)
-    "threshold 0.9 (current default)": {},
+    "threshold 0.9 (the old default)": {"method": "threshold", "threshold": 0.9},
     "balanced, fraction 0.5": {"method": "balanced", "fraction": 0.5},
     "per-class": {"method": "per-class"},
     "none (all rows)": None,

@@ -178,6 +178,11 @@ class FilterConfig:
         _check_choice(self.score, get_args(TrustScore), "--score")
         _check_choice(self.test, get_args(TestMethod), "--test")
         _check_choice(self.conformal, get_args(ConformalMode), "--conformal")
+        if self.threshold is not None and self.method not in ("threshold", "learned"):
+            raise ConfigError(
+                f"--threshold does nothing with --method {self.method}",
+                hint="add --method threshold (or learned); the default method is balanced",
+            )
         self.prior = _normalize_prior(self.prior)
         self.schedule = parse_floats(self.schedule, "--schedule") or []
         if len(self.schedule) not in (2, 3):
