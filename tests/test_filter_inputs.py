@@ -69,7 +69,9 @@ def test_filter_reads_a_json_array(tmp_path):
     rows = labeled_rows(60, seed=11)
     (tmp_path / "pool.json").write_text(json.dumps(rows))
     report = run_filter(
-        tmp_path / "pool.json", tmp_path / "k.jsonl", FilterConfig(method="threshold", threshold=0.6, plots=False)
+        tmp_path / "pool.json",
+        tmp_path / "k.jsonl",
+        FilterConfig(method="threshold", threshold=0.6, plots=False),
     )
     assert report["n_input"] == 60 and 0 < report["n_kept"] < 60
     assert [r["id"] for r in read_lines(tmp_path / "k.jsonl")] == [
@@ -223,9 +225,13 @@ def test_balanced_defaults_select_instead_of_keeping_everything(tmp_path):
 
 def test_a_selection_that_keeps_almost_everything_warns(tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", labeled_rows(200, seed=21))
-    report = run_filter(pool, tmp_path / "k.jsonl", FilterConfig(method="threshold", threshold=0.0, plots=False))
+    report = run_filter(
+        pool, tmp_path / "k.jsonl", FilterConfig(method="threshold", threshold=0.0, plots=False)
+    )
     assert report["n_kept"] == 200 and "barely selects" in report["warnings"][0]
-    report = run_filter(pool, tmp_path / "k.jsonl", FilterConfig(method="threshold", threshold=1.0, plots=False))
+    report = run_filter(
+        pool, tmp_path / "k.jsonl", FilterConfig(method="threshold", threshold=1.0, plots=False)
+    )
     assert report["n_kept"] == 0 and "kept no rows" in report["warnings"][0]
 
 
@@ -238,8 +244,12 @@ def test_filter_and_aggregate_record_their_signature_last(tmp_path):
     config = FilterConfig(method="threshold", threshold=0.7)
     run_filter(pool, out, config)
     assert stage.is_current(out, filter_signature(pool, config))
-    assert filter_signature(pool, FilterConfig(method="threshold", threshold=0.7, plots=False)) == filter_signature(pool, config)
-    assert filter_signature(pool, FilterConfig(method="threshold", threshold=0.8)) != filter_signature(pool, config)
+    assert filter_signature(
+        pool, FilterConfig(method="threshold", threshold=0.7, plots=False)
+    ) == filter_signature(pool, config)
+    assert filter_signature(pool, FilterConfig(method="threshold", threshold=0.8)) != filter_signature(
+        pool, config
+    )
     write_jsonl(pool, labeled_rows(100, seed=23))  # the input changed: the output is no longer current
     assert not stage.is_current(out, filter_signature(pool, config))
     with pytest.raises(ConfigError):  # a failed rerun keeps the old output and forgets nothing else
