@@ -187,6 +187,7 @@ def _label_args(src: Path, out: Path, url: str, *extra: str) -> list[str]:
     return [
         "label", str(src), "-o", str(out), "--task", "sentiment", "--backend", "openai", "--base-url", url,
         "--model", SERVED,
+        "--calibrate", "none",  # raw scores: compared with the hf backend's raw argmax
         "--cache-path", str(out.with_name("cache.sqlite")), "-q", *extra,
     ]  # fmt: skip
 
