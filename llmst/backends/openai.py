@@ -86,7 +86,7 @@ def _describe(err: BaseException | None, timeout: float) -> str:
         return _connect_reason(err)
     if isinstance(err, httpx.TimeoutException):
         return f"no answer within {timeout:g} s"
-    if isinstance(err, httpx.RemoteProtocolError):
+    if isinstance(err, httpx.RemoteProtocolError | httpx.ReadError):
         return "connection closed by the server"
     if isinstance(err, _Retryable):
         return _one_line(err)
