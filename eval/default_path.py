@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data as evaldata  # noqa: E402
 import students_sst2  # noqa: E402  (paired_bootstrap)
 
+from llmst import stage  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
 from llmst.train import TrainConfig, predict_file, train  # noqa: E402
@@ -157,8 +158,10 @@ def filter_all(labeled: Path, work: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_key(data: Path, config: TrainConfig) -> str:
-    """Folder name of a run: a hash of the kept file's content and of the whole TrainConfig."""
-    blob = json.dumps({"data": file_hash(data), "config": asdict(config)}, sort_keys=True, default=str)
+    """Folder name of a run: a hash of the kept file's content and of the TrainConfig fields that change the
+    model (`stage.signature_fields`: progress, overwrite, save_steps and other runtime fields left out)."""
+    fields_ = stage.signature_fields(config)
+    blob = json.dumps({"data": file_hash(data), "config": fields_}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -22,6 +22,7 @@ from llmst import __version__
 from llmst.aggregate.config import AggregateConfig
 from llmst.cli_options import add_config_command
 from llmst.errors import LlmstError
+from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.train.config import PredictConfig, TrainConfig
@@ -112,6 +113,14 @@ def aggregate_cmd(*, config: AggregateConfig, inputs: list[str], out: Path) -> N
     _echo_json(summarize(run_aggregate(inputs, out, config)))
 
 
+def evaluate_cmd(*, config: EvaluateConfig, labeled: Path) -> None:
+    """Score labeled records against gold labels: accuracy, macro-F1, the majority-class baseline, per-class
+    precision/recall, ECE and the accuracy-coverage curve (plots with --report-dir). Prints a JSON report."""
+    from llmst.evaluate.run import evaluate_file
+
+    _echo_json(evaluate_file(labeled, config))
+
+
 def train_cmd(*, config: TrainConfig, labeled: str, out: Path) -> None:
     """Fine-tune a student on labeled records; save an HF model folder with a model card.
 
@@ -172,6 +181,13 @@ add_config_command(
 )
 add_config_command(
     app,
+    "evaluate",
+    EvaluateConfig,
+    evaluate_cmd,
+    arguments=[_argument("labeled", Path, "Labeled records (output of label, predict or aggregate).")],
+)
+add_config_command(
+    app,
     "train",
     TrainConfig,
     train_cmd,
@@ -191,20 +207,6 @@ add_config_command(
         _out("Output JSONL of labeled records."),
     ],
 )
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    labeled: Annotated[Path, typer.Argument(help="Labeled JSONL (output of label or predict).")],
-    gold_field: Annotated[str, typer.Option(help="Field holding the gold label (name or index).")] = "gold",
-    report_dir: Annotated[Path | None, typer.Option(help="Write report.json and PNG plots here.")] = None,
-    bins: Annotated[int, typer.Option(help="Bins of the reliability diagram / ECE.")] = 10,
-) -> None:
-    """Score labeled records against gold labels: accuracy, macro-F1, majority-class baseline, per-class P/R,
-    ECE, accuracy-coverage curve."""
-    from llmst.evaluate import evaluate_file
-
-    _echo_json(evaluate_file(labeled, gold_field=gold_field, report_dir=report_dir, bins=bins))
 
 
 @app.command("selftrain")

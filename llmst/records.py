@@ -190,7 +190,9 @@ def read_records(source: str | Path) -> Iterator[Row | Reject]:
         return _read_hf(spec)
     path = Path(spec)
     if not path.exists():
-        raise ConfigError(f"input not found: {spec}")
+        raise ConfigError(
+            f"input not found: {spec}", hint="check the path (relative paths start from the current folder)"
+        )
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return _read_hf(spec)

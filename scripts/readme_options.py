@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llmst.aggregate.config import AggregateConfig
 from llmst.cli_options import options_markdown
+from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.train.config import PredictConfig, TrainConfig
@@ -21,6 +22,7 @@ CONFIGS = {
     "aggregate": AggregateConfig,
     "train": TrainConfig,
     "predict": PredictConfig,
+    "evaluate": EvaluateConfig,
 }
 
 

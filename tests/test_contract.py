@@ -17,6 +17,7 @@ from conftest import write_jsonl
 
 from llmst.aggregate.config import AggregateConfig
 from llmst.cli_options import options_markdown
+from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.stage import fingerprint, is_current, runtime, signature, write_marker
@@ -31,8 +32,15 @@ COMMAND_CONFIGS = {
     "aggregate": AggregateConfig,
     "train": TrainConfig,
     "predict": PredictConfig,
+    "evaluate": EvaluateConfig,
 }
-CONFIG_MODULES = ["llmst.label.config", "llmst.filter.config", "llmst.aggregate.config", "llmst.train.config"]
+CONFIG_MODULES = [
+    "llmst.label.config",
+    "llmst.filter.config",
+    "llmst.aggregate.config",
+    "llmst.train.config",
+    "llmst.evaluate.config",
+]
 
 
 def _modules() -> list[str]:
@@ -161,7 +169,7 @@ def test_shared_concepts_have_one_spelling():
             if wrong == "gold" and config_cls is TrainConfig:
                 continue  # --gold FILE is a different concept (gold rows mixed into training)
             assert wrong not in names, (config_cls.__name__, wrong)
-        assert names & spellings or config_cls is AggregateConfig
+        assert names & spellings or config_cls is AggregateConfig, config_cls
 
 
 def test_readme_option_tables_are_generated_from_the_configs():
@@ -225,6 +233,8 @@ def test_usage_errors_are_one_error_line_and_exit_2(tmp_path):
         ["label", "x", "-o", "y", "--no-such-option"],
         ["label", str(corpus), "-o", "y", "--prior", "0.5,x"],
         ["evaluate", str(bad), "--gold-field", "g"],
+        ["evaluate", str(tmp_path / "missing.jsonl")],
+        ["evaluate", str(bad), "--bins", "0"],
         ["label", str(corpus), "-o", "y"],  # no --task and no --labels
         ["label", str(corpus), "-o", "y", "--task", "sentiment", "--calibrate", "magic"],
         ["label", str(corpus), "-o", "y", "--task", "sentiment", "--limit", "0"],

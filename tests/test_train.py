@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -222,6 +223,15 @@ def test_completed_outputs_record_their_signatures(tiny_bert_dir, labeled_file, 
     assert train_signature(labeled_file, replace(config, epochs=2)) != expected
     other = write_jsonl(tmp_path / "other.jsonl", labeled_rows(48, flip_every=4))
     assert train_signature(other, config) != expected
+    # the base student counts by its weights, not its path: retrained in place, it is another model
+    base = tmp_path / "base"
+    shutil.copytree(tiny_bert_dir, base)
+    before = train_signature(labeled_file, replace(config, student=str(base)))
+    assert train_signature(labeled_file, replace(config, student=str(base))) == before
+    weights = next(base.glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    assert train_signature(labeled_file, replace(config, student=str(base))) != before
 
     pred = tmp_path / "pred.jsonl"
     predict_file(out, labeled_file, pred, PredictConfig(limit=5, batch_size=2, progress=False))

@@ -416,9 +416,14 @@ def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConf
         raise ConfigError("prior calibration found no valid rows to fit on")
     logprobs = []
     step = labeler.backend.chunk_size
-    for start in range(0, len(prepared), step):
-        part = prepared[start : start + step]
-        logprobs.append(scorer.label_logprobs([p.prompt for p in part], [p.prefix_chars for p in part]))
+    started = time.perf_counter()
+    with progress_bar(config.progress, len(prepared), "fitting the prior") as bar:
+        bar_task = bar.add_task("prior", total=len(prepared), rate="-")
+        for start in range(0, len(prepared), step):
+            part = prepared[start : start + step]
+            logprobs.append(scorer.label_logprobs([p.prompt for p in part], [p.prefix_chars for p in part]))
+            done = start + len(part)
+            bar.update(bar_task, advance=len(part), rate=f"{done / (time.perf_counter() - started):.1f}")
     prior = np.asarray(config.prior) if config.prior else None
     try:
         return prior_bias(np.concatenate(logprobs), prior)

@@ -19,7 +19,14 @@ from llmst.train.config import TrainConfig
 from llmst.train.data import TrainingRows
 from llmst.train.losses import DoublyRobustLoss, SoftCrossEntropyLoss
 from llmst.train.model import StudentClassifier, build_classifier
-from llmst.train.run import TrainSummary, prepare_run, register_student_kind, run_and_save, training_arguments
+from llmst.train.run import (
+    TrainSummary,
+    prepare_run,
+    register_student_kind,
+    run_and_save,
+    student_meta,
+    training_arguments,
+)
 
 
 class _PlannedRows(Dataset):
@@ -130,18 +137,16 @@ def train_classifier(labeled: str | Path, out: Path, config: TrainConfig) -> Tra
         data_collator=_collate(tokenizer),
         loss=loss,
     )
-    meta = {
-        "kind": "classifier",
-        "base_model": spec.spec,
-        "labels": run.names,
-        "text_fields": run.text_fields,
-        "max_length": config.max_length,
-        "lora": config.lora,
-        "soft_labels": config.soft_labels,
-        "loss": config.loss,
-        "loss_config": loss.get_config_dict(),
-        "citation": loss.citation,
-    }
+    meta = student_meta(
+        "classifier",
+        spec.spec,
+        run,
+        config,
+        soft_labels=config.soft_labels,
+        loss=config.loss,
+        loss_config=loss.get_config_dict(),
+        citation=loss.citation,
+    )
     return run_and_save(
         trainer,
         model,

@@ -172,8 +172,19 @@ class PredictConfig:
 
 
 def train_signature(labeled: str | Path, config: TrainConfig) -> str:
-    """The signature `train(labeled, out, config)` records in `out` when it completes (cheap: no torch)."""
-    return stage.signature("train", config, {"labeled": labeled, "gold": config.gold, "eval": config.eval})
+    """The signature `train(labeled, out, config)` records in `out` when it completes (cheap: no torch).
+
+    The base student counts by its weights (`llmst.models.model_fingerprint`), not its name, so a local
+    folder retrained in place, a reinstalled bundled model or a new hub snapshot changes the signature.
+    """
+    from llmst.models import model_fingerprint
+
+    return stage.signature(
+        "train",
+        config,
+        {"labeled": labeled, "gold": config.gold, "eval": config.eval},
+        student=model_fingerprint(config.student),
+    )
 
 
 def predict_signature(model_dir: str | Path, source: str | Path, config: PredictConfig | None = None) -> str:

@@ -1,4 +1,9 @@
-"""Training rows from labeled records, and the batch plan that mixes in gold rows at a fixed share."""
+"""Training rows from labeled records, and the batch plan that mixes in gold rows at a fixed share.
+
+Not `records.read_labeled`: a student also trains on records that carry only a `label` (gold files, hand
+labels) and on texts joined from several fields, which the probs-only reader of filter/aggregate refuses.
+Both read rows through `records.iter_checked`, so a bad row is the same error everywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from llmst.errors import ConfigError
-from llmst.records import Reject, label_index, read_records, record_text
+from llmst.records import iter_checked, label_index, position, record_text
 
 
 @dataclass
@@ -25,19 +30,12 @@ class TrainingRows:
         return len(self.texts)
 
 
-def _rows(path: str | Path, what: str):
-    for item in read_records(path):
-        if isinstance(item, Reject):
-            raise ConfigError(f"{what} {path}, line {item.line}: {item.reason}", hint="fix or drop the line")
-        yield item
-
-
 def label_names_of(path: str | Path, labels: list[str] | None) -> list[str]:
     """Label names: given, else the keys of the first record's `probs`."""
     if labels:
         return list(labels)
-    for item in _rows(path, "labeled file"):
-        probs = item.record.get("probs")
+    for _line, record in iter_checked(path):
+        probs = record.get("probs")
         if isinstance(probs, dict) and len(probs) >= 2:
             return list(probs)
         break
@@ -92,11 +90,10 @@ def load_pseudo_labeled(
 ) -> TrainingRows:
     """Texts, targets and weights of a labeled file (records with `probs`, or at least `label`)."""
     texts, targets, weights = [], [], []
-    for item in _rows(path, "labeled file"):
+    for line, record in iter_checked(path):
         if limit is not None and len(texts) >= limit:
             break
-        where = f"{path}, line {item.line}"
-        record = item.record
+        where = f"{path}, {position(path, line)}"
         text = _text(record, text_fields, where)
         probs = _probs_vector(record, names, where)
         if soft_labels:
@@ -134,17 +131,17 @@ def load_gold(
 ) -> TrainingRows:
     """Gold rows: one-hot gold targets, plus the labeler's probs when the loss needs them."""
     texts, targets, pseudo = [], [], []
-    for item in _rows(path, "gold file"):
-        where = f"{path}, line {item.line}"
-        text = _text(item.record, text_fields, where)
-        value = item.record.get(gold_field)
+    for line, record in iter_checked(path):
+        where = f"{path}, {position(path, line)}"
+        text = _text(record, text_fields, where)
+        value = record.get(gold_field)
         index = label_index(value, names)
         if index < 0:
             found = f"no field '{gold_field}'" if value is None else f"field '{gold_field}' is {value!r}"
             raise ConfigError(
                 f"{where}: {found}, not one of {names} (or their index)", hint="set --gold-field"
             )
-        probs = _probs_vector(item.record, names, where)
+        probs = _probs_vector(record, names, where)
         if need_pseudo and probs is None:
             raise ConfigError(
                 f"{where}: the doubly robust loss needs the labeler's probs on gold rows too",

@@ -292,6 +292,21 @@ def _filter_summary(labeled: str | Path) -> str | None:
     return text
 
 
+def student_meta(
+    kind: str, base_model: str, run: PreparedRun, config: TrainConfig, **extra: Any
+) -> dict[str, Any]:
+    """The student card fields every kind shares (`run_and_save` adds the data and timing ones)."""
+    return {
+        "kind": kind,
+        "base_model": base_model,
+        "labels": run.names,
+        "text_fields": run.text_fields,
+        "max_length": config.max_length,
+        "lora": config.lora,
+        **extra,
+    }
+
+
 def run_and_save(
     trainer,
     model,

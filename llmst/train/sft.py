@@ -18,7 +18,14 @@ from llmst.errors import ConfigError
 from llmst.models import resolve_model
 from llmst.train.config import TrainConfig
 from llmst.train.model import load_tokenizer, lora_targets
-from llmst.train.run import TrainSummary, prepare_run, register_student_kind, run_and_save, training_arguments
+from llmst.train.run import (
+    TrainSummary,
+    prepare_run,
+    register_student_kind,
+    run_and_save,
+    student_meta,
+    training_arguments,
+)
 
 
 @register_student_kind("generative")
@@ -77,17 +84,15 @@ def train_generative(labeled: str | Path, out: Path, config: TrainConfig) -> Tra
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    meta = {
-        "kind": "generative",
-        "base_model": spec.spec,
-        "labels": run.names,
-        "text_fields": run.text_fields,
-        "max_length": config.max_length,
-        "lora": config.lora,
-        "soft_labels": False,
-        "loss": "sft (completion-only cross-entropy)",
-        "prompt": config.prompt,
-    }
+    meta = student_meta(
+        "generative",
+        spec.spec,
+        run,
+        config,
+        soft_labels=False,
+        loss="sft (completion-only cross-entropy)",
+        prompt=config.prompt,
+    )
     return run_and_save(
         trainer,
         trainer.model,

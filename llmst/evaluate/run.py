@@ -1,4 +1,4 @@
-"""`llmst evaluate`: score labeled records against gold labels."""
+"""`llmst evaluate`: accuracy, macro-F1, the majority-class baseline, per-class P/R, ECE and plots."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from llmst.errors import ConfigError
+from llmst.evaluate.config import EvaluateConfig
 from llmst.metrics import (
     accuracy_coverage,
     expected_calibration_error,
@@ -70,18 +71,19 @@ def evaluate_labeled(data: Labeled, *, gold_field: str = "gold", bins: int = 10)
     }
 
 
-def evaluate_file(
-    path: str | Path, *, gold_field: str = "gold", report_dir: str | Path | None = None, bins: int = 10
-) -> dict[str, Any]:
+def evaluate_file(path: str | Path, config: EvaluateConfig | None = None, **options: Any) -> dict[str, Any]:
     """Evaluate a labeled file (every record needs `label` and `probs`; a record without them is a
-    `ConfigError` naming its line and the field); with `report_dir`, also write report.json and two PNGs."""
-    if bins < 1:
-        raise ConfigError(f"--bins must be >= 1; got {bins}")
-    data = read_labeled(path, gold_field=gold_field, require_label=True)
-    report = evaluate_labeled(data, gold_field=gold_field, bins=bins)
+    `ConfigError` naming its line and the field). `options` are `EvaluateConfig` fields, for short calls
+    (`evaluate_file(path, gold_field="gold")`); with `report_dir`, also write report.json and two PNGs."""
+    if config is None:
+        config = EvaluateConfig(**options)
+    elif options:
+        raise TypeError("pass either config or options, not both")
+    data = read_labeled(path, gold_field=config.gold_field, require_label=True)
+    report = evaluate_labeled(data, gold_field=config.gold_field, bins=config.bins)
     report["file"] = str(path)
-    if report_dir is not None:
-        folder = Path(report_dir)
+    if config.report_dir is not None:
+        folder = Path(config.report_dir)
         folder.mkdir(parents=True, exist_ok=True)
         plot_reliability(report["reliability"], folder / "reliability.png")
         plot_accuracy_coverage(report["accuracy_coverage"], folder / "accuracy_coverage.png")
