@@ -231,6 +231,18 @@ def test_calibration_shifts_predictions_to_the_prior(tmp_path, backend):
     assert all(r["calibration"] == "contextual" for r in read_lines(out2))
 
 
+def test_prior_fit_and_labeling_each_show_progress(tmp_path, backend, capsys):
+    """The prior fit scores up to 5,000 rows before the first output row: it has its own progress bar."""
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(12))
+    label_corpus(
+        src, tmp_path / "out.jsonl", config(tmp_path, calibrate="prior", progress=True), backend=backend
+    )
+    err = capsys.readouterr().err
+    assert "fitting the prior" in err and "12/12" in err
+    label_corpus(src, tmp_path / "quiet.jsonl", config(tmp_path, calibrate="prior"), backend=backend)
+    assert "fitting the prior" not in capsys.readouterr().err
+
+
 def test_few_shot_random_and_knn(tmp_path, backend):
     shots = write_jsonl(
         tmp_path / "shots.jsonl",
