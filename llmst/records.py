@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from llmst import stage
 from llmst.errors import ConfigError
 
 # Fields every labeling stage (label, aggregate, predict) adds to a record (the record contract).
@@ -96,19 +97,46 @@ def _read_jsonl(path: Path) -> Iterator[Row | Reject]:
             yield Row(line_no, record)
 
 
-def _read_csv(path: Path, delimiter: str) -> Iterator[Row | Reject]:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+def _read_csv(path: Path, delimiter: str, encoding: str = "utf-8") -> Iterator[Row | Reject]:
+    """CSV with RFC 4180 quoting; TSV as the IANA format has it: one record per line, no quoting, so a `"`
+    inside a sentence (MRPC, SICK) is text, never the start of a field that swallows the next lines. A
+    leading byte-order mark is dropped (Excel writes one), so the first column keeps its name."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with open(path, encoding=_python_encoding(encoding), errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
+        width = len(reader.fieldnames or [])
         for record in reader:
             line_no = reader.line_num
             if None in record:
-                yield Reject(line_no, "more fields than the header", json.dumps(record.get(None)))
+                yield Reject(line_no, f"more fields than the header's {width}", json.dumps(record.get(None)))
+                continue
+            short = [k for k, v in record.items() if v is None]
+            if short:
+                yield Reject(line_no, f"fewer fields than the header's {width} (no '{short[0]}')", "")
                 continue
             bad = [k for k, v in record.items() if isinstance(v, str) and _has_surrogates(v)]
             if bad:
-                yield Reject(line_no, f"invalid UTF-8 in field '{bad[0]}'", repr(record[bad[0]]))
+                yield Reject(line_no, f"invalid {encoding} in field '{bad[0]}'", repr(record[bad[0]]))
                 continue
             yield Row(line_no, record)
+
+
+def _python_encoding(encoding: str) -> str:
+    """utf-8 input may start with a byte-order mark; reading it as utf-8-sig drops that mark."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def _read_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[Row | Reject]:
+    """A `.txt` file: one text per line (`{"text": line}`); blank lines are skipped, as in JSONL."""
+    with open(path, encoding=_python_encoding(encoding), errors="surrogateescape", newline="") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            if _has_surrogates(text):
+                yield Reject(line_no, f"invalid {encoding}", repr(text))
+                continue
+            yield Row(line_no, {"text": text})
 
 
 def _has_surrogates(text: str) -> bool:
@@ -182,9 +210,10 @@ def _is_data_wrapper(value: dict[str, Any]) -> bool:
     return set(value) == {"data"} and isinstance(value["data"], list)
 
 
-def read_records(source: str | Path) -> Iterator[Row | Reject]:
-    """Stream rows from JSONL, JSON (an array, `{"data": [...]}` or JSON lines), CSV/TSV, parquet, a saved HF
-    dataset folder, or `hf:NAME[:SPLIT]`. A missing or unreadable source is a `ConfigError`."""
+def read_records(source: str | Path, encoding: str = "utf-8") -> Iterator[Row | Reject]:
+    """Stream rows from JSONL, JSON (an array, `{"data": [...]}` or JSON lines), CSV/TSV, `.txt` (one text per
+    line), parquet, a saved HF dataset folder, or `hf:NAME[:SPLIT]`. `encoding` applies to CSV, TSV and
+    text files (JSON is UTF-8 by definition). A missing or unreadable source is a `ConfigError`."""
     spec = str(source)
     if spec.startswith("hf:"):
         return _read_hf(spec)
@@ -202,22 +231,26 @@ def read_records(source: str | Path) -> Iterator[Row | Reject]:
         return _read_jsonl(path)
     if suffix == ".json":
         return _read_json(path)
+    if suffix in (".csv", ".tsv", ".txt"):
+        stage.check_encoding(encoding)
     if suffix == ".csv":
-        return _read_csv(path, ",")
+        return _read_csv(path, ",", encoding)
     if suffix == ".tsv":
-        return _read_csv(path, "\t")
+        return _read_csv(path, "\t", encoding)
+    if suffix == ".txt":
+        return _read_text_lines(path, encoding)
     if suffix == ".parquet":
         return _read_parquet(path)
     raise ConfigError(
         f"unsupported input format '{path.suffix}' for {spec}",
-        hint="use .jsonl, .json, .csv, .tsv, .parquet, a saved HF dataset folder, or hf:NAME[:SPLIT]",
+        hint="use .jsonl, .json, .csv, .tsv, .txt, .parquet, a saved HF dataset folder, or hf:NAME[:SPLIT]",
     )
 
 
 def position(source: str | Path, line: int) -> str:
     """`line N` for line-based files (JSONL, CSV), `row N` for the others (parquet, JSON arrays, HF)."""
     name = str(source)
-    is_lines = name.endswith((".jsonl", ".ndjson", ".csv", ".tsv"))
+    is_lines = name.endswith((".jsonl", ".ndjson", ".csv", ".tsv", ".txt"))
     if name.endswith(".json") and Path(name).is_file():
         is_lines = _json_is_lines(Path(name))
     return f"{'line' if is_lines else 'row'} {line}"

@@ -13,7 +13,8 @@ from llmst import stage
 from llmst.backends.hf import HFBackend
 from llmst.errors import ConfigError
 from llmst.label.config import LabelConfig
-from llmst.label.run import label_corpus, label_signature
+from llmst.label.run import Labeler, label_corpus, label_signature
+from llmst.records import Row
 
 CONTRACT = {
     "id",
@@ -159,6 +160,50 @@ def test_csv_and_several_text_fields(tmp_path, backend):
     label_corpus(src, out, config(tmp_path, task=str(task)), backend=backend)
     rows = read_lines(out)
     assert [r["title"] for r in rows] == ["Great", "Bad"] and set(rows[0]["probs"]) == {"good", "bad"}
+
+
+def test_adhoc_labels_with_two_text_fields_render_both_and_reject_a_missing_one(tmp_path, backend):
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"title": "Great", "body": "loved it"},
+            {"title": "Only a title"},
+            {"title": "Bad", "body": "hated it"},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    cfg = config(tmp_path, labels=["good", "bad"], text_fields=["title", "body"])
+    summary = label_corpus(src, out, cfg, backend=backend)
+    assert summary.rows_read == 3 == summary.labeled + summary.rejected
+    assert [r["title"] for r in read_lines(out)] == ["Great", "Bad"]
+    rejects = read_lines(tmp_path / "out.jsonl.rejects.jsonl")
+    assert len(rejects) == 1 and "body" in rejects[0]["reason"]
+    # the prompt names both fields (its scores equal those of the rendered prompt scored directly)
+    from llmst.backends.base import ScoreRequest
+
+    task = cfg.build_task()
+    prompt = task.render({"title": "Great", "body": "loved it"}, "Great\nloved it")
+    assert "Title: Great\nBody: loved it\n" in prompt
+    candidates, owner = task.candidates()
+    assert owner == [0, 1]  # one verbalizer per label: the label probs are a softmax of the two scores
+    direct = np.array(backend.score([ScoreRequest(prompt, candidates)])[0])
+    probs = np.exp(direct - direct.max()) / np.exp(direct - direct.max()).sum()
+    first = read_lines(out)[0]["probs"]
+    assert [first["good"], first["bad"]] == pytest.approx(list(probs), abs=1e-5)
+
+
+def test_a_long_multi_field_row_is_cut_in_its_longest_field(tmp_path, backend):
+    long_body = " ".join(f"word{i}" for i in range(3000))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"title": "Short title", "body": long_body}])
+    out = tmp_path / "out.jsonl"
+    cfg = config(tmp_path, labels=["good", "bad"], text_fields=["title", "body"])
+    summary = label_corpus(src, out, cfg, backend=backend)
+    assert summary.labeled == 1 and summary.truncated == 1
+    labeler = Labeler(cfg, cfg.build_task(), backend, None)
+    prepared, _ = labeler.prepare([Row(1, {"title": "Short title", "body": long_body})])
+    prompt = prepared[0].prompt
+    assert "Title: Short title\n" in prompt and prompt.endswith("Answer:")
+    assert backend.count_tokens(prompt) <= backend.max_context - 8
 
 
 def test_rerun_uses_cache_and_overwrite_keeps_answers(tmp_path, backend):

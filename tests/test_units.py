@@ -37,6 +37,62 @@ def test_csv_tsv_parquet_readers(tmp_path):
     assert kinds == [Row, Reject]
 
 
+def test_tsv_with_quotes_and_a_bom_is_read_row_for_row(tmp_path):
+    """MRPC-style TSV: a BOM before the header and unbalanced quotes inside sentences. Every physical line
+    is one record; no line swallows the next and the first column keeps its name."""
+    lines = [
+        "\ufeffQuality\t#1 ID\t#1 String",
+        '1\t702876\tHe said "the plan is dead.',
+        "0\t2108705\tA plain line",
+        '1\t1330381\t"Quoted start and a tab-free end',
+        "0\t3344667",  # one field short: rejected, not merged
+    ]
+    (tmp_path / "mrpc.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    items = list(read_records(tmp_path / "mrpc.tsv"))
+    assert [type(i) for i in items] == [Row, Row, Row, Reject]
+    assert [i.line for i in items] == [2, 3, 4, 5]
+    assert list(items[0].record) == ["Quality", "#1 ID", "#1 String"]
+    assert items[0].record["#1 String"] == 'He said "the plan is dead.'
+    assert items[2].record["#1 String"] == '"Quoted start and a tab-free end'
+    assert "fewer fields" in items[3].reason
+    # a CSV keeps RFC 4180 quoting, and loses its BOM too
+    (tmp_path / "b.csv").write_bytes('\ufefftext,y\n"a, ""b""",1\n'.encode())
+    assert [i.record for i in read_records(tmp_path / "b.csv")] == [{"text": 'a, "b"', "y": "1"}]
+
+
+def test_encoding_option_and_text_files(tmp_path):
+    (tmp_path / "l1.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
+    assert isinstance(next(iter(read_records(tmp_path / "l1.csv"))), Reject)  # not UTF-8
+    assert next(iter(read_records(tmp_path / "l1.csv", "latin-1"))).record == {"text": "caf\u00e9"}
+    with pytest.raises(ConfigError, match="unknown --encoding"):
+        read_records(tmp_path / "l1.csv", "no-such-codec")
+    (tmp_path / "t.txt").write_text("\ufefffirst line\n\nsecond, with a comma\n", encoding="utf-8")
+    items = list(read_records(tmp_path / "t.txt"))
+    assert [(i.line, i.record) for i in items] == [
+        (1, {"text": "first line"}),
+        (3, {"text": "second, with a comma"}),
+    ]
+
+
+def test_task_yaml_label_keys_stay_strings(tmp_path):
+    path = tmp_path / "yn.yaml"
+    path.write_text("labels:\n  yes: [' yes']\n  no: [' no']\nprompt: '{{ text }}?'\nflag: true\n")
+    assert load_task(str(path)).label_names == ["yes", "no"]
+    path.write_text("labels: [on, off, null_label]\nprompt: '{{ text }}'\n")
+    assert load_task(str(path)).label_names == ["on", "off", "null_label"]
+
+
+def test_adhoc_task_names_every_text_field():
+    one = adhoc_task(["a", "b"])
+    assert one.text_fields == ["text"] and one.render({"text": "hi"}, "hi").startswith("Text: hi\n")
+    two = adhoc_task(["a", "b"], ["title", "body_text"])
+    assert two.text_fields == ["title", "body_text"]
+    rendered = two.render({"title": "T", "body_text": "B"}, "T\nB")
+    assert rendered.startswith("Title: T\nBody text: B\nQuestion:")
+    with pytest.raises(ConfigError, match="cannot be named"):
+        adhoc_task(["a", "b"], ["title", "body-text"])
+
+
 def test_unknown_input_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         read_records(tmp_path / "missing.jsonl")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
-from llmst.stage import runtime
+from llmst.stage import check_encoding, runtime
 
 if TYPE_CHECKING:
     from llmst.label.task import Task
@@ -87,6 +87,10 @@ class LabelConfig:
     id_field: str = field(
         default="id", metadata={"help": "Input field holding a stable id (else a text hash)."}
     )
+    encoding: str = field(
+        default="utf-8",
+        metadata={"help": "Text encoding of CSV, TSV and .txt inputs (JSON is always UTF-8)."},
+    )
     few_shot: str | None = field(
         default=None, metadata={"help": "Labeled file of demonstrations (text + label)."}
     )
@@ -127,6 +131,7 @@ class LabelConfig:
     def __post_init__(self) -> None:
         self.labels = _split(self.labels, "--labels")
         self.text_fields = _split(self.text_fields, "--text-field")
+        check_encoding(self.encoding)
         self.prior = _numbers(_split(self.prior, "--prior"), "--prior")
         if self.task is None and self.labels is None:
             raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)
@@ -168,7 +173,7 @@ class LabelConfig:
         from llmst.label.task import adhoc_task, load_task
 
         if self.labels is not None:
-            return adhoc_task(self.labels, (self.text_fields or ["text"])[0])
+            return adhoc_task(self.labels, self.text_fields)
         task = load_task(self.task)  # type: ignore[arg-type]  # __post_init__: task or labels is set
         if self.text_fields:
             task.text_fields = list(self.text_fields)

@@ -194,14 +194,24 @@ class Labeler:
         for (row, text), block in zip(good, blocks, strict=True):
             rid = record_id(row.record, text, self.config.id_field)
             cut = self.backend.truncate(text, self.max_text_tokens)
-            variables = row.record
-            if cut != text and len(self.task.text_fields) == 1:
-                variables = {**row.record, self.task.text_fields[0]: cut}
+            variables = row.record if cut == text else self._cut_fields(row.record, text, cut)
             prefix = self.instruction + block
             prompt = prefix + self.task.render(variables, cut)
             prefix_chars = len(prefix) if self.config.select == "random" else 0
             prepared.append(_Prepared(row, cut, cut != text, prompt, prefix_chars, rid))
         return prepared, rejects
+
+    def _cut_fields(self, record: dict[str, Any], text: str, cut: str) -> dict[str, Any]:
+        """The record with its text fields cut so the rendered prompt fits: the one field, or else the
+        longest one by as many tokens as the joined text is over (the template names the fields)."""
+        fields = self.task.text_fields
+        if len(fields) == 1:
+            return {**record, fields[0]: cut}
+        over = self.backend.count_tokens(text) - self.max_text_tokens
+        sizes = {name: self.backend.count_tokens(str(record[name])) for name in fields}
+        longest = max(fields, key=sizes.__getitem__)
+        keep = max(sizes[longest] - over, 0)
+        return {**record, longest: self.backend.truncate(str(record[longest]), keep)}
 
 
 def _few_shot_examples(config: LabelConfig, task: Task):
@@ -274,7 +284,7 @@ def label_corpus(
     rejects_path = out_path.with_name(out_path.name + ".rejects.jsonl")
     checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
     task = config.build_task()
-    rows_iter = read_records(source)  # validates the input path before any model is loaded
+    rows_iter = read_records(source, config.encoding)  # validates the input path before any model is loaded
     own_backend = backend is None
     if backend is None:
         backend = make_backend(config.backend_spec())
@@ -410,7 +420,7 @@ def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) 
 def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConfig) -> np.ndarray:
     """Score the first `prior_fit_rows` rows (the main pass reuses the answers) and fit the prior biases."""
     limit = config.prior_fit_rows if config.limit is None else min(config.prior_fit_rows, config.limit)
-    rows = [r for r in islice(read_records(source), limit) if isinstance(r, Row)]
+    rows = [r for r in islice(read_records(source, config.encoding), limit) if isinstance(r, Row)]
     prepared, _ = labeler.prepare(rows)
     if not prepared:
         raise ConfigError("prior calibration found no valid rows to fit on")

@@ -117,7 +117,7 @@ def _predict_classifier(
             open(outputs.tmp(out), "w", encoding="utf-8") as writer,
             open(outputs.tmp(out.with_name(out.name + ".rejects.jsonl")), "w", encoding="utf-8") as rejects,
         ):
-            rows = read_records(source)
+            rows = read_records(source, config.encoding)
             if config.limit is not None:
                 rows = islice(rows, config.limit)
             for chunk in chunked(rows, CHUNK_ROWS):
