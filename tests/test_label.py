@@ -14,7 +14,7 @@ from llmst.backends.hf import HFBackend
 from llmst.errors import ConfigError
 from llmst.label.config import LabelConfig
 from llmst.label.run import Labeler, label_corpus, label_signature
-from llmst.records import Row
+from llmst.readers import Row
 
 CONTRACT = {
     "id",
@@ -286,6 +286,38 @@ def test_prior_fit_and_labeling_each_show_progress(tmp_path, backend, capsys):
     assert "fitting the prior" in err and "12/12" in err
     label_corpus(src, tmp_path / "quiet.jsonl", config(tmp_path, calibrate="prior"), backend=backend)
     assert "fitting the prior" not in capsys.readouterr().err
+
+
+def test_fitted_calibration_travels_with_the_labels(tmp_path, backend):
+    """Records carry the fitted biases; --calibration-from applies a pool's biases to a gold file instead of
+    refitting on its few rows, so `filter --method conformal` sees two files calibrated alike."""
+    pool_src = write_jsonl(tmp_path / "pool.jsonl", corpus(40))
+    gold_src = write_jsonl(tmp_path / "gold.jsonl", corpus(12)[::-1])
+    pool = tmp_path / "pool.labeled.jsonl"
+    fitted = label_corpus(pool_src, pool, config(tmp_path, calibrate="prior"), backend=backend)
+    rows = read_lines(pool)
+    assert all(r["calibration"] == "prior" and r["calibration_bias"] == fitted.calibration_bias for r in rows)
+    refit = label_corpus(
+        gold_src, tmp_path / "refit.jsonl", config(tmp_path, calibrate="prior"), backend=backend
+    )
+    assert refit.calibration_bias != fitted.calibration_bias  # refitting on 12 other rows moves the biases
+    reused_config = config(tmp_path, calibration_from=str(pool))
+    reused = label_corpus(gold_src, tmp_path / "gold.labeled.jsonl", reused_config, backend=backend)
+    assert reused.calibration == "prior" and reused.calibration_bias == fitted.calibration_bias
+    assert reused.prior_fit_computed == 0
+    assert {json.dumps(r["calibration_bias"]) for r in read_lines(tmp_path / "gold.labeled.jsonl")} == {
+        json.dumps(fitted.calibration_bias)
+    }
+    # the file's content is an input of the signature: relabel the pool, and the gold labels are stale
+    signature = label_signature(gold_src, reused_config)
+    label_corpus(pool_src, pool, config(tmp_path, calibrate="contextual", overwrite=True), backend=backend)
+    assert label_signature(gold_src, reused_config) != signature
+    # a file that does not say how it was calibrated is refused before any model work
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"text": "x", "label": "positive"}])
+    with pytest.raises(ConfigError, match="do not say how they were calibrated"):
+        label_corpus(
+            gold_src, tmp_path / "g2.jsonl", config(tmp_path, calibration_from=str(plain)), backend=backend
+        )
 
 
 def test_few_shot_random_and_knn(tmp_path, backend):

@@ -10,7 +10,8 @@ from llmst.errors import ConfigError
 from llmst.label.calibrate import contextual_bias, prior_bias, softmax
 from llmst.label.task import adhoc_task, available_tasks, load_task, task_from_dict
 from llmst.metrics import accuracy_coverage, expected_calibration_error
-from llmst.records import Reject, Row, read_records, record_id
+from llmst.readers import Reject, Row, read_records
+from llmst.records import record_id
 
 
 def test_jsonl_reader_yields_rows_and_rejects(tmp_path):

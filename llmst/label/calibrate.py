@@ -44,3 +44,59 @@ def prior_bias(
         if np.abs(step).max() < tol:
             break
     return bias - bias.mean()
+
+
+# ---- a fitted calibration travels with the labels -------------------------------------------------------
+# Each labeled record carries its run's method (`calibration`) and bias vector (`calibration_bias`), so a
+# later stage can check that two files were calibrated alike (conformal needs the pool and its gold
+# calibration rows scored by the same function), and `llmst label --calibration-from` can reuse one.
+
+BIAS_DECIMALS = 9  # biases compare equal at this precision (JSON round trips, platforms)
+
+
+def record_calibration(method: str, bias: np.ndarray, names: list[str]) -> dict[str, object]:
+    """The record fields of a fitted calibration: `calibration` and, unless `none`, `calibration_bias`."""
+    fields: dict[str, object] = {"calibration": method}
+    if method != "none":
+        fields["calibration_bias"] = {n: float(b) for n, b in zip(names, bias, strict=True)}
+    return fields
+
+
+def calibration_identity(record: dict) -> tuple | None:
+    """A hashable identity of a record's fitted calibration; None when the record does not say."""
+    method = record.get("calibration")
+    if not isinstance(method, str):
+        return None
+    bias = record.get("calibration_bias")
+    if method == "none" or not isinstance(bias, dict):
+        return (method,) if method == "none" else None
+    return (method, tuple(sorted((str(k), round(float(v), BIAS_DECIMALS)) for k, v in bias.items())))
+
+
+def describe_identity(identity: tuple) -> str:
+    if len(identity) == 1:
+        return identity[0]
+    biases = ", ".join(f"{k} {v:+.4f}" for k, v in identity[1])
+    return f"{identity[0]} (biases {biases})"
+
+
+def read_fitted_calibration(path: str, names: list[str]) -> tuple[str, np.ndarray]:
+    """The method and bias vector (in `names` order) that labeled `path`, from its first record."""
+    from llmst.errors import ConfigError
+    from llmst.readers import iter_checked
+
+    hint = "give the output of `llmst label` on the corpus (it writes calibration_bias on every record)"
+    for _line, record in iter_checked(path):
+        identity = calibration_identity(record)
+        if identity is None:
+            raise ConfigError(f"{path}: its records do not say how they were calibrated", hint=hint)
+        if identity[0] == "none":
+            return "none", np.zeros(len(names))
+        bias = {str(k): float(v) for k, v in record["calibration_bias"].items()}  # exact, not rounded
+        if set(bias) != set(names):
+            raise ConfigError(
+                f"{path} was calibrated for the labels {sorted(bias)}, not {sorted(names)}",
+                hint="use a file labeled with the same task",
+            )
+        return identity[0], np.array([bias[n] for n in names])
+    raise ConfigError(f"{path} has no records", hint=hint)

@@ -110,6 +110,13 @@ class LabelConfig:
         default=None, metadata={"help": "Target prior for --calibrate prior, e.g. 0.5,0.5."}
     )
     prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit --calibrate prior."})
+    calibration_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labeled file whose fitted calibration (method and biases) to apply instead of fitting "
+            "one; label a gold calibration set with the pool's calibration this way (overrides --calibrate)."
+        },
+    )
     batch_size: int = field(default=32, metadata=runtime("Sequences per forward pass (hf, vllm)."))
     concurrency: int = field(default=32, metadata=runtime("Requests in flight (openai)."))
     limit: int | None = field(

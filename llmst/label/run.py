@@ -29,21 +29,25 @@ from llmst.backends import make_backend
 from llmst.backends.base import Backend, ScoreRequest, normalize_base_url
 from llmst.cache import AnswerCache, cache_key, score_key
 from llmst.errors import ConfigError
-from llmst.label.calibrate import contextual_bias, prior_bias, softmax
+from llmst.label.calibrate import (
+    contextual_bias,
+    prior_bias,
+    read_fitted_calibration,
+    record_calibration,
+    softmax,
+)
 from llmst.label.checkpoint import open_checkpoint
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
 from llmst.label.task import Task
 from llmst.models import llmst_home, model_fingerprint
 from llmst.progress import count_rows, progress_bar
+from llmst.readers import Reject, Row, read_records
 from llmst.records import (
     JsonlAppender,
-    Reject,
-    Row,
     chunked,
     keep_input_fields,
     label_fields,
-    read_records,
     record_id,
     record_text,
     write_json_atomic,
@@ -240,7 +244,8 @@ def _backend_model_identity(backend: Backend) -> str:
 
 
 def _signature(source: str, config: LabelConfig, model: str, prompt_hash: str) -> str:
-    return stage.signature("label", config, {"input": source}, model=model, prompt_hash=prompt_hash)
+    inputs = {"input": source, "calibration_from": config.calibration_from}
+    return stage.signature("label", config, inputs, model=model, prompt_hash=prompt_hash)
 
 
 def label_signature(source: str | Path, config: LabelConfig) -> str:
@@ -258,6 +263,8 @@ def label_signature(source: str | Path, config: LabelConfig) -> str:
 def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: Backend) -> dict[str, str]:
     """What a resumed output must share with the run that started it (see the module docstring)."""
     options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
+    if config.calibration_from:  # the biases come from that file's content, not its name
+        options["calibration_from"] = stage.fingerprint(config.calibration_from)
     return {
         "input": stage.fingerprint(source),
         "job": cache_key(
@@ -285,6 +292,8 @@ def label_corpus(
     checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
     task = config.build_task()
     rows_iter = read_records(source, config.encoding)  # validates the input path before any model is loaded
+    if config.calibration_from:  # a bad --calibration-from fails before the model loads
+        read_fitted_calibration(config.calibration_from, task.label_names)
     own_backend = backend is None
     if backend is None:
         backend = make_backend(config.backend_spec())
@@ -313,7 +322,6 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
     job = _job_identity(config, source, prompt_hash, backend)
     summary = LabelSummary(output=str(out_path), rejects=str(rejects_path), prompt_hash=prompt_hash)
-    summary.calibration = config.calibrate
 
     checkpoint = open_checkpoint(out_path, rejects_path, checkpoint_path, job, config.overwrite)
     stage.clear_marker(out_path)  # complete again only when this run finishes
@@ -328,21 +336,8 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     scorer = _Scorer(backend, task, cache)
     names = task.label_names
 
-    bias = np.zeros(len(names))
-    if config.calibrate == "contextual":
-        block = fewshot.blocks(["N/A"])[0] if fewshot else ""
-        prompts = [
-            task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
-            for cf in task.content_free
-        ]
-        bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
-    elif config.calibrate == "prior":
-        scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
-        bias = _fit_prior(source, labeler, scorer, config)
-        scorer.remember = False
-        summary.prior_fit_computed = scorer.counts[COMPUTED]
-    if config.calibrate != "none":
-        summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
+    method, bias = _calibration(source, config, task, fewshot, labeler, scorer, summary)
+    calibration_fields = record_calibration(method, bias, names)
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
 
     total = count_rows(source)
@@ -366,7 +361,8 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
                     )
                     probs = softmax(logprobs + bias)
                     for item, row_probs in zip(prepared, probs, strict=True):
-                        record = _labeled_record(item, row_probs, names, task, backend, prompt_hash, config)
+                        record = _labeled_record(item, row_probs, names, task, backend, prompt_hash)
+                        record.update(calibration_fields)
                         counts[record["label"]] += 1
                         summary.truncated += int(item.truncated)
                         writer.write(record)
@@ -403,7 +399,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     return summary
 
 
-def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) -> dict[str, Any]:
+def _labeled_record(item, row_probs, names, task, backend, prompt_hash) -> dict[str, Any]:
     record = keep_input_fields(item.row.record)
     record["id"] = item.rid
     record.update(label_fields(row_probs, names))
@@ -411,10 +407,34 @@ def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) 
         model=backend.model_id,
         task=task.name,
         prompt_hash=prompt_hash,
-        calibration=config.calibrate,
         truncated=item.truncated,
     )
     return record
+
+
+def _calibration(source, config, task, fewshot, labeler, scorer, summary) -> tuple[str, np.ndarray]:
+    """The calibration method and per-label biases of this run: reused from `--calibration-from`, or fitted
+    (contextual: on content-free inputs; prior: on the corpus's first rows). Recorded in `summary`."""
+    names = task.label_names
+    method, bias = config.calibrate, np.zeros(len(names))
+    if config.calibration_from:
+        method, bias = read_fitted_calibration(config.calibration_from, names)
+    elif config.calibrate == "contextual":
+        block = fewshot.blocks(["N/A"])[0] if fewshot else ""
+        prompts = [
+            task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
+            for cf in task.content_free
+        ]
+        bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
+    elif config.calibrate == "prior":
+        scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
+        bias = _fit_prior(source, labeler, scorer, config)
+        scorer.remember = False
+        summary.prior_fit_computed = scorer.counts[COMPUTED]
+    summary.calibration = method
+    if method != "none":
+        summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
+    return method, bias
 
 
 def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConfig) -> np.ndarray:
