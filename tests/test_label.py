@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -318,6 +319,54 @@ def test_fitted_calibration_travels_with_the_labels(tmp_path, backend):
         label_corpus(
             gold_src, tmp_path / "g2.jsonl", config(tmp_path, calibration_from=str(plain)), backend=backend
         )
+
+
+def test_prompt_ensemble_in_one_run(tmp_path, backend):
+    """--template, --orders and --zero-shot-member: every member labeled with one backend, calibrated on its
+    own, fused by the mean; a rerun scores nothing; a gold file takes each member's pool calibration."""
+    from llmst.label.ensemble import ensemble_members, members_dir
+
+    shots = write_jsonl(
+        tmp_path / "shots.jsonl",
+        [{"text": f"example {i}", "label": ["negative", "positive"][i % 2]} for i in range(4)],
+    )
+    variant = tmp_path / "short.yaml"
+    variant.write_text(
+        "task: short\nlabels:\n  negative: [' negative']\n  positive: [' positive']\n"
+        "prompt: 'Review: {{ text }}\\nSentiment:'\n"
+    )
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(16))
+    cfg = config(
+        tmp_path, calibrate="prior", few_shot=str(shots), shots=4, templates=[str(variant)], orders=2,
+        zero_shot_member=True,
+    )  # fmt: skip
+    assert list(ensemble_members(cfg)) == [
+        "sentiment-order0", "sentiment-order1", "short-order0", "short-order1", "sentiment-zero-shot"
+    ]  # fmt: skip
+    out = tmp_path / "ens.jsonl"
+    summary = label_corpus(src, out, cfg, backend=backend)
+    assert len(summary.members) == 5 and summary.labeled == 16
+    members = {n: read_lines(members_dir(out) / f"{n}.jsonl") for n in summary.members}
+    assert len({json.dumps(rows[0]["calibration_bias"]) for rows in members.values()}) == 5  # own fits
+    fused = read_lines(out)
+    for i, record in enumerate(fused):
+        mean = np.mean([rows[i]["probs"]["positive"] for rows in members.values()])
+        assert record["probs"]["positive"] == pytest.approx(mean, abs=1e-9)
+        assert len(record["sources"]) == 5 and record["calibration"] == "ensemble:prior"
+    assert stage.read_marker(out) == label_signature(src, cfg)
+    assert label_signature(src, replace(cfg, orders=1)) != label_signature(src, cfg)
+    again = label_corpus(src, out, cfg, backend=backend)
+    assert again.computed == 0 and read_lines(out) == fused
+    # the gold file: member k gets the pool's member k calibration
+    gold = write_jsonl(tmp_path / "gold.jsonl", corpus(6))
+    scored = label_corpus(
+        gold, tmp_path / "gold.ens.jsonl", replace(cfg, calibration_from=str(out)), backend=backend
+    )
+    for name, member in scored.members.items():
+        assert member["calibration_bias"] == members[name][0]["calibration_bias"]
+    assert read_lines(tmp_path / "gold.ens.jsonl")[0]["calibration_bias"] == fused[0]["calibration_bias"]
+    with pytest.raises(ConfigError, match="need --few-shot"):
+        config(tmp_path, orders=2)
 
 
 def test_few_shot_random_and_knn(tmp_path, backend):

@@ -99,6 +99,24 @@ class LabelConfig:
     select: Literal["random", "knn"] = field(
         default="random", metadata={"help": "Demonstration choice: random (fixed, stratified) or knn."}
     )
+    templates: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More tasks (shipped names or YAML files with the labels of --task) whose prompts join a "
+            "prompt ensemble: every prompt is labeled and calibrated, and their probabilities are averaged.",
+            "cli": ["--template"],
+        },
+    )
+    orders: int = field(
+        default=1,
+        metadata={
+            "help": "With --few-shot: each prompt with K seeded orders of its demonstrations (members)."
+        },
+    )
+    zero_shot_member: bool = field(
+        default=False,
+        metadata={"help": "With --few-shot: the zero-shot prompt of --task joins the ensemble as a member."},
+    )
     calibrate: Literal["none", "contextual", "prior"] = field(
         default="prior",
         metadata={
@@ -160,6 +178,16 @@ class LabelConfig:
                     f"--prior has {len(self.prior)} values for {len(self.labels)} labels",
                     hint="give one share per label, in label order",
                 )
+        self.templates = _split(self.templates, "--template")
+        if self.orders < 1:
+            raise ConfigError(f"--orders must be >= 1, got {self.orders}")
+        if (self.orders > 1 or self.zero_shot_member) and not self.few_shot:
+            raise ConfigError(
+                "--orders and --zero-shot-member vary the few-shot demonstrations: they need --few-shot",
+                hint="give --few-shot FILE, or ensemble zero-shot prompts with --template",
+            )
+        if self.templates and self.labels is not None:
+            raise ConfigError("--template needs --task (the ensemble's labels come from it), not --labels")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
 
@@ -174,6 +202,11 @@ class LabelConfig:
             concurrency=self.concurrency,
             quiet=not self.progress,
         )
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether these options label with several prompts (`llmst.label.ensemble`)."""
+        return bool(self.templates) or self.orders > 1 or self.zero_shot_member
 
     def build_task(self) -> Task:
         """The task to label with: a shipped/YAML task, or an ad-hoc one from `labels`."""

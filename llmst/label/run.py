@@ -89,6 +89,7 @@ class LabelSummary:
     calibration_bias: dict[str, float] | None = None
     prompt_hash: str = ""
     signature: str = ""
+    members: dict[str, Any] | None = None  # an ensemble's member summaries (`llmst.label.ensemble`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,9 +256,19 @@ def label_signature(source: str | Path, config: LabelConfig) -> str:
     name and server URL). `llmst.stage.is_current(out, label_signature(source, config))` says whether `out`
     can be reused as is. A hub model not downloaded yet fingerprints as `NAME@unresolved` until it is.
     """
-    task = config.build_task()
-    prompt_hash = _prompt_hash(task, config, _few_shot_examples(config, task))
+    if config.is_ensemble:
+        from llmst.label.ensemble import ensemble_prompt_hash
+
+        prompt_hash = ensemble_prompt_hash(config)
+    else:
+        prompt_hash = member_prompt_hash(config)
     return _signature(str(source), config, _spec_model_identity(config), prompt_hash)
+
+
+def member_prompt_hash(config: LabelConfig) -> str:
+    """The prompt hash of a single-prompt labeling job (template, labels, demonstrations)."""
+    task = config.build_task()
+    return _prompt_hash(task, config, _few_shot_examples(config, task))
 
 
 def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: Backend) -> dict[str, str]:
@@ -287,6 +298,10 @@ def label_corpus(
     names that backend's model, which `label_signature(source, config)` matches only when it is the one
     the config describes.
     """
+    if config.is_ensemble:  # several prompts: each member is a job of this function
+        from llmst.label.ensemble import label_ensemble
+
+        return label_ensemble(source, output, config, backend)
     source, out_path = str(source), Path(output)
     rejects_path = out_path.with_name(out_path.name + ".rejects.jsonl")
     checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
