@@ -369,6 +369,25 @@ def test_prompt_ensemble_in_one_run(tmp_path, backend):
         config(tmp_path, orders=2)
 
 
+def test_prior_estimated_matches_the_em_estimate_of_the_fit_rows(tmp_path, backend):
+    from llmst.label.calibrate import estimate_prior
+
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(40))
+    raw = label_corpus(src, tmp_path / "raw.jsonl", config(tmp_path), backend=backend)
+    assert raw.prior_estimate is None
+    scores = np.log(
+        [[r["probs"]["negative"], r["probs"]["positive"]] for r in read_lines(tmp_path / "raw.jsonl")]
+    )
+    expected, _, _ = estimate_prior(scores, seed=0)
+    out = tmp_path / "est.jsonl"
+    summary = label_corpus(src, out, config(tmp_path, calibrate="prior", prior="estimated"), backend=backend)
+    shares = [summary.prior_estimate[n]["share"] for n in ("negative", "positive")]
+    assert shares == pytest.approx(expected.tolist(), abs=1e-6)
+    assert all(v["low"] <= v["share"] <= v["high"] for v in summary.prior_estimate.values())
+    mean = np.mean([r["probs"]["positive"] for r in read_lines(out)])
+    assert mean == pytest.approx(shares[1], abs=1e-3)  # the biases match the estimated prior
+
+
 def test_few_shot_random_and_knn(tmp_path, backend):
     shots = write_jsonl(
         tmp_path / "shots.jsonl",

@@ -188,13 +188,36 @@ def test_label_config_needs_a_task_or_labels():
         LabelConfig(task="sentiment", labels=["a", "b"])
 
 
+def test_em_recovers_a_planted_prior():
+    """Saerens et al.'s EM: posteriors calibrated under a uniform prior, data drawn under a skewed one."""
+    from llmst.label.calibrate import em_prior, estimate_prior
+
+    rng = np.random.default_rng(0)
+    planted = np.array([0.7, 0.2, 0.1])
+    means = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    y = rng.choice(3, size=20_000, p=planted)
+    x = means[y] + rng.normal(size=(len(y), 2))
+    loglik = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(axis=2)  # log N(x; mu_k, I) + const
+    posteriors = softmax(loglik)  # p(y|x) under a uniform prior
+    assert np.abs(posteriors.mean(axis=0) - planted).max() > 0.08  # the naive mean is far off
+    assert em_prior(posteriors) == pytest.approx(planted, abs=0.015)
+    estimate, low, high = estimate_prior(loglik, resamples=50)
+    assert estimate == pytest.approx(planted, abs=0.015)
+    assert np.all(low <= estimate) and np.all(estimate <= high) and np.all(high - low < 0.05)
+    uniform = means[rng.choice(3, size=6000)] + rng.normal(size=(6000, 2))
+    flat = softmax(-0.5 * ((uniform[:, None, :] - means[None]) ** 2).sum(axis=2))
+    assert em_prior(flat) == pytest.approx([1 / 3] * 3, abs=0.03)
+
+
 def test_label_config_parses_comma_separated_options():
     from llmst.label.config import LabelConfig
 
     config = LabelConfig(labels="sports, politics", text_fields="title,body", prior="0.25, 0.75")
     assert config.labels == ["sports", "politics"] and config.text_fields == ["title", "body"]
-    assert config.prior == [0.25, 0.75]
-    assert LabelConfig(task="sentiment", prior=["0.5", 0.5]).prior == [0.5, 0.5]  # from a YAML list
+    assert config.prior == "0.25,0.75"  # the same canonical spelling as llmst filter --prior
+    assert LabelConfig(task="sentiment", prior=["0.5", 0.5]).prior == "0.5,0.5"  # from a YAML list
+    assert LabelConfig(task="sentiment").prior == "uniform"
+    assert LabelConfig(task="sentiment", prior="estimated").prior == "estimated"
     with pytest.raises(ConfigError) as caught:
         LabelConfig(task="sentiment", prior="0.5,x")
     assert caught.value.message == "--prior: 'x' is not a number" and caught.value.exit_code == 2

@@ -46,6 +46,50 @@ def prior_bias(
     return bias - bias.mean()
 
 
+def em_prior(
+    posteriors: np.ndarray,
+    train_prior: np.ndarray | None = None,
+    *,
+    iterations: int = 1000,
+    tol: float = 1e-9,
+) -> np.ndarray:
+    """The label prior of a corpus by EM (Saerens, Latinne & Decaestecker, 2002).
+
+    `posteriors` (N, K) are p(y|x) of a model calibrated under `train_prior` (default uniform). Each step
+    reweights them by prior / train_prior and takes their mean as the new prior; the fixed point is the
+    maximum-likelihood prior of the corpus.
+    """
+    p = np.asarray(posteriors, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ValueError("em_prior needs a non-empty (N, K) array of posteriors")
+    k = p.shape[1]
+    train = np.full(k, 1.0 / k) if train_prior is None else np.asarray(train_prior, dtype=np.float64)
+    prior = train.copy()
+    for _ in range(iterations):
+        adjusted = p * (prior / train)
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        new = adjusted.mean(axis=0)
+        done = np.abs(new - prior).max() < tol
+        prior = new
+        if done:
+            break
+    return prior
+
+
+def estimate_prior(
+    label_logprobs: np.ndarray, *, resamples: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EM estimate of the corpus prior from raw label log-probs (the model's posteriors taken as calibrated
+    under a uniform prior), with a 95% bootstrap interval over rows: (estimate, low, high)."""
+    posteriors = softmax(np.asarray(label_logprobs, dtype=np.float64))
+    estimate = em_prior(posteriors)
+    rng = np.random.default_rng(seed)
+    n = len(posteriors)
+    draws = np.array([em_prior(posteriors[rng.integers(0, n, n)], iterations=200) for _ in range(resamples)])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return estimate, low, high
+
+
 # ---- a fitted calibration travels with the labels -------------------------------------------------------
 # Each labeled record carries its run's method (`calibration`) and bias vector (`calibration_bias`), so a
 # later stage can check that two files were calibrated alike (conformal needs the pool and its gold

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
+from llmst.option_values import normalize_prior, prior_shares
 from llmst.stage import check_encoding, runtime
 
 if TYPE_CHECKING:
@@ -37,20 +38,6 @@ def _split(value: Any, option: str) -> list[Any] | None:
     if not parts:
         raise ConfigError(f"{option}: empty list", hint=f"give values separated by commas, e.g. {option} a,b")
     return parts
-
-
-def _numbers(values: list[Any] | None, option: str) -> list[float] | None:
-    if values is None:
-        return None
-    numbers = []
-    for value in values:
-        if isinstance(value, bool):
-            raise ConfigError(f"{option}: {value!r} is not a number")
-        try:
-            numbers.append(float(value))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{option}: '{value}' is not a number", hint=f"e.g. {option} 0.5,0.5") from None
-    return numbers
 
 
 def _check_choices(config: Any) -> None:
@@ -124,8 +111,12 @@ class LabelConfig:
             "--prior), contextual (content-free inputs) or none (raw model scores)."
         },
     )
-    prior: list[float] | None = field(
-        default=None, metadata={"help": "Target prior for --calibrate prior, e.g. 0.5,0.5."}
+    prior: str = field(
+        default="uniform",
+        metadata={
+            "help": "--calibrate prior: the label distribution to match: uniform, estimated (EM over the "
+            "model's posteriors on the fit rows, Saerens et al. 2002), or shares in label order, e.g. 0.3,0.7."
+        },
     )
     prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit --calibrate prior."})
     calibration_from: str | None = field(
@@ -157,7 +148,7 @@ class LabelConfig:
         self.labels = _split(self.labels, "--labels")
         self.text_fields = _split(self.text_fields, "--text-field")
         check_encoding(self.encoding)
-        self.prior = _numbers(_split(self.prior, "--prior"), "--prior")
+        self.prior = normalize_prior(self.prior)
         if self.task is None and self.labels is None:
             raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)
         if self.task is not None and self.labels is not None:
@@ -170,14 +161,12 @@ class LabelConfig:
             raise ConfigError(
                 f"--limit must be >= 1, got {self.limit}", hint="leave --limit out to label every row"
             )
-        if self.prior is not None:
-            if any(p < 0 for p in self.prior) or sum(self.prior) <= 0:
-                raise ConfigError("--prior: shares must be >= 0 and not all 0", hint="e.g. --prior 0.3,0.7")
-            if self.labels is not None and len(self.prior) != len(self.labels):
-                raise ConfigError(
-                    f"--prior has {len(self.prior)} values for {len(self.labels)} labels",
-                    hint="give one share per label, in label order",
-                )
+        shares = prior_shares(self.prior)
+        if isinstance(shares, list) and self.labels is not None and len(shares) != len(self.labels):
+            raise ConfigError(
+                f"--prior has {len(shares)} values for {len(self.labels)} labels",
+                hint="give one share per label, in label order",
+            )
         self.templates = _split(self.templates, "--template")
         if self.orders < 1:
             raise ConfigError(f"--orders must be >= 1, got {self.orders}")

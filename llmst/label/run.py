@@ -31,7 +31,6 @@ from llmst.cache import AnswerCache, cache_key, score_key
 from llmst.errors import ConfigError
 from llmst.label.calibrate import (
     contextual_bias,
-    prior_bias,
     read_fitted_calibration,
     record_calibration,
     softmax,
@@ -39,6 +38,7 @@ from llmst.label.calibrate import (
 from llmst.label.checkpoint import open_checkpoint
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
+from llmst.label.prior_fit import fit_prior
 from llmst.label.task import Task
 from llmst.models import llmst_home, model_fingerprint
 from llmst.progress import count_rows, progress_bar
@@ -89,6 +89,7 @@ class LabelSummary:
     calibration_bias: dict[str, float] | None = None
     prompt_hash: str = ""
     signature: str = ""
+    prior_estimate: dict[str, dict[str, float]] | None = None  # --prior estimated: share, low, high
     members: dict[str, Any] | None = None  # an ensemble's member summaries (`llmst.label.ensemble`)
 
     def to_json(self) -> dict[str, Any]:
@@ -443,34 +444,10 @@ def _calibration(source, config, task, fewshot, labeler, scorer, summary) -> tup
         bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
     elif config.calibrate == "prior":
         scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
-        bias = _fit_prior(source, labeler, scorer, config)
+        bias, summary.prior_estimate = fit_prior(source, labeler, scorer, config)
         scorer.remember = False
         summary.prior_fit_computed = scorer.counts[COMPUTED]
     summary.calibration = method
     if method != "none":
         summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
     return method, bias
-
-
-def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConfig) -> np.ndarray:
-    """Score the first `prior_fit_rows` rows (the main pass reuses the answers) and fit the prior biases."""
-    limit = config.prior_fit_rows if config.limit is None else min(config.prior_fit_rows, config.limit)
-    rows = [r for r in islice(read_records(source, config.encoding), limit) if isinstance(r, Row)]
-    prepared, _ = labeler.prepare(rows)
-    if not prepared:
-        raise ConfigError("prior calibration found no valid rows to fit on")
-    logprobs = []
-    step = labeler.backend.chunk_size
-    started = time.perf_counter()
-    with progress_bar(config.progress, len(prepared), "fitting the prior") as bar:
-        bar_task = bar.add_task("prior", total=len(prepared), rate="-")
-        for start in range(0, len(prepared), step):
-            part = prepared[start : start + step]
-            logprobs.append(scorer.label_logprobs([p.prompt for p in part], [p.prefix_chars for p in part]))
-            done = start + len(part)
-            bar.update(bar_task, advance=len(part), rate=f"{done / (time.perf_counter() - started):.1f}")
-    prior = np.asarray(config.prior) if config.prior else None
-    try:
-        return prior_bias(np.concatenate(logprobs), prior)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
