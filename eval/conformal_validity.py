@@ -33,7 +33,7 @@ from data import ensure  # noqa: E402
 from llmst.filter import precision_threshold  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
-from llmst.records import read_jsonl  # noqa: E402
+from llmst.readers import read_jsonl  # noqa: E402
 
 
 def labeled_arrays(

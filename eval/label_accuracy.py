@@ -1,6 +1,6 @@
 """Labeling accuracy of the default model on the TEST sets, with the settings chosen on dev data.
 
-    python eval/label_accuracy.py [--cache-path /tmp/llmst-eval/cache.sqlite] [--limit N]
+    python eval/label_accuracy.py [--datasets sst2 ag_news trec] [--cache-path /tmp/llmst-eval/cache.sqlite] [--limit N]
 
 Test sets: SST-2 test (1,821), AG News test rows 1-2,000, TREC test (500). For each: zero-shot and
 few-shot, each raw (`--calibrate none`) and calibrated (`contextual` and `prior`; the one chosen on dev is
@@ -172,6 +172,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         for dataset, final in FINAL.items():
+            if dataset not in args.datasets:
+                continue
             rows = evaldata.load(final["test"])[: args.limit]
             source = evaldata.write_jsonl(rows, out_dir / "data" / f"{final['test']}-{len(rows)}.jsonl")
             task = load_task(final["task"])
@@ -297,6 +299,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/final"))
     parser.add_argument("--limit", type=int, default=None, help="Only the first N test rows (smoke runs).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datasets", nargs="+", choices=list(FINAL), default=list(FINAL))
     parser.add_argument("--output", type=Path, default=RESULTS / "label_accuracy.json")
     args = parser.parse_args()
     started = time.perf_counter()

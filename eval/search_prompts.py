@@ -50,7 +50,7 @@ from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.fewshot import FewShotSelector, load_examples  # noqa: E402
 from llmst.label.run import Labeler  # noqa: E402
 from llmst.label.task import Task, load_task, task_from_dict  # noqa: E402
-from llmst.records import Row  # noqa: E402
+from llmst.readers import Row  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CACHE = "/tmp/llmst-eval/cache.sqlite"

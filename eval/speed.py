@@ -31,7 +31,7 @@ from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
 from llmst.models import DEFAULT_LABELER, resolve_model  # noqa: E402
-from llmst.records import read_jsonl  # noqa: E402
+from llmst.readers import read_jsonl  # noqa: E402
 
 
 def run_llmst(source: Path, work: Path, name: str, dtype: str, **options) -> dict:

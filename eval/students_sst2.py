@@ -4,14 +4,14 @@
 
 1. The default labeler (SmolLM2-135M-Instruct, shipped `sentiment` task, zero-shot, `--calibrate prior`)
    labels the unlabeled pool (SST-2 train texts, 6,920; their gold labels are only read to report the
-   precision of what a filter kept), SST-2 test (1,821) and 400 seeded SST-2 dev rows in two disjoint halves (the only gold
-   rows used): dev-200 calibrates the conformal filter, select-200 chooses the filter and learning rate.
-2. Filters on the pool: conformal (precision >= 0.85 with prob. 0.9 on the 200 dev rows; 0.90 cannot be
-   certified on them: best lower bound 0.858), balanced (top
-   50% per class), and none (all rows, soft labels).
-3. MiniLM-L6 (full fine-tune, fp32 unless --bf16, 2 epochs) is trained on each, seed 0; the filter with the best accuracy on 200 other dev
-   rows is chosen and trained with every --seeds; SmolLM2-135M + LoRA is trained on the chosen filter's rows
-   (at most --smollm-rows rows, first seed only: LoRA on this CPU runs at ~6 samples/s).
+   precision of what a filter kept), SST-2 test (1,821) and 400 seeded SST-2 dev rows in two disjoint
+   halves (the only gold rows used): dev-200 calibrates the conformal filter (labeled with the pool's
+   fitted calibration, `--calibration-from`), select-200 chooses the filter and learning rate.
+2. Filters on the pool: conformal (precision >= 0.85 with prob. 0.9 on the 200 dev rows), balanced (top 50%
+   per class), and none (all rows, soft labels).
+3. MiniLM-L6 (full fine-tune, fp32 unless --bf16, 2 epochs) is trained on each, seed 0; the filter with the
+   best accuracy on the select-200 dev rows is chosen and trained with every --seeds; SmolLM2-135M + LoRA is
+   trained on the chosen filter's rows (at most --smollm-rows rows, first seed only), unless --skip-smollm.
 4. Ceilings: the same students on GOLD SST-2 train (MiniLM: all rows; SmolLM2: the same number of rows as
    its pseudo-labeled run), same hyperparameters.
 
@@ -43,7 +43,7 @@ from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.filter.config import FilterConfig  # noqa: E402
 from llmst.filter.stage import filter_signature, run_filter  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
-from llmst.label.run import label_corpus  # noqa: E402
+from llmst.label.run import label_corpus, label_signature  # noqa: E402
 from llmst.train import (  # noqa: E402
     PredictConfig,
     TrainConfig,
@@ -163,11 +163,15 @@ def main() -> None:
     )
 
     labeler = LabelConfig(task="sentiment", calibrate="prior", cache_path=args.cache_path, progress=False)
-    labeled = {}
+    labeled: dict[str, Path] = {}
     for name, source in (("pool", pool), ("test", test), ("dev200", calib)):
         out = work / "labeled" / f"{name}.jsonl"
-        log(f"labeling {name}")
-        label_corpus(source, out, labeler)
+        # the conformal calibration rows get the pool's fitted calibration, not one refitted on 200 rows:
+        # the guarantee needs them scored by the same function as the pool (the filter checks it)
+        config = replace(labeler, calibration_from=str(labeled["pool"])) if name == "dev200" else labeler
+        if not stage.is_current(out, label_signature(source, config)):
+            log(f"labeling {name}")
+            label_corpus(source, out, replace(config, overwrite=True))
         labeled[name] = out
     labeler_test = round(evaluate_file(labeled["test"], gold_field="gold")["accuracy"], 4)
     labeler_dev = round(evaluate_file(labeled["dev200"], gold_field="gold")["accuracy"], 4)

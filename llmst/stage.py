@@ -33,6 +33,20 @@ def runtime(help: str, **extra: Any) -> dict[str, Any]:
     return {"help": help, "runtime": True, **extra}
 
 
+def check_encoding(encoding: str) -> None:
+    """A ConfigError unless `encoding` names a codec Python knows (the `--encoding` of text inputs)."""
+    import codecs
+
+    from llmst.errors import ConfigError
+
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"unknown --encoding '{encoding}'", hint="e.g. utf-8 (the default), latin-1, cp1252, utf-16"
+        ) from None
+
+
 def signature_fields(config: Any) -> dict[str, Any]:
     """The config's fields that change the output, as a JSON-able dict."""
     values = {}

@@ -305,3 +305,14 @@ def test_markers_record_completion_under_one_signature(tmp_path):
     assert second != first
     write_marker(folder, "f2")  # the marker itself is not part of the folder's fingerprint
     assert fingerprint(folder) == second
+
+
+def test_every_package_ships_in_the_wheel():
+    """A package missing from pyproject's list works in the editable checkout and breaks `pip install llmst`."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(ROOT).parts) for path in PACKAGE.rglob("__init__.py")} - {
+        "llmst.prompts"
+    }
+    assert found <= listed, sorted(found - listed)

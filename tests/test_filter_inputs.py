@@ -25,7 +25,8 @@ from llmst.filter.per_class import select_per_class
 from llmst.filter.registry import SELECTORS, get_selector
 from llmst.filter.stage import run_filter
 from llmst.filter.threshold import select_by_threshold
-from llmst.records import PendingOutputs, Reject, Row, read_labeled, read_records
+from llmst.readers import Reject, Row, read_records
+from llmst.records import PendingOutputs, read_labeled
 
 # ------------------------------------------------------------------ .json files
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -230,6 +231,37 @@ def test_label_sets_that_differ(tmp_path, calibration):
     with pytest.raises(ConfigError, match="calibration file's labels"):
         run_filter(pool, tmp_path / "k.jsonl", config)
     assert_nothing_written(tmp_path, [])
+
+
+def with_bias(rows, bias):
+    return [
+        {**r, "calibration": "prior", "calibration_bias": dict(zip(NAMES, bias, strict=True))} for r in rows
+    ]
+
+
+def test_a_calibration_file_calibrated_differently_from_the_pool_is_refused(tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", with_bias(labeled_rows(600, seed=0), [0.1, -0.2, 0.1]))
+    other = write_jsonl(
+        tmp_path / "cal.jsonl", with_bias(labeled_rows(300, seed=1, prefix="c"), [0.3, 0.0, -0.3])
+    )
+    config = FilterConfig(method="conformal", calibration=str(other), target_precision=0.8, delta=0.1)
+    with pytest.raises(ConfigError, match="calibrated differently") as info:
+        run_filter(pool, tmp_path / "k.jsonl", config)
+    assert "--calibration-from" in info.value.hint and str(pool) in info.value.hint
+    assert not (tmp_path / "k.jsonl").exists()
+    # the same biases (as --calibration-from writes them) pass; so do files that do not say (older outputs)
+    same = write_jsonl(
+        tmp_path / "cal.jsonl", with_bias(labeled_rows(300, seed=1, prefix="c"), [0.1, -0.2, 0.1])
+    )
+    assert run_filter(pool, tmp_path / "k.jsonl", replace(config, calibration=str(same)))["n_kept"] > 0
+    rows = labeled_rows(300, seed=1, prefix="c")
+    silent = write_jsonl(
+        tmp_path / "silent.jsonl", [{k: v for k, v in r.items() if k != "calibration"} for r in rows]
+    )
+    assert run_filter(pool, tmp_path / "k2.jsonl", replace(config, calibration=str(silent)))["n_kept"] > 0
+    raw = write_jsonl(tmp_path / "raw.jsonl", rows)  # calibration 'none' against a 'prior' pool: refused
+    with pytest.raises(ConfigError, match="calibrated differently"):
+        run_filter(pool, tmp_path / "k3.jsonl", replace(config, calibration=str(raw)))
 
 
 def test_calibration_too_small_for_the_guarantee(tmp_path, pool):

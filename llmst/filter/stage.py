@@ -21,8 +21,10 @@ from llmst.filter import plots
 from llmst.filter.config import FilterConfig, filter_signature
 from llmst.filter.registry import FilterData, Selection, get_selector
 from llmst.filter.scores import label_quality_scores, pseudo_label_correct
+from llmst.label.calibrate import calibration_identity, describe_identity
 from llmst.metrics import accuracy_coverage, label_counts, label_shares
-from llmst.records import Labeled, PendingOutputs, check_output, iter_checked, read_labeled
+from llmst.readers import iter_checked
+from llmst.records import Labeled, PendingOutputs, check_output, read_labeled
 
 # A selection that keeps at least this share of the rows is reported as a near no-op.
 NO_OP_SHARE = 0.95
@@ -37,6 +39,7 @@ def _read_calibration(config: FilterConfig, pool: Labeled, fields: list[str]) ->
             f"the calibration file's labels {sorted(cal.names)} differ from {sorted(pool.names)}",
             hint="label the calibration rows with the same task (and labeler) as LABELED",
         )
+    _check_same_calibration(pool, cal, config.calibration)
     cal = cal.with_names(pool.names)
     has_gold = cal.gold >= 0
     if not has_gold.any():
@@ -45,6 +48,32 @@ def _read_calibration(config: FilterConfig, pool: Labeled, fields: list[str]) ->
             hint=f"labels are {pool.names}; gold may be a label name or an index; use --gold-field",
         )
     return cal.subset(np.flatnonzero(has_gold)), int((~has_gold).sum())
+
+
+CALIBRATION_FIELDS = ["calibration", "calibration_bias"]
+
+
+def _calibrations(data: Labeled) -> set[tuple]:
+    """The fitted calibrations the records of `data` say they were scored with (none when they do not say)."""
+    pairs = zip(*(data.columns[name] for name in CALIBRATION_FIELDS), strict=True)
+    found = {calibration_identity({"calibration": m, "calibration_bias": b}) for m, b in pairs}
+    return found - {None}
+
+
+def _check_same_calibration(pool: Labeled, cal: Labeled, cal_path: str) -> None:
+    """Refuse a gold calibration file scored by another calibration than the pool: the guarantee (and the
+    learned filter) assume both were scored by the same function."""
+    ours, theirs = _calibrations(pool), _calibrations(cal)
+    if ours and theirs and ours != theirs:
+
+        def describe(found: set[tuple]) -> str:
+            return "; ".join(sorted(describe_identity(identity) for identity in found))
+
+        raise ConfigError(
+            f"{cal_path} was calibrated differently from LABELED ({describe(theirs)} vs {describe(ours)}): "
+            "its rows are not exchangeable with the pool's",
+            hint=f"relabel it with the pool's calibration: llmst label ... --calibration-from {pool.path}",
+        )
 
 
 def _warnings(pool: Labeled, mask: np.ndarray, config: FilterConfig) -> list[str]:
@@ -120,7 +149,7 @@ def run_filter(labeled: str | Path, out: str | Path, config: FilterConfig) -> di
     out_path = Path(out)
     check_output(out_path, [labeled, config.calibration])
     spec = get_selector(config.method)
-    fields = list(dict.fromkeys(spec.fields(config)))
+    fields = list(dict.fromkeys(spec.fields(config) + (CALIBRATION_FIELDS if config.calibration else [])))
     pool = read_labeled(labeled, gold_field=config.gold_field, fields=fields)
     data = FilterData(pool)
     if config.calibration:

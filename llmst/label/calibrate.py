@@ -44,3 +44,103 @@ def prior_bias(
         if np.abs(step).max() < tol:
             break
     return bias - bias.mean()
+
+
+def em_prior(
+    posteriors: np.ndarray,
+    train_prior: np.ndarray | None = None,
+    *,
+    iterations: int = 1000,
+    tol: float = 1e-9,
+) -> np.ndarray:
+    """The label prior of a corpus by EM (Saerens, Latinne & Decaestecker, 2002).
+
+    `posteriors` (N, K) are p(y|x) of a model calibrated under `train_prior` (default uniform). Each step
+    reweights them by prior / train_prior and takes their mean as the new prior; the fixed point is the
+    maximum-likelihood prior of the corpus.
+    """
+    p = np.asarray(posteriors, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ValueError("em_prior needs a non-empty (N, K) array of posteriors")
+    k = p.shape[1]
+    train = np.full(k, 1.0 / k) if train_prior is None else np.asarray(train_prior, dtype=np.float64)
+    prior = train.copy()
+    for _ in range(iterations):
+        adjusted = p * (prior / train)
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        new = adjusted.mean(axis=0)
+        done = np.abs(new - prior).max() < tol
+        prior = new
+        if done:
+            break
+    return prior
+
+
+def estimate_prior(
+    label_logprobs: np.ndarray, *, resamples: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EM estimate of the corpus prior from raw label log-probs (the model's posteriors taken as calibrated
+    under a uniform prior), with a 95% bootstrap interval over rows: (estimate, low, high)."""
+    posteriors = softmax(np.asarray(label_logprobs, dtype=np.float64))
+    estimate = em_prior(posteriors)
+    rng = np.random.default_rng(seed)
+    n = len(posteriors)
+    draws = np.array([em_prior(posteriors[rng.integers(0, n, n)], iterations=200) for _ in range(resamples)])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return estimate, low, high
+
+
+# ---- a fitted calibration travels with the labels -------------------------------------------------------
+# Each labeled record carries its run's method (`calibration`) and bias vector (`calibration_bias`), so a
+# later stage can check that two files were calibrated alike (conformal needs the pool and its gold
+# calibration rows scored by the same function), and `llmst label --calibration-from` can reuse one.
+
+BIAS_DECIMALS = 9  # biases compare equal at this precision (JSON round trips, platforms)
+
+
+def record_calibration(method: str, bias: np.ndarray, names: list[str]) -> dict[str, object]:
+    """The record fields of a fitted calibration: `calibration` and, unless `none`, `calibration_bias`."""
+    fields: dict[str, object] = {"calibration": method}
+    if method != "none":
+        fields["calibration_bias"] = {n: float(b) for n, b in zip(names, bias, strict=True)}
+    return fields
+
+
+def calibration_identity(record: dict) -> tuple | None:
+    """A hashable identity of a record's fitted calibration; None when the record does not say."""
+    method = record.get("calibration")
+    if not isinstance(method, str):
+        return None
+    bias = record.get("calibration_bias")
+    if method == "none" or not isinstance(bias, dict):
+        return (method,) if method == "none" else None
+    return (method, tuple(sorted((str(k), round(float(v), BIAS_DECIMALS)) for k, v in bias.items())))
+
+
+def describe_identity(identity: tuple) -> str:
+    if len(identity) == 1:
+        return identity[0]
+    biases = ", ".join(f"{k} {v:+.4f}" for k, v in identity[1])
+    return f"{identity[0]} (biases {biases})"
+
+
+def read_fitted_calibration(path: str, names: list[str]) -> tuple[str, np.ndarray]:
+    """The method and bias vector (in `names` order) that labeled `path`, from its first record."""
+    from llmst.errors import ConfigError
+    from llmst.readers import iter_checked
+
+    hint = "give the output of `llmst label` on the corpus (it writes calibration_bias on every record)"
+    for _line, record in iter_checked(path):
+        identity = calibration_identity(record)
+        if identity is None:
+            raise ConfigError(f"{path}: its records do not say how they were calibrated", hint=hint)
+        if identity[0] == "none":
+            return "none", np.zeros(len(names))
+        bias = {str(k): float(v) for k, v in record["calibration_bias"].items()}  # exact, not rounded
+        if set(bias) != set(names):
+            raise ConfigError(
+                f"{path} was calibrated for the labels {sorted(bias)}, not {sorted(names)}",
+                hint="use a file labeled with the same task",
+            )
+        return identity[0], np.array([bias[n] for n in names])
+    raise ConfigError(f"{path} has no records", hint=hint)

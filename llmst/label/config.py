@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
-from llmst.stage import runtime
+from llmst.option_values import normalize_prior, prior_shares
+from llmst.stage import check_encoding, runtime
 
 if TYPE_CHECKING:
     from llmst.label.task import Task
@@ -37,20 +38,6 @@ def _split(value: Any, option: str) -> list[Any] | None:
     if not parts:
         raise ConfigError(f"{option}: empty list", hint=f"give values separated by commas, e.g. {option} a,b")
     return parts
-
-
-def _numbers(values: list[Any] | None, option: str) -> list[float] | None:
-    if values is None:
-        return None
-    numbers = []
-    for value in values:
-        if isinstance(value, bool):
-            raise ConfigError(f"{option}: {value!r} is not a number")
-        try:
-            numbers.append(float(value))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{option}: '{value}' is not a number", hint=f"e.g. {option} 0.5,0.5") from None
-    return numbers
 
 
 def _check_choices(config: Any) -> None:
@@ -87,6 +74,10 @@ class LabelConfig:
     id_field: str = field(
         default="id", metadata={"help": "Input field holding a stable id (else a text hash)."}
     )
+    encoding: str = field(
+        default="utf-8",
+        metadata={"help": "Text encoding of CSV, TSV and .txt inputs (JSON is always UTF-8)."},
+    )
     few_shot: str | None = field(
         default=None, metadata={"help": "Labeled file of demonstrations (text + label)."}
     )
@@ -95,6 +86,24 @@ class LabelConfig:
     select: Literal["random", "knn"] = field(
         default="random", metadata={"help": "Demonstration choice: random (fixed, stratified) or knn."}
     )
+    templates: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More tasks (shipped names or YAML files with the labels of --task) whose prompts join a "
+            "prompt ensemble: every prompt is labeled and calibrated, and their probabilities are averaged.",
+            "cli": ["--template"],
+        },
+    )
+    orders: int = field(
+        default=1,
+        metadata={
+            "help": "With --few-shot: each prompt with K seeded orders of its demonstrations (members)."
+        },
+    )
+    zero_shot_member: bool = field(
+        default=False,
+        metadata={"help": "With --few-shot: the zero-shot prompt of --task joins the ensemble as a member."},
+    )
     calibrate: Literal["none", "contextual", "prior"] = field(
         default="prior",
         metadata={
@@ -102,10 +111,21 @@ class LabelConfig:
             "--prior), contextual (content-free inputs) or none (raw model scores)."
         },
     )
-    prior: list[float] | None = field(
-        default=None, metadata={"help": "Target prior for --calibrate prior, e.g. 0.5,0.5."}
+    prior: str = field(
+        default="uniform",
+        metadata={
+            "help": "--calibrate prior: the label distribution to match: uniform, estimated (EM over the "
+            "model's posteriors on the fit rows, Saerens et al. 2002), or shares in label order, e.g. 0.3,0.7."
+        },
     )
     prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit --calibrate prior."})
+    calibration_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labeled file whose fitted calibration (method and biases) to apply instead of fitting "
+            "one; label a gold calibration set with the pool's calibration this way (overrides --calibrate)."
+        },
+    )
     batch_size: int = field(default=32, metadata=runtime("Sequences per forward pass (hf, vllm)."))
     concurrency: int = field(default=32, metadata=runtime("Requests in flight (openai)."))
     limit: int | None = field(
@@ -127,7 +147,8 @@ class LabelConfig:
     def __post_init__(self) -> None:
         self.labels = _split(self.labels, "--labels")
         self.text_fields = _split(self.text_fields, "--text-field")
-        self.prior = _numbers(_split(self.prior, "--prior"), "--prior")
+        check_encoding(self.encoding)
+        self.prior = normalize_prior(self.prior)
         if self.task is None and self.labels is None:
             raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)
         if self.task is not None and self.labels is not None:
@@ -140,14 +161,22 @@ class LabelConfig:
             raise ConfigError(
                 f"--limit must be >= 1, got {self.limit}", hint="leave --limit out to label every row"
             )
-        if self.prior is not None:
-            if any(p < 0 for p in self.prior) or sum(self.prior) <= 0:
-                raise ConfigError("--prior: shares must be >= 0 and not all 0", hint="e.g. --prior 0.3,0.7")
-            if self.labels is not None and len(self.prior) != len(self.labels):
-                raise ConfigError(
-                    f"--prior has {len(self.prior)} values for {len(self.labels)} labels",
-                    hint="give one share per label, in label order",
-                )
+        shares = prior_shares(self.prior)
+        if isinstance(shares, list) and self.labels is not None and len(shares) != len(self.labels):
+            raise ConfigError(
+                f"--prior has {len(shares)} values for {len(self.labels)} labels",
+                hint="give one share per label, in label order",
+            )
+        self.templates = _split(self.templates, "--template")
+        if self.orders < 1:
+            raise ConfigError(f"--orders must be >= 1, got {self.orders}")
+        if (self.orders > 1 or self.zero_shot_member) and not self.few_shot:
+            raise ConfigError(
+                "--orders and --zero-shot-member vary the few-shot demonstrations: they need --few-shot",
+                hint="give --few-shot FILE, or ensemble zero-shot prompts with --template",
+            )
+        if self.templates and self.labels is not None:
+            raise ConfigError("--template needs --task (the ensemble's labels come from it), not --labels")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
 
@@ -163,12 +192,17 @@ class LabelConfig:
             quiet=not self.progress,
         )
 
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether these options label with several prompts (`llmst.label.ensemble`)."""
+        return bool(self.templates) or self.orders > 1 or self.zero_shot_member
+
     def build_task(self) -> Task:
         """The task to label with: a shipped/YAML task, or an ad-hoc one from `labels`."""
         from llmst.label.task import adhoc_task, load_task
 
         if self.labels is not None:
-            return adhoc_task(self.labels, (self.text_fields or ["text"])[0])
+            return adhoc_task(self.labels, self.text_fields)
         task = load_task(self.task)  # type: ignore[arg-type]  # __post_init__: task or labels is set
         if self.text_fields:
             task.text_fields = list(self.text_fields)

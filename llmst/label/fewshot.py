@@ -17,7 +17,8 @@ import numpy as np
 
 from llmst.errors import ConfigError
 from llmst.label.task import Task
-from llmst.records import Reject, read_records, record_text
+from llmst.readers import Reject, read_records
+from llmst.records import record_text
 
 
 @dataclass

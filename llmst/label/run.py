@@ -29,21 +29,25 @@ from llmst.backends import make_backend
 from llmst.backends.base import Backend, ScoreRequest, normalize_base_url
 from llmst.cache import AnswerCache, cache_key, score_key
 from llmst.errors import ConfigError
-from llmst.label.calibrate import contextual_bias, prior_bias, softmax
+from llmst.label.calibrate import (
+    contextual_bias,
+    read_fitted_calibration,
+    record_calibration,
+    softmax,
+)
 from llmst.label.checkpoint import open_checkpoint
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
+from llmst.label.prior_fit import fit_prior
 from llmst.label.task import Task
 from llmst.models import llmst_home, model_fingerprint
 from llmst.progress import count_rows, progress_bar
+from llmst.readers import Reject, Row, read_records
 from llmst.records import (
     JsonlAppender,
-    Reject,
-    Row,
     chunked,
     keep_input_fields,
     label_fields,
-    read_records,
     record_id,
     record_text,
     write_json_atomic,
@@ -85,6 +89,8 @@ class LabelSummary:
     calibration_bias: dict[str, float] | None = None
     prompt_hash: str = ""
     signature: str = ""
+    prior_estimate: dict[str, dict[str, float]] | None = None  # --prior estimated: share, low, high
+    members: dict[str, Any] | None = None  # an ensemble's member summaries (`llmst.label.ensemble`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,14 +200,24 @@ class Labeler:
         for (row, text), block in zip(good, blocks, strict=True):
             rid = record_id(row.record, text, self.config.id_field)
             cut = self.backend.truncate(text, self.max_text_tokens)
-            variables = row.record
-            if cut != text and len(self.task.text_fields) == 1:
-                variables = {**row.record, self.task.text_fields[0]: cut}
+            variables = row.record if cut == text else self._cut_fields(row.record, text, cut)
             prefix = self.instruction + block
             prompt = prefix + self.task.render(variables, cut)
             prefix_chars = len(prefix) if self.config.select == "random" else 0
             prepared.append(_Prepared(row, cut, cut != text, prompt, prefix_chars, rid))
         return prepared, rejects
+
+    def _cut_fields(self, record: dict[str, Any], text: str, cut: str) -> dict[str, Any]:
+        """The record with its text fields cut so the rendered prompt fits: the one field, or else the
+        longest one by as many tokens as the joined text is over (the template names the fields)."""
+        fields = self.task.text_fields
+        if len(fields) == 1:
+            return {**record, fields[0]: cut}
+        over = self.backend.count_tokens(text) - self.max_text_tokens
+        sizes = {name: self.backend.count_tokens(str(record[name])) for name in fields}
+        longest = max(fields, key=sizes.__getitem__)
+        keep = max(sizes[longest] - over, 0)
+        return {**record, longest: self.backend.truncate(str(record[longest]), keep)}
 
 
 def _few_shot_examples(config: LabelConfig, task: Task):
@@ -230,7 +246,8 @@ def _backend_model_identity(backend: Backend) -> str:
 
 
 def _signature(source: str, config: LabelConfig, model: str, prompt_hash: str) -> str:
-    return stage.signature("label", config, {"input": source}, model=model, prompt_hash=prompt_hash)
+    inputs = {"input": source, "calibration_from": config.calibration_from}
+    return stage.signature("label", config, inputs, model=model, prompt_hash=prompt_hash)
 
 
 def label_signature(source: str | Path, config: LabelConfig) -> str:
@@ -240,14 +257,26 @@ def label_signature(source: str | Path, config: LabelConfig) -> str:
     name and server URL). `llmst.stage.is_current(out, label_signature(source, config))` says whether `out`
     can be reused as is. A hub model not downloaded yet fingerprints as `NAME@unresolved` until it is.
     """
-    task = config.build_task()
-    prompt_hash = _prompt_hash(task, config, _few_shot_examples(config, task))
+    if config.is_ensemble:
+        from llmst.label.ensemble import ensemble_prompt_hash
+
+        prompt_hash = ensemble_prompt_hash(config)
+    else:
+        prompt_hash = member_prompt_hash(config)
     return _signature(str(source), config, _spec_model_identity(config), prompt_hash)
+
+
+def member_prompt_hash(config: LabelConfig) -> str:
+    """The prompt hash of a single-prompt labeling job (template, labels, demonstrations)."""
+    task = config.build_task()
+    return _prompt_hash(task, config, _few_shot_examples(config, task))
 
 
 def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: Backend) -> dict[str, str]:
     """What a resumed output must share with the run that started it (see the module docstring)."""
     options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
+    if config.calibration_from:  # the biases come from that file's content, not its name
+        options["calibration_from"] = stage.fingerprint(config.calibration_from)
     return {
         "input": stage.fingerprint(source),
         "job": cache_key(
@@ -270,11 +299,17 @@ def label_corpus(
     names that backend's model, which `label_signature(source, config)` matches only when it is the one
     the config describes.
     """
+    if config.is_ensemble:  # several prompts: each member is a job of this function
+        from llmst.label.ensemble import label_ensemble
+
+        return label_ensemble(source, output, config, backend)
     source, out_path = str(source), Path(output)
     rejects_path = out_path.with_name(out_path.name + ".rejects.jsonl")
     checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
     task = config.build_task()
-    rows_iter = read_records(source)  # validates the input path before any model is loaded
+    rows_iter = read_records(source, config.encoding)  # validates the input path before any model is loaded
+    if config.calibration_from:  # a bad --calibration-from fails before the model loads
+        read_fitted_calibration(config.calibration_from, task.label_names)
     own_backend = backend is None
     if backend is None:
         backend = make_backend(config.backend_spec())
@@ -303,7 +338,6 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
     job = _job_identity(config, source, prompt_hash, backend)
     summary = LabelSummary(output=str(out_path), rejects=str(rejects_path), prompt_hash=prompt_hash)
-    summary.calibration = config.calibrate
 
     checkpoint = open_checkpoint(out_path, rejects_path, checkpoint_path, job, config.overwrite)
     stage.clear_marker(out_path)  # complete again only when this run finishes
@@ -318,21 +352,8 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     scorer = _Scorer(backend, task, cache)
     names = task.label_names
 
-    bias = np.zeros(len(names))
-    if config.calibrate == "contextual":
-        block = fewshot.blocks(["N/A"])[0] if fewshot else ""
-        prompts = [
-            task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
-            for cf in task.content_free
-        ]
-        bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
-    elif config.calibrate == "prior":
-        scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
-        bias = _fit_prior(source, labeler, scorer, config)
-        scorer.remember = False
-        summary.prior_fit_computed = scorer.counts[COMPUTED]
-    if config.calibrate != "none":
-        summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
+    method, bias = _calibration(source, config, task, fewshot, labeler, scorer, summary)
+    calibration_fields = record_calibration(method, bias, names)
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
 
     total = count_rows(source)
@@ -356,7 +377,8 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
                     )
                     probs = softmax(logprobs + bias)
                     for item, row_probs in zip(prepared, probs, strict=True):
-                        record = _labeled_record(item, row_probs, names, task, backend, prompt_hash, config)
+                        record = _labeled_record(item, row_probs, names, task, backend, prompt_hash)
+                        record.update(calibration_fields)
                         counts[record["label"]] += 1
                         summary.truncated += int(item.truncated)
                         writer.write(record)
@@ -393,7 +415,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     return summary
 
 
-def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) -> dict[str, Any]:
+def _labeled_record(item, row_probs, names, task, backend, prompt_hash) -> dict[str, Any]:
     record = keep_input_fields(item.row.record)
     record["id"] = item.rid
     record.update(label_fields(row_probs, names))
@@ -401,31 +423,31 @@ def _labeled_record(item, row_probs, names, task, backend, prompt_hash, config) 
         model=backend.model_id,
         task=task.name,
         prompt_hash=prompt_hash,
-        calibration=config.calibrate,
         truncated=item.truncated,
     )
     return record
 
 
-def _fit_prior(source: str, labeler: Labeler, scorer: _Scorer, config: LabelConfig) -> np.ndarray:
-    """Score the first `prior_fit_rows` rows (the main pass reuses the answers) and fit the prior biases."""
-    limit = config.prior_fit_rows if config.limit is None else min(config.prior_fit_rows, config.limit)
-    rows = [r for r in islice(read_records(source), limit) if isinstance(r, Row)]
-    prepared, _ = labeler.prepare(rows)
-    if not prepared:
-        raise ConfigError("prior calibration found no valid rows to fit on")
-    logprobs = []
-    step = labeler.backend.chunk_size
-    started = time.perf_counter()
-    with progress_bar(config.progress, len(prepared), "fitting the prior") as bar:
-        bar_task = bar.add_task("prior", total=len(prepared), rate="-")
-        for start in range(0, len(prepared), step):
-            part = prepared[start : start + step]
-            logprobs.append(scorer.label_logprobs([p.prompt for p in part], [p.prefix_chars for p in part]))
-            done = start + len(part)
-            bar.update(bar_task, advance=len(part), rate=f"{done / (time.perf_counter() - started):.1f}")
-    prior = np.asarray(config.prior) if config.prior else None
-    try:
-        return prior_bias(np.concatenate(logprobs), prior)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+def _calibration(source, config, task, fewshot, labeler, scorer, summary) -> tuple[str, np.ndarray]:
+    """The calibration method and per-label biases of this run: reused from `--calibration-from`, or fitted
+    (contextual: on content-free inputs; prior: on the corpus's first rows). Recorded in `summary`."""
+    names = task.label_names
+    method, bias = config.calibrate, np.zeros(len(names))
+    if config.calibration_from:
+        method, bias = read_fitted_calibration(config.calibration_from, names)
+    elif config.calibrate == "contextual":
+        block = fewshot.blocks(["N/A"])[0] if fewshot else ""
+        prompts = [
+            task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
+            for cf in task.content_free
+        ]
+        bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
+    elif config.calibrate == "prior":
+        scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
+        bias, summary.prior_estimate = fit_prior(source, labeler, scorer, config)
+        scorer.remember = False
+        summary.prior_fit_computed = scorer.counts[COMPUTED]
+    summary.calibration = method
+    if method != "none":
+        summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
+    return method, bias

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,20 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmst.errors import ConfigError
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Safe YAML where only true/false are booleans (as in YAML 1.2), so label keys such as `yes:`/`no:`
+    or `on:`/`off:` stay the strings they read as, not True/False."""
+
+
+_TaskYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_TaskYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
@@ -139,22 +154,41 @@ def load_task(spec: str) -> Task:
             raise ConfigError(f"unknown task '{spec}'", hint="available: " + ", ".join(available_tasks()))
         source, name = shipped.read_text(encoding="utf-8"), spec
     try:
-        data = yaml.safe_load(source)
+        data = yaml.load(source, Loader=_TaskYamlLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"task '{spec}' is not valid YAML: {err}") from err
     return task_from_dict(data, name)
 
 
-def adhoc_task(labels: list[str], text_field: str = "text") -> Task:
-    """A task from `--labels a,b,c`: a generic classification prompt scored on ' a', ' b', ' c'."""
+def adhoc_task(labels: list[str], text_fields: list[str] | None = None) -> Task:
+    """A task from `--labels a,b,c`: a generic classification prompt scored on ' a', ' b', ' c'.
+
+    One text field renders as `Text: ...`; several render each under its own name (`Title: ...`,
+    `Body: ...`), and a row missing any of them is rejected like in every task.
+    """
     names = [name.strip() for name in labels if name.strip()]
     if len(set(names)) != len(names):
         raise ConfigError("--labels has duplicate names")
+    fields = list(text_fields or ["text"])
+    for name in fields:
+        if not name.isidentifier():
+            raise ConfigError(
+                f"--text-field '{name}' cannot be named in an ad-hoc prompt",
+                hint="use field names made of letters, digits and _, or write a task YAML (--task FILE.yaml)",
+            )
+    if len(fields) == 1:
+        body = "Text: {{ text }}\n"
+    else:
+        body = "".join(f"{_title(name)}: {{{{ {name} }}}}\n" for name in fields)
     choices = ", ".join(names)
-    prompt = "Text: {{ text }}\nQuestion: Which label fits the text best: " + choices + "?\nAnswer:"
+    prompt = body + "Question: Which label fits the text best: " + choices + "?\nAnswer:"
     return Task(
         name="adhoc-" + "-".join(names),
         labels={name: [f" {name}"] for name in names},
         prompt=prompt,
-        text_fields=[text_field],
+        text_fields=fields,
     )
+
+
+def _title(field_name: str) -> str:
+    return field_name.replace("_", " ").strip().capitalize()

@@ -151,14 +151,18 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    """How a trained student relabels a corpus (`llmst predict`). Only `text_fields`, `id_field` and `limit`
-    change the output; the rest is runtime."""
+    """How a trained student relabels a corpus (`llmst predict`). Only `text_fields`, `id_field`, `encoding`
+    and `limit` change the output; the rest is runtime."""
 
     text_fields: list[str] | None = field(
         default=None,
         metadata={"help": "Text field(s), comma-separated (default: those the student was trained on)."},
     )
     id_field: str = field(default="id", metadata={"help": "Input field holding a stable id."})
+    encoding: str = field(
+        default="utf-8",
+        metadata={"help": "Text encoding of CSV, TSV and .txt inputs (JSON is always UTF-8)."},
+    )
     limit: int | None = field(default=None, metadata={"help": "Only the first N rows."})
     batch_size: int = field(default=64, metadata=stage.runtime("Rows per forward pass."))
     overwrite: bool = field(default=False, metadata=stage.runtime("Replace OUT."))
@@ -166,6 +170,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         self.text_fields = _names(self.text_fields, "--text-field")
+        stage.check_encoding(self.encoding)
         _check_limit(self.limit)
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")

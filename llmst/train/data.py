@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from llmst.errors import ConfigError
-from llmst.records import iter_checked, label_index, position, record_text
+from llmst.readers import iter_checked, position
+from llmst.records import label_index, record_text
 
 
 @dataclass

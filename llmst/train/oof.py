@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from llmst.errors import ConfigError
-from llmst.records import Reject, read_records, record_text
+from llmst.readers import Reject, read_records
+from llmst.records import record_text
 from llmst.train.config import TrainConfig
 
 

@@ -16,17 +16,8 @@ import torch
 
 from llmst import stage
 from llmst.errors import ConfigError
-from llmst.records import (
-    PendingOutputs,
-    Reject,
-    Row,
-    chunked,
-    keep_input_fields,
-    label_fields,
-    read_records,
-    record_id,
-    record_text,
-)
+from llmst.readers import Reject, Row, read_records
+from llmst.records import PendingOutputs, chunked, keep_input_fields, label_fields, record_id, record_text
 from llmst.train.config import PredictConfig, predict_signature
 from llmst.train.model import StudentClassifier, load_tokenizer, read_student_meta
 
@@ -117,7 +108,7 @@ def _predict_classifier(
             open(outputs.tmp(out), "w", encoding="utf-8") as writer,
             open(outputs.tmp(out.with_name(out.name + ".rejects.jsonl")), "w", encoding="utf-8") as rejects,
         ):
-            rows = read_records(source)
+            rows = read_records(source, config.encoding)
             if config.limit is not None:
                 rows = islice(rows, config.limit)
             for chunk in chunked(rows, CHUNK_ROWS):

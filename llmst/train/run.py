@@ -266,7 +266,7 @@ def training_arguments(out: Path, config: TrainConfig, planned: int) -> dict[str
 
 
 def _teachers(path: str | Path) -> list[str]:
-    from llmst.records import Row, read_records
+    from llmst.readers import Row, read_records
 
     for item in read_records(path):
         if isinstance(item, Row):

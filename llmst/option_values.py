@@ -1,0 +1,62 @@
+"""Parsers of option values that several stage configs share (light: no numpy), so one spelling parses
+the same way everywhere: comma lists from the CLI or lists from Python/YAML, and label priors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmst.errors import ConfigError
+
+PRIOR_WORDS = ("uniform", "estimated")
+
+
+def parse_floats(value: Any, option: str) -> list[float] | None:
+    """'0.3,0.7' (CLI) or a list (Python, YAML) as floats; a bad value is a ConfigError naming `option`."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        raise ConfigError(f"{option}: expected numbers separated by commas, not {value!r}")
+    numbers = []
+    for part in parts:
+        text = str(part).strip()
+        if not text:
+            continue
+        try:
+            numbers.append(float(text))
+        except ValueError as err:
+            raise ConfigError(
+                f"{option}: '{text}' is not a number", hint="give numbers separated by commas, e.g. 0.3,0.7"
+            ) from err
+    return numbers
+
+
+def parse_names(value: Any, option: str) -> list[str] | None:
+    """'a,b' (CLI) or a list as stripped names; None (or nothing but commas) stays None."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        raise ConfigError(f"{option}: expected names separated by commas, not {value!r}")
+    names = [str(part).strip() for part in parts if str(part).strip()]
+    return names or None
+
+
+def normalize_prior(value: Any) -> str:
+    """'uniform', 'estimated', or shares as a canonical comma string ('0.3,0.7')."""
+    if isinstance(value, str) and value.strip() in PRIOR_WORDS:
+        return value.strip()
+    shares = parse_floats(value, "--prior") or []
+    if not shares or min(shares) < 0 or sum(shares) <= 0:
+        raise ConfigError(
+            "--prior shares must be non-negative and not all zero",
+            hint="use uniform, estimated, or shares like --prior 0.3,0.7",
+        )
+    return ",".join(str(share) for share in shares)
+
+
+def prior_shares(value: str) -> str | list[float]:
+    """A normalized prior as stages use it: "uniform", "estimated" or the list of shares."""
+    return value if value in PRIOR_WORDS else (parse_floats(value, "--prior") or [])
