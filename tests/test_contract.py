@@ -238,6 +238,9 @@ def test_usage_errors_are_one_error_line_and_exit_2(tmp_path):
         ["label", str(corpus), "-o", "y"],  # no --task and no --labels
         ["label", str(corpus), "-o", "y", "--task", "sentiment", "--calibrate", "magic"],
         ["label", str(corpus), "-o", "y", "--task", "sentiment", "--limit", "0"],
+        ["label", str(corpus), "-o", "y", "--labels", "a,b", "--label-descriptions", 'a="x"'],
+        ["label", str(corpus), "-o", "y", "--task", "sentiment", "--orders", "2"],
+        ["label", str(corpus), "-o", "y", "--task", "sentiment", "--prior", "estimate-it"],
         ["filter", str(corpus), "-o", "y", "--method", "nope"],
         ["filter", str(corpus), "-o", "y"],  # records without probs
         ["train", str(corpus), "-o", str(tmp_path / "m"), "--epochs", "0"],

@@ -188,6 +188,43 @@ def test_label_config_needs_a_task_or_labels():
         LabelConfig(task="sentiment", labels=["a", "b"])
 
 
+def test_adhoc_instruction_and_label_descriptions_render_as_documented(tmp_path):
+    from llmst.label.config import LabelConfig
+
+    config = LabelConfig(
+        labels="spam,ham",
+        instruction="Is this SMS message spam?",
+        label_descriptions='spam="unsolicited ads, scams", ham=a normal message',
+    )
+    task = config.build_task()
+    assert task.render({"text": "WIN a prize {{ now }}"}, "WIN a prize {{ now }}") == (
+        "Is this SMS message spam?\nLabels:\n- spam: unsolicited ads, scams\n- ham: a normal message\n"
+        "Text: WIN a prize {{ now }}\nQuestion: Which label fits the text best: spam, ham?\nAnswer:"
+    )
+    plain = LabelConfig(labels="spam,ham").build_task()  # no options: the prompt of earlier versions
+    assert plain.prompt == "Text: {{ text }}\nQuestion: Which label fits the text best: spam, ham?\nAnswer:"
+    sneaky = LabelConfig(labels="a,b", instruction="Decide {{ 7 * 7 }}").build_task()
+    assert sneaky.render({"text": "x"}, "x").startswith(
+        "Decide {{ 7 * 7 }}\n"
+    )  # user text, not template code
+    (tmp_path / "d.yaml").write_text("ham: a normal message\nspam: ads\n")
+    assert (
+        LabelConfig(labels="spam,ham", label_descriptions=str(tmp_path / "d.yaml"))
+        .build_task()
+        .prompt.startswith("Labels:\n- spam: ads\n- ham: a normal message\n")
+    )
+    for bad, message in [
+        ('spam="ads"', "no description for \\['ham'\\]"),
+        ('spam="ads",ham="x",eggs="y"', "unknown label"),
+        ('spam="ads",spam="again",ham=x', "described twice"),
+        ('spam "ads"', "cannot read"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            LabelConfig(labels="spam,ham", label_descriptions=bad)
+    with pytest.raises(ConfigError, match="need --labels"):
+        LabelConfig(task="sentiment", instruction="Is it positive?")
+
+
 def test_em_recovers_a_planted_prior():
     """Saerens et al.'s EM: posteriors calibrated under a uniform prior, data drawn under a skewed one."""
     from llmst.label.calibrate import em_prior, estimate_prior

@@ -8,6 +8,7 @@ module is cheap: no torch, no model code.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +52,46 @@ def _check_choices(config: Any) -> None:
             raise ConfigError(f"{option}: unknown value '{value}'", hint="use one of: " + ", ".join(choices))
 
 
+_DESCRIPTION = re.compile(r"""\s*([^=,"']+?)\s*=\s*("([^"]*)"|'([^']*)'|([^,]*))\s*(,|$)""")
+
+
+def parse_label_descriptions(value: str | None, labels: list[str]) -> dict[str, str] | None:
+    """`a="...",b="..."` (or a YAML file of `label: description`) as {label: description}; every label of
+    `labels` exactly once, else a ConfigError that names the problem."""
+    if value is None:
+        return None
+    hint = 'e.g. --label-descriptions spam="unsolicited ads",ham="a normal message", or a YAML file'
+    if value.strip().endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            data = yaml.safe_load(open(value, encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"--label-descriptions: cannot read {value}: {err}", hint=hint) from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"--label-descriptions: {value} must map each label to a description", hint=hint
+            )
+        pairs = {str(k): str(v) for k, v in data.items()}
+    else:
+        pairs, position = {}, 0
+        while position < len(value):
+            match = _DESCRIPTION.match(value, position)
+            if match is None or match.end() == position:
+                raise ConfigError(f"--label-descriptions: cannot read {value[position:]!r}", hint=hint)
+            name = match.group(1).strip()
+            if name in pairs:
+                raise ConfigError(f"--label-descriptions: '{name}' is described twice", hint=hint)
+            pairs[name] = next(g for g in match.groups()[2:5] if g is not None).strip()
+            position = match.end()
+    unknown = [name for name in pairs if name not in labels]
+    missing = [name for name in labels if name not in pairs]
+    if unknown or missing:
+        problem = f"unknown label(s) {unknown}" if unknown else f"no description for {missing}"
+        raise ConfigError(f"--label-descriptions: {problem}; the labels are {labels}", hint=hint)
+    return {name: pairs[name] for name in labels}
+
+
 @dataclass
 class LabelConfig:
     """Options of `llmst label` (the CLI is generated from these fields; Python users fill it too)."""
@@ -59,6 +100,19 @@ class LabelConfig:
         default=None, metadata={"help": "Task name (llmst tasks list) or a task YAML file."}
     )
     labels: list[str] | None = field(default=None, metadata={"help": "Ad-hoc task: label names."})
+    instruction: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ad-hoc task: what to decide, placed first in the prompt (e.g. 'Is this SMS spam?')."
+        },
+    )
+    label_descriptions: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ad-hoc task: what each label means, listed in the prompt: "
+            'name="description",name="description" (every label once), or a YAML file of name: description.'
+        },
+    )
     model: str = field(
         default=DEFAULT_LABELER,
         metadata={"help": "Bundled name, model folder, .gguf file, hub id, or served name."},
@@ -175,6 +229,13 @@ class LabelConfig:
                 "--orders and --zero-shot-member vary the few-shot demonstrations: they need --few-shot",
                 hint="give --few-shot FILE, or ensemble zero-shot prompts with --template",
             )
+        if (self.instruction or self.label_descriptions) and self.labels is None:
+            raise ConfigError(
+                "--instruction and --label-descriptions describe an ad-hoc task: they need --labels",
+                hint="a task YAML has its own instruction and prompt",
+            )
+        if self.label_descriptions is not None:
+            parse_label_descriptions(self.label_descriptions, self.labels or [])
         if self.templates and self.labels is not None:
             raise ConfigError("--template needs --task (the ensemble's labels come from it), not --labels")
         if self.backend == "openai" and not self.base_url:
@@ -202,7 +263,8 @@ class LabelConfig:
         from llmst.label.task import adhoc_task, load_task
 
         if self.labels is not None:
-            return adhoc_task(self.labels, self.text_fields)
+            descriptions = parse_label_descriptions(self.label_descriptions, self.labels)
+            return adhoc_task(self.labels, self.text_fields, self.instruction, descriptions)
         task = load_task(self.task)  # type: ignore[arg-type]  # __post_init__: task or labels is set
         if self.text_fields:
             task.text_fields = list(self.text_fields)

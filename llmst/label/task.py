@@ -160,10 +160,16 @@ def load_task(spec: str) -> Task:
     return task_from_dict(data, name)
 
 
-def adhoc_task(labels: list[str], text_fields: list[str] | None = None) -> Task:
+def adhoc_task(
+    labels: list[str],
+    text_fields: list[str] | None = None,
+    instruction: str | None = None,
+    descriptions: dict[str, str] | None = None,
+) -> Task:
     """A task from `--labels a,b,c`: a generic classification prompt scored on ' a', ' b', ' c'.
 
-    One text field renders as `Text: ...`; several render each under its own name (`Title: ...`,
+    The prompt is the instruction (if any), the labels with their descriptions (if any), the text, and the
+    question. One text field renders as `Text: ...`; several render each under its own name (`Title: ...`,
     `Body: ...`), and a row missing any of them is rejected like in every task.
     """
     names = [name.strip() for name in labels if name.strip()]
@@ -180,14 +186,26 @@ def adhoc_task(labels: list[str], text_fields: list[str] | None = None) -> Task:
         body = "Text: {{ text }}\n"
     else:
         body = "".join(f"{_title(name)}: {{{{ {name} }}}}\n" for name in fields)
+    head = ""
+    if instruction:
+        head += _literal(instruction.strip()) + "\n"
+    if descriptions:
+        head += "Labels:\n" + "".join(f"- {_literal(n)}: {_literal(descriptions[n])}\n" for n in names)
     choices = ", ".join(names)
-    prompt = body + "Question: Which label fits the text best: " + choices + "?\nAnswer:"
+    prompt = head + body + "Question: Which label fits the text best: " + _literal(choices) + "?\nAnswer:"
     return Task(
         name="adhoc-" + "-".join(names),
         labels={name: [f" {name}"] for name in names},
         prompt=prompt,
         text_fields=fields,
     )
+
+
+def _literal(text: str) -> str:
+    """User text placed in a Jinja template verbatim (never evaluated as template code)."""
+    if not any(mark in text for mark in ("{{", "{%", "{#", "}}", "%}", "#}")):
+        return text
+    return "{{ " + json.dumps(text) + " }}"
 
 
 def _title(field_name: str) -> str:
