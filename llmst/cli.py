@@ -26,6 +26,7 @@ from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.train.config import PredictConfig, TrainConfig
+from llmst.tune.config import TuneConfig
 
 
 def _version(value: bool) -> None:
@@ -113,6 +114,21 @@ def aggregate_cmd(*, config: AggregateConfig, inputs: list[str], out: Path) -> N
     _echo_json(summarize(run_aggregate(inputs, out, config)))
 
 
+def tune_cmd(*, config: TuneConfig, dev: str, out: Path) -> None:
+    """Choose a labeling prompt for a task on 50-300 gold rows by cross-validation: prompt families x
+    verbalizers x calibrations x shots (demonstrations only from other folds). Writes OUT (a task YAML for
+    `llmst label --task OUT`), OUT.options.yaml (`llmst label --config OUT.options.yaml`) and
+    OUT.report.json (every candidate's CV macro-F1 with its 95% interval). Prints a JSON summary."""
+    from llmst.tune.run import run_tune
+
+    report = run_tune(dev, out, config)
+    for warning in report["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    _echo_json(
+        {k: v for k, v in report.items() if k != "candidates"} | {"candidates": len(report["candidates"])}
+    )
+
+
 def evaluate_cmd(*, config: EvaluateConfig, labeled: Path) -> None:
     """Score labeled records against gold labels: accuracy, macro-F1, the majority-class baseline, per-class
     precision/recall, ECE and the accuracy-coverage curve (plots with --report-dir). Prints a JSON report."""
@@ -177,6 +193,16 @@ add_config_command(
     arguments=[
         _argument("inputs", list[str], "Labeled files of the same corpus (same ids, same labels)."),
         _out("Output JSONL of fused records."),
+    ],
+)
+add_config_command(
+    app,
+    "tune",
+    TuneConfig,
+    tune_cmd,
+    arguments=[
+        _argument("dev", str, "Gold-labeled rows of the task (50-300; text field(s) and --gold-field)."),
+        _out("Task YAML to write (plus OUT.options.yaml and OUT.report.json)."),
     ],
 )
 add_config_command(

@@ -286,7 +286,9 @@ def _check_spec(spec: str) -> Path | None:
 
 
 def model_fingerprint(spec: str) -> str:
-    """Identity of the weights a model spec names; cheap, never converts, downloads or imports torch.
+    """Identity of the weights a model spec names; never converts, downloads or imports torch (a bundled
+    model split across part packages is joined once on first use, a file copy). A bundled model that is not
+    installed is a ConfigError whose hint installs it.
 
     Bundled or local GGUF: the GGUF file's content (+ the conversion version); local folder: its content;
     hub id: the snapshot commit in the local Hugging Face cache, else `hub:NAME@unresolved`.

@@ -7,7 +7,7 @@ from typing import Any
 
 from llmst.errors import ConfigError
 
-PRIOR_WORDS = ("uniform", "estimated")
+PRIOR_WORDS = ("uniform", "estimated", "em")  # the words any stage's --prior may take (each stage says which)
 
 
 def parse_floats(value: Any, option: str) -> list[float] | None:
@@ -44,16 +44,16 @@ def parse_names(value: Any, option: str) -> list[str] | None:
     return names or None
 
 
-def normalize_prior(value: Any) -> str:
-    """'uniform', 'estimated', or shares as a canonical comma string ('0.3,0.7')."""
-    if isinstance(value, str) and value.strip() in PRIOR_WORDS:
+def normalize_prior(value: Any, words: tuple[str, ...] = ("uniform", "estimated")) -> str:
+    """One of `words`, or shares as a canonical comma string ('0.3,0.7')."""
+    if isinstance(value, str) and value.strip() in words:
         return value.strip()
+    hint = f"use {', '.join(words)}, or shares like --prior 0.3,0.7"
+    if isinstance(value, str) and value.strip().replace(".", "").replace(",", "").replace(" ", "").isalpha():
+        raise ConfigError(f"--prior: unknown value '{value.strip()}'", hint=hint)
     shares = parse_floats(value, "--prior") or []
     if not shares or min(shares) < 0 or sum(shares) <= 0:
-        raise ConfigError(
-            "--prior shares must be non-negative and not all zero",
-            hint="use uniform, estimated, or shares like --prior 0.3,0.7",
-        )
+        raise ConfigError("--prior shares must be non-negative and not all zero", hint=hint)
     return ",".join(str(share) for share in shares)
 
 

@@ -15,6 +15,7 @@ from llmst import stage
 from llmst.errors import ConfigError
 
 _BOM = b"\xef\xbb\xbf"
+CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) fails on long documents
 _JSON_HINT = 'write a JSON array of objects, {"data": [...]}, or one JSON object per line (.jsonl)'
 
 
@@ -37,6 +38,8 @@ class Reject:
 def _read_jsonl(path: Path) -> Iterator[Row | Reject]:
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(_BOM)  # editors on Windows start UTF-8 files with one
             if not raw.strip():
                 continue
             try:
@@ -60,23 +63,36 @@ def _read_csv(path: Path, delimiter: str, encoding: str = "utf-8") -> Iterator[R
     inside a sentence (MRPC, SICK) is text, never the start of a field that swallows the next lines. A
     leading byte-order mark is dropped (Excel writes one), so the first column keeps its name."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     with open(path, encoding=_python_encoding(encoding), errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
-        width = len(reader.fieldnames or [])
-        for record in reader:
-            line_no = reader.line_num
-            if None in record:
-                yield Reject(line_no, f"more fields than the header's {width}", json.dumps(record.get(None)))
-                continue
-            short = [k for k, v in record.items() if v is None]
-            if short:
-                yield Reject(line_no, f"fewer fields than the header's {width} (no '{short[0]}')", "")
-                continue
-            bad = [k for k, v in record.items() if isinstance(v, str) and _has_surrogates(v)]
-            if bad:
-                yield Reject(line_no, f"invalid {encoding} in field '{bad[0]}'", repr(record[bad[0]]))
-                continue
-            yield Row(line_no, record)
+        reader = csv.DictReader(
+            handle, delimiter=delimiter, quoting=quoting, strict=quoting != csv.QUOTE_NONE
+        )
+        try:
+            width = len(reader.fieldnames or [])
+            yield from _csv_rows(reader, width, encoding)
+        except csv.Error as err:  # e.g. an unterminated quote that swallowed the rest of a CSV file
+            raise ConfigError(
+                f"{path}, line {reader.line_num}: cannot parse: {err}",
+                hint="check the quoting of that line (a CSV field with a quote or comma must be quoted)",
+            ) from None
+
+
+def _csv_rows(reader: csv.DictReader, width: int, encoding: str) -> Iterator[Row | Reject]:
+    for record in reader:
+        line_no = reader.line_num
+        if None in record:
+            yield Reject(line_no, f"more fields than the header's {width}", json.dumps(record.get(None)))
+            continue
+        short = [k for k, v in record.items() if v is None]
+        if short:
+            yield Reject(line_no, f"fewer fields than the header's {width} (no '{short[0]}')", "")
+            continue
+        bad = [k for k, v in record.items() if isinstance(v, str) and _has_surrogates(v)]
+        if bad:
+            yield Reject(line_no, f"invalid {encoding} in field '{bad[0]}'", repr(record[bad[0]]))
+            continue
+        yield Row(line_no, record)
 
 
 def _python_encoding(encoding: str) -> str:
@@ -94,7 +110,7 @@ def _read_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[Row | Reje
             if _has_surrogates(text):
                 yield Reject(line_no, f"invalid {encoding}", repr(text))
                 continue
-            yield Row(line_no, {"text": text})
+            yield Row(line_no, {"id": f"line-{line_no}", "text": text})  # repeated lines stay distinct
 
 
 def _has_surrogates(text: str) -> bool:

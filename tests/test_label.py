@@ -207,6 +207,16 @@ def test_a_long_multi_field_row_is_cut_in_its_longest_field(tmp_path, backend):
     assert backend.count_tokens(prompt) <= backend.max_context - 8
 
 
+def test_two_long_fields_share_the_context(tmp_path, backend):
+    both = " ".join(f"w{i}" for i in range(400))
+    cfg = config(tmp_path, labels=["good", "bad"], text_fields=["question", "passage"])
+    labeler = Labeler(cfg, cfg.build_task(), backend, None)
+    prepared, _ = labeler.prepare([Row(1, {"question": both, "passage": both})])
+    prompt = prepared[0].prompt
+    assert prepared[0].truncated and "Question: w0" in prompt and "Passage: w0" in prompt
+    assert backend.count_tokens(prompt) <= backend.max_context - 8
+
+
 def test_rerun_uses_cache_and_overwrite_keeps_answers(tmp_path, backend):
     src = write_jsonl(tmp_path / "in.jsonl", corpus(30))
     out = tmp_path / "out.jsonl"
@@ -352,7 +362,7 @@ def test_prompt_ensemble_in_one_run(tmp_path, backend):
     for i, record in enumerate(fused):
         mean = np.mean([rows[i]["probs"]["positive"] for rows in members.values()])
         assert record["probs"]["positive"] == pytest.approx(mean, abs=1e-9)
-        assert len(record["sources"]) == 5 and record["calibration"] == "ensemble:prior"
+        assert len(record["sources"]) == 5 and record["calibration"] == "aggregate:mean"
     assert stage.read_marker(out) == label_signature(src, cfg)
     assert label_signature(src, replace(cfg, orders=1)) != label_signature(src, cfg)
     again = label_corpus(src, out, cfg, backend=backend)
@@ -369,23 +379,59 @@ def test_prompt_ensemble_in_one_run(tmp_path, backend):
         config(tmp_path, orders=2)
 
 
-def test_prior_estimated_matches_the_em_estimate_of_the_fit_rows(tmp_path, backend):
+def test_prior_em_is_the_em_estimate_over_content_free_corrected_posteriors(tmp_path, backend):
     from llmst.label.calibrate import estimate_prior
 
     src = write_jsonl(tmp_path / "in.jsonl", corpus(40))
     raw = label_corpus(src, tmp_path / "raw.jsonl", config(tmp_path), backend=backend)
     assert raw.prior_estimate is None
+    contextual = label_corpus(
+        src, tmp_path / "ctx.jsonl", config(tmp_path, calibrate="contextual"), backend=backend
+    )
+    reference = np.array([contextual.calibration_bias[n] for n in ("negative", "positive")])
     scores = np.log(
         [[r["probs"]["negative"], r["probs"]["positive"]] for r in read_lines(tmp_path / "raw.jsonl")]
     )
-    expected, _, _ = estimate_prior(scores, seed=0)
-    out = tmp_path / "est.jsonl"
-    summary = label_corpus(src, out, config(tmp_path, calibrate="prior", prior="estimated"), backend=backend)
+    expected, _, _ = estimate_prior(scores, reference, seed=0)
+    naive, _, _ = estimate_prior(scores, seed=0)
+    assert np.abs(expected - naive).max() > 1e-3  # the reference matters
+    out = tmp_path / "em.jsonl"
+    summary = label_corpus(src, out, config(tmp_path, calibrate="prior", prior="em"), backend=backend)
     shares = [summary.prior_estimate[n]["share"] for n in ("negative", "positive")]
     assert shares == pytest.approx(expected.tolist(), abs=1e-6)
     assert all(v["low"] <= v["share"] <= v["high"] for v in summary.prior_estimate.values())
     mean = np.mean([r["probs"]["positive"] for r in read_lines(out)])
     assert mean == pytest.approx(shares[1], abs=1e-3)  # the biases match the estimated prior
+    with pytest.raises(ConfigError, match="3 shares for the task's 2 labels"):
+        label_corpus(
+            src,
+            tmp_path / "bad.jsonl",
+            config(tmp_path, calibrate="prior", prior="0.2,0.3,0.5"),
+            backend=backend,
+        )
+    for bad, message in (("0,1", "share > 0"), ("estimated", "unknown value")):
+        with pytest.raises(ConfigError, match=message):
+            config(tmp_path, calibrate="prior", prior=bad)
+
+
+def test_ensemble_refuses_mismatched_labels_and_repeated_ids_before_labeling(tmp_path, backend):
+    shots = write_jsonl(
+        tmp_path / "shots.jsonl", [{"text": "x", "label": "negative"}, {"text": "y", "label": "positive"}]
+    )
+    other = tmp_path / "other.yaml"
+    other.write_text("labels: [positive, negative]\nprompt: '{{ text }}'\n")  # same names, other order
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(4))
+    with pytest.raises(ConfigError, match="same order"):
+        label_corpus(src, tmp_path / "o.jsonl", config(tmp_path, templates=[str(other)]), backend=backend)
+    repeated = write_jsonl(tmp_path / "rep.jsonl", [{"text": "same"}, {"text": "other"}, {"text": "same"}])
+    cfg = config(tmp_path, few_shot=str(shots), shots=2, orders=2)
+    with pytest.raises(ConfigError, match="lines 1 and 3 have the same id"):
+        label_corpus(repeated, tmp_path / "r.jsonl", cfg, backend=backend)
+    assert not (tmp_path / "r.jsonl.members").exists() or not list(
+        (tmp_path / "r.jsonl.members").glob("*.jsonl")
+    )
+    with pytest.raises(ConfigError, match="needs --select random"):
+        config(tmp_path, few_shot=str(shots), orders=2, select="knn")
 
 
 def test_few_shot_random_and_knn(tmp_path, backend):

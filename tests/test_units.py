@@ -61,6 +61,22 @@ def test_tsv_with_quotes_and_a_bom_is_read_row_for_row(tmp_path):
     assert [i.record for i in read_records(tmp_path / "b.csv")] == [{"text": 'a, "b"', "y": "1"}]
 
 
+def test_bom_jsonl_long_csv_fields_and_water_filling(tmp_path):
+    from llmst.label.run import water_fill
+
+    (tmp_path / "b.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n')
+    assert [i.record["text"] for i in read_records(tmp_path / "b.jsonl")] == ["a", "b"]
+    long_text = "word " * 60_000  # 300 KB: over the csv module's default field limit
+    (tmp_path / "long.tsv").write_text(f"text\tgold\n{long_text}\t1\n", encoding="utf-8")
+    assert len(next(iter(read_records(tmp_path / "long.tsv"))).record["text"]) == len(long_text)
+    (tmp_path / "bad.csv").write_text('text,y\n"open quote,1\n')
+    with pytest.raises(ConfigError, match="cannot parse"):
+        list(read_records(tmp_path / "bad.csv"))
+    assert water_fill([10, 10], 12) == 6  # equal fields share the budget
+    assert water_fill([3, 50, 40], 43) == 20  # the short field stays whole
+    assert water_fill([3, 4], 100) == 4  # everything fits
+
+
 def test_encoding_option_and_text_files(tmp_path):
     (tmp_path / "l1.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
     assert isinstance(next(iter(read_records(tmp_path / "l1.csv"))), Reject)  # not UTF-8
@@ -70,8 +86,8 @@ def test_encoding_option_and_text_files(tmp_path):
     (tmp_path / "t.txt").write_text("\ufefffirst line\n\nsecond, with a comma\n", encoding="utf-8")
     items = list(read_records(tmp_path / "t.txt"))
     assert [(i.line, i.record) for i in items] == [
-        (1, {"text": "first line"}),
-        (3, {"text": "second, with a comma"}),
+        (1, {"id": "line-1", "text": "first line"}),
+        (3, {"id": "line-3", "text": "second, with a comma"}),
     ]
 
 
@@ -225,6 +241,20 @@ def test_adhoc_instruction_and_label_descriptions_render_as_documented(tmp_path)
         LabelConfig(task="sentiment", instruction="Is it positive?")
 
 
+def test_adhoc_field_named_text_and_yaml_descriptions(tmp_path):
+    from llmst.label.config import LabelConfig
+
+    task = LabelConfig(labels="a,b", text_fields="title,text").build_task()
+    assert task.render({"title": "T", "text": "BODY"}, "T\nBODY").startswith(
+        "Title: T\nText: BODY\nQuestion:"
+    )
+    (tmp_path / "yn.yaml").write_text("yes: it agrees\nno: it does not\n")
+    yn = LabelConfig(labels="yes,no", label_descriptions=str(tmp_path / "yn.yaml")).build_task()
+    assert "- yes: it agrees\n- no: it does not\n" in yn.prompt
+    with pytest.raises(ConfigError, match="cannot read"):
+        LabelConfig(labels="a,b", label_descriptions='a="x" junk,b=y')
+
+
 def test_em_recovers_a_planted_prior():
     """Saerens et al.'s EM: posteriors calibrated under a uniform prior, data drawn under a skewed one."""
     from llmst.label.calibrate import em_prior, estimate_prior
@@ -254,7 +284,7 @@ def test_label_config_parses_comma_separated_options():
     assert config.prior == "0.25,0.75"  # the same canonical spelling as llmst filter --prior
     assert LabelConfig(task="sentiment", prior=["0.5", 0.5]).prior == "0.5,0.5"  # from a YAML list
     assert LabelConfig(task="sentiment").prior == "uniform"
-    assert LabelConfig(task="sentiment", prior="estimated").prior == "estimated"
+    assert LabelConfig(task="sentiment", prior="em").prior == "em"
     with pytest.raises(ConfigError) as caught:
         LabelConfig(task="sentiment", prior="0.5,x")
     assert caught.value.message == "--prior: 'x' is not a number" and caught.value.exit_code == 2

@@ -122,6 +122,17 @@ def _fuse(config: AggregateConfig, source_labels, probs_stack, source_names, nam
     return result.probs, result.accuracies, details
 
 
+def _fused_calibration(inputs: list[str | Path], names: list[str], method: str) -> dict[str, Any]:
+    """Fused probs are not any one source's: records say `aggregate:<method>` and carry every source's
+    fitted biases (`source/label`), so `filter --calibration` compares a gold file with the whole fusion."""
+    biases: dict[str, float] = {}
+    for path, name in zip(inputs, names, strict=True):
+        first = next(iter_checked(path), (0, {}))[1]
+        for label, value in (first.get("calibration_bias") or {}).items():
+            biases[f"{name}/{label}"] = float(value)
+    return {"calibration": f"aggregate:{method}", "calibration_bias": biases}
+
+
 def run_aggregate(inputs: list[str | Path], out: str | Path, config: AggregateConfig) -> dict[str, Any]:
     """Fuse labeled files of one corpus (joined on `id`) and optional labeling functions into `out`.
 
@@ -189,11 +200,14 @@ def run_aggregate(inputs: list[str | Path], out: str | Path, config: AggregateCo
         json.dumps([config.method, source_names, config.weights], sort_keys=True).encode()
     ).hexdigest()[:16]
 
+    calibration = _fused_calibration(inputs, names, config.method)
+
     def fused_records() -> Iterator[dict[str, Any]]:
         for i, (_, record) in enumerate(iter_checked(inputs[0])):
             out_record = dict(record)
             out_record["id"] = first.ids[i]
             out_record.update(label_fields(fused[i], label_names))
+            out_record.update(calibration)
             out_record.update(
                 model=f"aggregate:{config.method}",
                 prompt_hash=prompt_hash,

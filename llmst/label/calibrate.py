@@ -77,15 +77,26 @@ def em_prior(
 
 
 def estimate_prior(
-    label_logprobs: np.ndarray, *, resamples: int = 200, seed: int = 0
+    label_logprobs: np.ndarray,
+    reference_bias: np.ndarray | None = None,
+    *,
+    resamples: int = 200,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """EM estimate of the corpus prior from raw label log-probs (the model's posteriors taken as calibrated
-    under a uniform prior), with a 95% bootstrap interval over rows: (estimate, low, high)."""
-    posteriors = softmax(np.asarray(label_logprobs, dtype=np.float64))
+    """EM estimate of the corpus prior, with a 95% bootstrap interval over rows: (estimate, low, high).
+
+    The posteriors are softmax(label_logprobs + reference_bias), taken as calibrated under a uniform prior.
+    Raw LLM scores are not (a model's own preference for a label would read as label shift), so llmst
+    passes the content-free bias (`contextual_bias`) as the reference.
+    """
+    logits = np.asarray(label_logprobs, dtype=np.float64)
+    if reference_bias is not None:
+        logits = logits + np.asarray(reference_bias, dtype=np.float64)
+    posteriors = softmax(logits)
     estimate = em_prior(posteriors)
     rng = np.random.default_rng(seed)
     n = len(posteriors)
-    draws = np.array([em_prior(posteriors[rng.integers(0, n, n)], iterations=200) for _ in range(resamples)])
+    draws = np.array([em_prior(posteriors[rng.integers(0, n, n)]) for _ in range(resamples)])
     low, high = np.percentile(draws, [2.5, 97.5], axis=0)
     return estimate, low, high
 
@@ -136,6 +147,12 @@ def read_fitted_calibration(path: str, names: list[str]) -> tuple[str, np.ndarra
             raise ConfigError(f"{path}: its records do not say how they were calibrated", hint=hint)
         if identity[0] == "none":
             return "none", np.zeros(len(names))
+        if identity[0].startswith("aggregate:"):
+            raise ConfigError(
+                f"{path} holds fused labels ({identity[0]}): no single calibration to reuse",
+                hint="give the ensemble's own options (--template/--orders/--zero-shot-member) to reuse each "
+                "member's calibration, or a single-prompt labeled file",
+            )
         bias = {str(k): float(v) for k, v in record["calibration_bias"].items()}  # exact, not rounded
         if set(bias) != set(names):
             raise ConfigError(

@@ -52,7 +52,7 @@ def _check_choices(config: Any) -> None:
             raise ConfigError(f"{option}: unknown value '{value}'", hint="use one of: " + ", ".join(choices))
 
 
-_DESCRIPTION = re.compile(r"""\s*([^=,"']+?)\s*=\s*("([^"]*)"|'([^']*)'|([^,]*))\s*(,|$)""")
+_DESCRIPTION = re.compile(r"""\s*([^=,"']+?)\s*=\s*("([^"]*)"|'([^']*)'|([^,"'][^,]*|))\s*(,|$)""")
 
 
 def parse_label_descriptions(value: str | None, labels: list[str]) -> dict[str, str] | None:
@@ -64,8 +64,10 @@ def parse_label_descriptions(value: str | None, labels: list[str]) -> dict[str, 
     if value.strip().endswith((".yaml", ".yml")):
         import yaml
 
+        from llmst.label.task import TaskYamlLoader
+
         try:
-            data = yaml.safe_load(open(value, encoding="utf-8"))
+            data = yaml.load(open(value, encoding="utf-8"), Loader=TaskYamlLoader)  # a SafeLoader
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"--label-descriptions: cannot read {value}: {err}", hint=hint) from None
         if not isinstance(data, dict):
@@ -168,8 +170,9 @@ class LabelConfig:
     prior: str = field(
         default="uniform",
         metadata={
-            "help": "--calibrate prior: the label distribution to match: uniform, estimated (EM over the "
-            "model's posteriors on the fit rows, Saerens et al. 2002), or shares in label order, e.g. 0.3,0.7."
+            "help": "--calibrate prior: the label distribution to match: uniform, em (the corpus's prior "
+            "estimated by EM, Saerens et al. 2002, over posteriors freed of the model's own bias by "
+            "content-free inputs), or shares in label order, e.g. 0.3,0.7."
         },
     )
     prior_fit_rows: int = field(default=5000, metadata={"help": "Rows used to fit --calibrate prior."})
@@ -202,7 +205,7 @@ class LabelConfig:
         self.labels = _split(self.labels, "--labels")
         self.text_fields = _split(self.text_fields, "--text-field")
         check_encoding(self.encoding)
-        self.prior = normalize_prior(self.prior)
+        self.prior = normalize_prior(self.prior, ("uniform", "em"))
         if self.task is None and self.labels is None:
             raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)
         if self.task is not None and self.labels is not None:
@@ -216,12 +219,22 @@ class LabelConfig:
                 f"--limit must be >= 1, got {self.limit}", hint="leave --limit out to label every row"
             )
         shares = prior_shares(self.prior)
+        if isinstance(shares, list) and min(shares) <= 0:
+            raise ConfigError(
+                f"--prior {self.prior}: every label needs a share > 0 (calibration cannot reach a zero share)",
+                hint="e.g. --prior 0.05,0.95",
+            )
         if isinstance(shares, list) and self.labels is not None and len(shares) != len(self.labels):
             raise ConfigError(
                 f"--prior has {len(shares)} values for {len(self.labels)} labels",
                 hint="give one share per label, in label order",
             )
         self.templates = _split(self.templates, "--template")
+        if self.orders > 1 and self.select == "knn":
+            raise ConfigError(
+                "--orders varies the order of one fixed sample of demonstrations: it needs --select random",
+                hint="kNN demonstrations are chosen per row and ordered by similarity",
+            )
         if self.orders < 1:
             raise ConfigError(f"--orders must be >= 1, got {self.orders}")
         if (self.orders > 1 or self.zero_shot_member) and not self.few_shot:

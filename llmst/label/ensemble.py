@@ -4,8 +4,9 @@ Members are the prompts of `--task` and of each `--template`, each with `--order
 few-shot demonstrations (`--seed`, `--seed + 1`, ...), plus, with `--zero-shot-member`, the zero-shot prompt
 of `--task`. Every member is an ordinary labeling job (calibrated on its own, cached and resumable) written
 to `OUT.members/<member>.jsonl`; the members are then fused by `llmst aggregate --method mean` into OUT, so
-each fused record keeps every member's label in `sources` (for `filter --method agreement`) and the member
-files keep their probabilities. OUT's signature covers every member's prompt.
+each fused record keeps every member's label in `sources` (for `filter --method agreement`), its
+`calibration` is `aggregate:mean` with every member's biases, and the member files keep their
+probabilities. OUT's signature covers every member's prompt.
 
 With `--calibration-from POOL` (POOL labeled by the same ensemble), member k takes the calibration of
 POOL's member k, so a gold calibration set is scored exactly like the pool.
@@ -52,7 +53,38 @@ def ensemble_members(config: LabelConfig) -> dict[str, LabelConfig]:
             members[name] = replace(config, task=task, seed=config.seed + order, **single)
     if config.zero_shot_member:
         members[_member_name(config.task, None)] = replace(config, few_shot=None, **single)
+    labels = members[next(iter(members))].build_task().label_names
+    for name, member in members.items():
+        other = member.build_task().label_names
+        if other != labels:
+            raise ConfigError(
+                f"ensemble member {name} has the labels {other}, not {labels} (in this order)",
+                hint="every --template must list the labels of --task, in the same order",
+            )
     return members
+
+
+def _check_unique_ids(source: str | Path, config: LabelConfig) -> None:
+    """Members are fused by id: refuse a corpus with repeated ids before any member is labeled."""
+    from llmst.readers import Row, read_records
+    from llmst.records import record_id, record_text
+
+    task = config.build_task()
+    seen: dict[str, int] = {}
+    for item in read_records(source, config.encoding):
+        if not isinstance(item, Row):
+            continue
+        text = record_text(item.record, task.text_fields)
+        if text is None:
+            continue
+        rid = record_id(item.record, text, config.id_field)
+        if rid in seen:
+            raise ConfigError(
+                f"{source}: lines {seen[rid]} and {item.line} have the same id {rid!r} (an ensemble fuses its "
+                "members by id; rows without an id are identified by their text)",
+                hint=f"give every row a unique '{config.id_field}' field (--id-field), or drop repeated rows",
+            )
+        seen[rid] = item.line
 
 
 def ensemble_prompt_hash(config: LabelConfig) -> str:
@@ -82,6 +114,7 @@ def label_ensemble(
     """Label `source` with every member prompt (one backend for all), then fuse them into `output`."""
     out = Path(output)
     members = ensemble_members(config)
+    _check_unique_ids(source, config)
     folder = members_dir(out)
     if out.exists() and not folder.exists() and not config.overwrite:
         raise ConfigError(f"{out} already exists", hint="pass --overwrite to replace it")
@@ -99,7 +132,6 @@ def label_ensemble(
             backend.close()
     paths = [str(folder / f"{name}.jsonl") for name in members]
     run_aggregate(paths, out, AggregateConfig(method="mean", plots=False))
-    _mark_fused_calibration(out, summaries)
     first = next(iter(summaries.values()))
     summary = LabelSummary(
         output=str(out),
@@ -124,24 +156,6 @@ def label_ensemble(
     summary.signature = label_signature(source, config)
     stage.write_marker(out, summary.signature, stage="label", rows=summary.labeled, input=str(source))
     return summary
-
-
-def _mark_fused_calibration(out: Path, summaries: dict[str, LabelSummary]) -> None:
-    """Fused records say they come from an ensemble and carry every member's biases (flattened as
-    `member/label`), so `filter --method conformal` can compare a calibration file with the pool."""
-    biases = {
-        f"{name}/{label}": value
-        for name, s in summaries.items()
-        for label, value in (s.calibration_bias or {}).items()
-    }
-    lines = []
-    for _line, record in iter_checked(out):
-        record["calibration"] = "ensemble:" + ",".join(sorted({s.calibration for s in summaries.values()}))
-        record["calibration_bias"] = biases
-        lines.append(json.dumps(record, ensure_ascii=False))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(out)
 
 
 def _label_counts(out: Path) -> dict[str, int]:

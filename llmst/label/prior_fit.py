@@ -18,10 +18,11 @@ from llmst.readers import Row, read_records
 
 
 def fit_prior(
-    source: str, labeler: Any, scorer: Any, config: LabelConfig
+    source: str, labeler: Any, scorer: Any, config: LabelConfig, reference: np.ndarray | None = None
 ) -> tuple[np.ndarray, dict[str, dict[str, float]] | None]:
     """Score the first `prior_fit_rows` rows (the main pass reuses the answers) and fit the prior biases
-    toward `--prior` (uniform, shares, or the EM estimate, returned with its 95% interval)."""
+    toward `--prior`: uniform, shares, or (`em`) the EM estimate over posteriors corrected by the
+    content-free `reference` bias, returned with its 95% interval."""
     limit = config.prior_fit_rows if config.limit is None else min(config.prior_fit_rows, config.limit)
     rows = [r for r in islice(read_records(source, config.encoding), limit) if isinstance(r, Row)]
     prepared, _ = labeler.prepare(rows)
@@ -40,8 +41,8 @@ def fit_prior(
     scores = np.concatenate(logprobs)
     target = prior_shares(config.prior)
     estimate = None
-    if target == "estimated":
-        value, low, high = estimate_prior(scores, seed=config.seed)
+    if target == "em":
+        value, low, high = estimate_prior(scores, reference, seed=config.seed)
         names = labeler.task.label_names
         estimate = {
             name: {"share": float(v), "low": float(lo), "high": float(hi)}
@@ -50,7 +51,12 @@ def fit_prior(
         prior = np.clip(value, 1e-6, None) / np.clip(value, 1e-6, None).sum()
     else:
         prior = None if target == "uniform" else np.asarray(target, dtype=np.float64) / sum(target)
+    if isinstance(target, list) and len(target) != scores.shape[1]:
+        raise ConfigError(
+            f"--prior has {len(target)} shares for the task's {scores.shape[1]} labels {labeler.task.label_names}",
+            hint="give one share per label, in the task's label order",
+        )
     try:
         return prior_bias(scores, prior), estimate
     except ValueError as err:
-        raise ConfigError(str(err)) from err
+        raise ConfigError(str(err), hint="e.g. --prior 0.3,0.7 (one share > 0 per label)") from err

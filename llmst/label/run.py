@@ -89,7 +89,7 @@ class LabelSummary:
     calibration_bias: dict[str, float] | None = None
     prompt_hash: str = ""
     signature: str = ""
-    prior_estimate: dict[str, dict[str, float]] | None = None  # --prior estimated: share, low, high
+    prior_estimate: dict[str, dict[str, float]] | None = None  # --prior em: share, low, high
     members: dict[str, Any] | None = None  # an ensemble's member summaries (`llmst.label.ensemble`)
 
     def to_json(self) -> dict[str, Any]:
@@ -208,16 +208,29 @@ class Labeler:
         return prepared, rejects
 
     def _cut_fields(self, record: dict[str, Any], text: str, cut: str) -> dict[str, Any]:
-        """The record with its text fields cut so the rendered prompt fits: the one field, or else the
-        longest one by as many tokens as the joined text is over (the template names the fields)."""
+        """The record with its text fields cut so the rendered prompt fits: the one field, or else every
+        field longer than a common cap (water-filling: short fields stay whole, long ones share the rest)."""
         fields = self.task.text_fields
         if len(fields) == 1:
             return {**record, fields[0]: cut}
-        over = self.backend.count_tokens(text) - self.max_text_tokens
         sizes = {name: self.backend.count_tokens(str(record[name])) for name in fields}
-        longest = max(fields, key=sizes.__getitem__)
-        keep = max(sizes[longest] - over, 0)
-        return {**record, longest: self.backend.truncate(str(record[longest]), keep)}
+        separators = max(self.backend.count_tokens(text) - sum(sizes.values()), 0)
+        cap = water_fill(list(sizes.values()), max(self.max_text_tokens - separators, len(fields)))
+        return {
+            **record,
+            **{n: self.backend.truncate(str(record[n]), cap) for n in fields if sizes[n] > cap},
+        }
+
+
+def water_fill(sizes: list[int], budget: int) -> int:
+    """The largest cap c with sum(min(size, c)) <= budget (every size when they fit)."""
+    remaining, ordered = budget, sorted(sizes)
+    for index, size in enumerate(ordered):
+        share = remaining // (len(ordered) - index)
+        if size > share:
+            return share
+        remaining -= size
+    return ordered[-1] if ordered else 0
 
 
 def _few_shot_examples(config: LabelConfig, task: Task):
@@ -436,18 +449,24 @@ def _calibration(source, config, task, fewshot, labeler, scorer, summary) -> tup
     if config.calibration_from:
         method, bias = read_fitted_calibration(config.calibration_from, names)
     elif config.calibrate == "contextual":
-        block = fewshot.blocks(["N/A"])[0] if fewshot else ""
-        prompts = [
-            task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
-            for cf in task.content_free
-        ]
-        bias = contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
+        bias = _content_free_bias(task, fewshot, scorer)
     elif config.calibrate == "prior":
+        reference = _content_free_bias(task, fewshot, scorer) if config.prior == "em" else None
         scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
-        bias, summary.prior_estimate = fit_prior(source, labeler, scorer, config)
+        bias, summary.prior_estimate = fit_prior(source, labeler, scorer, config, reference)
         scorer.remember = False
         summary.prior_fit_computed = scorer.counts[COMPUTED]
     summary.calibration = method
     if method != "none":
         summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
     return method, bias
+
+
+def _content_free_bias(task, fewshot, scorer) -> np.ndarray:
+    """Zhao et al. (2021): the bias that makes the model's answer to content-free inputs uniform."""
+    block = fewshot.blocks(["N/A"])[0] if fewshot else ""
+    prompts = [
+        task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
+        for cf in task.content_free
+    ]
+    return contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))

@@ -31,16 +31,16 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llmst.errors import ConfigError
 
 
-class _TaskYamlLoader(yaml.SafeLoader):
+class TaskYamlLoader(yaml.SafeLoader):
     """Safe YAML where only true/false are booleans (as in YAML 1.2), so label keys such as `yes:`/`no:`
     or `on:`/`off:` stay the strings they read as, not True/False."""
 
 
-_TaskYamlLoader.yaml_implicit_resolvers = {
+TaskYamlLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_TaskYamlLoader.add_implicit_resolver(
+TaskYamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
@@ -83,9 +83,11 @@ class Task:
         return tuple(flat), owner
 
     def render(self, record: dict[str, Any], text: str) -> str:
-        """Render the query prompt for one record; `text` is the (possibly truncated) joined text fields."""
+        """Render the query prompt for one record; `text` is the (possibly truncated) joined text fields,
+        except in a task with several text fields one of which is `text` (that variable stays the field)."""
         variables = dict(record)
-        variables["text"] = text
+        if len(self.text_fields) == 1 or "text" not in self.text_fields:
+            variables["text"] = text
         try:
             return self._template.render(**variables)
         except TemplateError as err:
@@ -154,10 +156,20 @@ def load_task(spec: str) -> Task:
             raise ConfigError(f"unknown task '{spec}'", hint="available: " + ", ".join(available_tasks()))
         source, name = shipped.read_text(encoding="utf-8"), spec
     try:
-        data = yaml.load(source, Loader=_TaskYamlLoader)  # a SafeLoader subclass
+        data = yaml.load(source, Loader=TaskYamlLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"task '{spec}' is not valid YAML: {err}") from err
     return task_from_dict(data, name)
+
+
+# Ad-hoc prompt families (`llmst tune` chooses among them; `question` is the default of `--labels`).
+# `{head}`: instruction and label descriptions; `{body}`: the named text fields; `{choices}`: the labels.
+ADHOC_FAMILIES = {
+    "question": "{head}{body}Question: Which label fits the text best: {choices}?\nAnswer:",
+    "classify": "{head}Classify the text as one of: {choices}.\n{body}Label:",
+    "statement": "{head}{body}Of {choices}, this text is",
+}
+VERBALIZER_STYLES = ("exact", "cased")  # " name" alone, or pooled with " Name"
 
 
 def adhoc_task(
@@ -165,12 +177,16 @@ def adhoc_task(
     text_fields: list[str] | None = None,
     instruction: str | None = None,
     descriptions: dict[str, str] | None = None,
+    *,
+    family: str = "question",
+    verbalizers: str = "exact",
 ) -> Task:
     """A task from `--labels a,b,c`: a generic classification prompt scored on ' a', ' b', ' c'.
 
     The prompt is the instruction (if any), the labels with their descriptions (if any), the text, and the
-    question. One text field renders as `Text: ...`; several render each under its own name (`Title: ...`,
-    `Body: ...`), and a row missing any of them is rejected like in every task.
+    question (`family`, one of `ADHOC_FAMILIES`). One text field renders as `Text: ...`; several render each
+    under its own name (`Title: ...`, `Body: ...`), and a row missing any of them is rejected like in every
+    task. `verbalizers="cased"` pools each label's ' name' with ' Name' (log-sum-exp).
     """
     names = [name.strip() for name in labels if name.strip()]
     if len(set(names)) != len(names):
@@ -191,14 +207,20 @@ def adhoc_task(
         head += _literal(instruction.strip()) + "\n"
     if descriptions:
         head += "Labels:\n" + "".join(f"- {_literal(n)}: {_literal(descriptions[n])}\n" for n in names)
-    choices = ", ".join(names)
-    prompt = head + body + "Question: Which label fits the text best: " + _literal(choices) + "?\nAnswer:"
+    choices = _literal(", ".join(names))
+    prompt = ADHOC_FAMILIES[family].format(head=head, body=body, choices=choices)
     return Task(
         name="adhoc-" + "-".join(names),
-        labels={name: [f" {name}"] for name in names},
+        labels={name: _verbalizers(name, verbalizers) for name in names},
         prompt=prompt,
         text_fields=fields,
     )
+
+
+def _verbalizers(name: str, style: str) -> list[str]:
+    if style == "cased" and name[:1].upper() + name[1:] != name:
+        return [f" {name}", f" {name[:1].upper()}{name[1:]}"]
+    return [f" {name}"]
 
 
 def _literal(text: str) -> str:

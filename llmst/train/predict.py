@@ -169,6 +169,7 @@ def _predict_generative(
         model=str(model_dir),
         text_fields=config.text_fields,
         id_field=config.id_field,
+        encoding=config.encoding,
         batch_size=config.batch_size,
         limit=config.limit,
         cache=False,

@@ -124,7 +124,10 @@ def run_fingerprint(labeled: str | Path, config: TrainConfig) -> str:
     options = {
         k: v for k, v in stage.signature_fields(config).items() if k not in ("eval", "eval_gold_field")
     }
-    return stage.signature("train-checkpoints", options, {"labeled": labeled, "gold": config.gold})
+    from llmst.models import model_fingerprint
+
+    inputs = {"labeled": labeled, "gold": config.gold}
+    return stage.signature("train-checkpoints", options, inputs, student=model_fingerprint(config.student))
 
 
 def is_main_process() -> bool:

@@ -1,0 +1,285 @@
+"""`llmst tune DEV -o task.yaml`: choose a prompt, verbalizers, calibration and shots on a few gold rows.
+
+Candidates: the prompt of `--task` (if given) and the ad-hoc families (`llmst.label.task.ADHOC_FAMILIES`),
+each with exact or case-pooled verbalizers; every `--calibrations` choice; every `--shots` count. Each
+candidate is scored by K-fold cross-validation: the rows of fold k are labeled (by `llmst.label.run.
+label_corpus`, so answers are cached and shared between candidates) with demonstrations drawn only from the
+other folds, so no row is ever scored with a demonstration drawn from itself. Prior calibrations are fitted
+on the scored fold's texts (no gold), as `llmst label --calibrate prior` fits on a corpus. The score is the
+macro-F1 of the pooled out-of-fold predictions, with a 95% bootstrap interval over rows.
+
+Writes OUT (a task YAML that `llmst label --task OUT` uses), OUT.options.yaml (the chosen `llmst label`
+options, for `--config`), OUT.demos.jsonl when the choice is few-shot (its demonstrations, drawn from all
+gold rows), and OUT.report.json (every candidate). Warns when the gold rows cannot tell the best candidates
+apart.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from llmst.backends import make_backend
+from llmst.backends.base import BackendSpec
+from llmst.errors import ConfigError
+from llmst.label.calibrate import em_prior, prior_bias, softmax
+from llmst.label.config import LabelConfig, parse_label_descriptions
+from llmst.label.run import label_corpus
+from llmst.label.task import ADHOC_FAMILIES, VERBALIZER_STYLES, Task, adhoc_task, load_task
+from llmst.readers import iter_checked
+from llmst.records import label_index, write_json_atomic
+from llmst.tune.config import TuneConfig
+
+BOOTSTRAP = 500
+
+
+def _prompts(config: TuneConfig) -> dict[str, Task]:
+    """Candidate prompts by name: the given task's own, then every ad-hoc family x verbalizer style."""
+    base = load_task(config.task) if config.task else None
+    labels = base.label_names if base else config.labels
+    fields = config.text_fields or (base.text_fields if base else ["text"])
+    descriptions = parse_label_descriptions(config.label_descriptions, labels) if config.labels else None
+    prompts: dict[str, Task] = {}
+    if base is not None:
+        base.text_fields = list(fields)
+        prompts[f"task:{base.name}"] = base
+    for family in ADHOC_FAMILIES:
+        for style in VERBALIZER_STYLES:
+            task = adhoc_task(
+                labels, fields, config.instruction, descriptions, family=family, verbalizers=style
+            )
+            if style == "cased" and all(len(v) == 1 for v in task.labels.values()):
+                continue  # nothing to pool (e.g. labels already capitalised)
+            task.name = f"{task.name}-{family}-{style}"
+            prompts[f"{family}/{style}"] = task
+    return prompts
+
+
+def _gold_rows(path: str, config: TuneConfig, labels: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for line, record in iter_checked(path):
+        index = label_index(record.get(config.gold_field), labels)
+        if index < 0:
+            raise ConfigError(
+                f"{path}, line {line}: gold field '{config.gold_field}' is {record.get(config.gold_field)!r}, "
+                f"not one of {labels}",
+                hint="every tuning row needs a gold label (name or index); use --gold-field",
+            )
+        rows.append({**record, "id": str(record.get("id", f"row{line}")), "_gold": index})
+    if len(rows) < 2 * config.folds:
+        raise ConfigError(
+            f"{path} has {len(rows)} gold rows; {config.folds}-fold tuning needs at least {2 * config.folds}"
+        )
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _demos(rows: list[dict[str, Any]], labels: list[str], shots: int, seed: int) -> list[dict[str, Any]]:
+    """`shots` rows, label-stratified, seeded; their gold label in `label`."""
+    rng = random.Random(seed)
+    by_label: dict[int, list[dict]] = {}
+    for row in rows:
+        by_label.setdefault(row["_gold"], []).append(row)
+    for group in by_label.values():
+        rng.shuffle(group)
+    picked: list[dict] = []
+    while len(picked) < shots and any(by_label.values()):
+        for index in sorted(by_label):
+            if by_label[index] and len(picked) < shots:
+                picked.append(by_label[index].pop())
+    return [{**r, "label": labels[r["_gold"]]} for r in picked]
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(gold, pred, labels=list(range(k)), average="macro", zero_division=0))
+
+
+def _calibrated(logprobs: np.ndarray, calibration: str, contextual: np.ndarray | None) -> np.ndarray:
+    if calibration == "prior":
+        return softmax(logprobs + prior_bias(logprobs))
+    if calibration == "prior-estimated":
+        estimate = np.clip(em_prior(softmax(logprobs)), 1e-6, None)
+        return softmax(logprobs + prior_bias(logprobs, estimate / estimate.sum()))
+    if calibration == "contextual":
+        return contextual  # type: ignore[return-value]
+    return softmax(logprobs)
+
+
+def _bootstrap_f1(gold: np.ndarray, pred: np.ndarray, k: int, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    n = len(gold)
+    draws = [_macro_f1(gold[idx], pred[idx], k) for idx in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _task_yaml(task: Task) -> dict[str, Any]:
+    return {
+        "task": task.name,
+        "description": task.description,
+        "text_fields": task.text_fields,
+        "labels": task.labels,
+        "prompt": task.prompt,
+        "instruction": task.instruction,
+        "example_separator": task.example_separator,
+        "content_free": task.content_free,
+        "metadata": {"version": task.version},
+    }
+
+
+def _fold_probs(labeled: Path, ids: list[str], labels: list[str]) -> np.ndarray:
+    by_id = {}
+    for _line, record in iter_checked(labeled):
+        by_id[str(record["id"])] = [float(record["probs"][name]) for name in labels]
+    missing = [rid for rid in ids if rid not in by_id]
+    if missing:
+        raise ConfigError(
+            f"tuning row {missing[0]} was rejected by the labeler (see {labeled}.rejects.jsonl)",
+            hint="every tuning row needs its text field(s); fix or drop it",
+        )
+    return np.array([by_id[rid] for rid in ids])
+
+
+def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, Any]:
+    """Score every candidate by cross-validation on the gold rows of `dev`; write the best as a task YAML
+    (OUT), its `llmst label` options (OUT.options.yaml) and every candidate (OUT.report.json)."""
+    out = Path(out)
+    if out.exists() and not config.overwrite:
+        raise ConfigError(f"{out} already exists", hint="pass --overwrite to replace it")
+    prompts = _prompts(config)
+    labels = next(iter(prompts.values())).label_names
+    rows = _gold_rows(str(dev), config, labels)
+    order = list(range(len(rows)))
+    random.Random(config.seed).shuffle(order)
+    folds = [sorted(order[f :: config.folds]) for f in range(config.folds)]
+    gold = np.array([row["_gold"] for row in rows])
+    work = out.with_name(out.name + ".work")
+    fold_files = [
+        _write_jsonl(
+            work / "folds" / f"fold{f}.jsonl",
+            [{k: v for k, v in rows[i].items() if k != "_gold"} for i in fold],
+        )
+        for f, fold in enumerate(folds)
+    ]
+    spec = BackendSpec(
+        model=config.model, dtype=config.dtype, batch_size=config.batch_size, quiet=not config.progress
+    )
+    backend = make_backend(spec)
+    results: list[dict[str, Any]] = []
+    try:
+        for number, (name, task) in enumerate(prompts.items(), start=1):
+            task_file = work / "tasks" / f"{number:02d}.yaml"
+            task_file.parent.mkdir(parents=True, exist_ok=True)
+            task_file.write_text(yaml.safe_dump(_task_yaml(task), sort_keys=False, allow_unicode=True))
+            for shots in config.shots:
+                if config.progress:
+                    print(f"[tune] prompt {number}/{len(prompts)} {name}, {shots}-shot", file=sys.stderr)
+                probs = {c: np.zeros((len(rows), len(labels))) for c in config.calibrations}
+                for f, fold in enumerate(folds):
+                    demos = None
+                    if shots:
+                        others = [rows[i] for i in range(len(rows)) if i not in set(fold)]
+                        demos = _write_jsonl(
+                            work / "demos" / f"fold{f}-{shots}.jsonl",
+                            _demos(others, labels, shots, config.seed + f),
+                        )
+                    base = LabelConfig(
+                        task=str(task_file),
+                        text_fields=task.text_fields,
+                        model=config.model,
+                        dtype=config.dtype,
+                        few_shot=str(demos) if demos else None,
+                        shots=max(shots, 1),
+                        calibrate="none",
+                        cache_path=config.cache_path,
+                        overwrite=True,
+                        progress=False,
+                    )
+                    ids = [rows[i]["id"] for i in fold]
+                    raw = work / "labeled" / f"{number:02d}-s{shots}-f{f}.jsonl"
+                    label_corpus(fold_files[f], raw, base, backend=backend)
+                    logprobs = np.log(np.clip(_fold_probs(raw, ids, labels), 1e-300, None))
+                    contextual = None
+                    if "contextual" in config.calibrations:
+                        ctx = raw.with_name(raw.stem + "-contextual.jsonl")
+                        label_corpus(
+                            fold_files[f], ctx, replace(base, calibrate="contextual"), backend=backend
+                        )
+                        contextual = _fold_probs(ctx, ids, labels)
+                    for calibration in config.calibrations:
+                        probs[calibration][fold] = _calibrated(logprobs, calibration, contextual)
+                for calibration in config.calibrations:
+                    pred = probs[calibration].argmax(axis=1)
+                    f1 = _macro_f1(gold, pred, len(labels))
+                    low, high = _bootstrap_f1(gold, pred, len(labels), config.seed)
+                    results.append(
+                        {
+                            "prompt": name,
+                            "task_file": str(task_file),
+                            "shots": shots,
+                            "calibration": calibration,
+                            "macro_f1": round(f1, 4),
+                            "macro_f1_interval": [round(low, 4), round(high, 4)],
+                            "accuracy": round(float((pred == gold).mean()), 4),
+                        }
+                    )
+    finally:
+        backend.close()
+    ranked = sorted(results, key=lambda r: (-r["macro_f1"], r["shots"], CALIBRATION_ORDER[r["calibration"]]))
+    best = ranked[0]
+    warnings = []
+    if len(ranked) > 1 and ranked[1]["macro_f1"] >= best["macro_f1_interval"][0]:
+        close = sum(r["macro_f1"] >= best["macro_f1_interval"][0] for r in ranked[1:])
+        warnings.append(
+            f"{len(rows)} gold rows cannot tell the best candidates apart: {close} others score within the best's "
+            f"95% interval {best['macro_f1_interval']}; more gold rows would make the choice firmer"
+        )
+    return _write_choice(out, dev, config, prompts[best["prompt"]], best, rows, labels, ranked, warnings)
+
+
+CALIBRATION_ORDER = {"prior": 0, "none": 1, "prior-estimated": 2, "contextual": 3}
+
+
+def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) -> dict[str, Any]:
+    task.name = out.stem
+    task.description = f"chosen by llmst tune on {dev} ({len(rows)} gold rows, {config.folds}-fold CV)"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(_task_yaml(task), sort_keys=False, allow_unicode=True))
+    options: dict[str, Any] = {"task": str(out), "text_fields": task.text_fields}
+    calibration = best["calibration"]
+    options["calibrate"] = "prior" if calibration.startswith("prior") else calibration
+    if calibration == "prior-estimated":
+        options["prior"] = "estimated"
+    if best["shots"]:
+        demos = _write_jsonl(
+            out.with_name(out.name + ".demos.jsonl"), _demos(rows, labels, best["shots"], config.seed)
+        )
+        options.update(few_shot=str(demos), shots=best["shots"])
+    options_path = out.with_name(out.name + ".options.yaml")
+    options_path.write_text(yaml.safe_dump(options, sort_keys=False))
+    report = {
+        "output": str(out),
+        "options": str(options_path),
+        "command": f"llmst label CORPUS -o LABELED --config {options_path}",
+        "rows": len(rows),
+        "folds": config.folds,
+        "chosen": best,
+        "warnings": warnings,
+        "candidates": ranked,
+    }
+    write_json_atomic(out.with_name(out.name + ".report.json"), report)
+    return report

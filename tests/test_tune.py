@@ -1,0 +1,85 @@
+"""`llmst tune`: cross-validated prompt choice on gold rows, with a tiny random-init model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import read_lines, write_jsonl
+
+from llmst.errors import ConfigError
+from llmst.label.config import LabelConfig
+from llmst.label.run import label_corpus
+from llmst.tune import TuneConfig
+from llmst.tune.run import run_tune
+
+
+def gold_rows(n: int) -> list[dict]:
+    return [
+        {"id": f"g{i}", "text": f"message {i}: {'win cash now' if i % 3 == 0 else 'see you at lunch'} {i * 3}",
+         "gold": "spam" if i % 3 == 0 else "ham"}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def tune_config(tmp_path, model: str, **options) -> TuneConfig:
+    defaults = dict(
+        labels="spam,ham", model=model, dtype="float32", folds=3, shots="0,2", cache_path=str(tmp_path / "c.sqlite"),
+        progress=False,
+    )  # fmt: skip
+    defaults.update(options)
+    return TuneConfig(**defaults)
+
+
+def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_path, tiny_model_dir):
+    dev = write_jsonl(tmp_path / "dev.jsonl", gold_rows(18))
+    out = tmp_path / "spam.yaml"
+    report = run_tune(dev, out, tune_config(tmp_path, tiny_model_dir))
+    candidates = report["candidates"]
+    # 3 families x 2 verbalizer styles x 2 shot counts x 4 calibrations
+    assert len(candidates) == 48 and report["chosen"] == candidates[0]
+    assert all(c["macro_f1_interval"][0] <= c["macro_f1"] <= c["macro_f1_interval"][1] for c in candidates)
+    assert candidates[0]["macro_f1"] == max(c["macro_f1"] for c in candidates)
+    # no row is ever scored with a demonstration drawn from itself
+    work = tmp_path / "spam.yaml.work"
+    for fold in sorted((work / "folds").glob("fold*.jsonl")):
+        scored = {r["id"] for r in read_lines(fold)}
+        demos = {r["id"] for r in read_lines(work / "demos" / f"{fold.stem}-2.jsonl")}
+        assert scored and demos and not scored & demos
+    # the written task and options label a corpus as chosen
+    options = yaml.safe_load((tmp_path / "spam.yaml.options.yaml").read_text())
+    assert options["task"] == str(out)
+    label_config = LabelConfig(
+        **options,
+        model=tiny_model_dir,
+        dtype="float32",
+        cache_path=str(tmp_path / "c.sqlite"),
+        progress=False,
+    )
+    labeled = tmp_path / "labeled.jsonl"
+    summary = label_corpus(dev, labeled, label_config)
+    assert summary.labeled == 18 and set(read_lines(labeled)[0]["probs"]) == {"spam", "ham"}
+    saved = json.loads((tmp_path / "spam.yaml.report.json").read_text())
+    assert saved["chosen"] == report["chosen"] and len(saved["candidates"]) == 48
+    with pytest.raises(ConfigError, match="exists"):
+        run_tune(dev, out, tune_config(tmp_path, tiny_model_dir))
+
+
+def test_tune_bad_inputs(tmp_path, tiny_model_dir):
+    rows = gold_rows(9)
+    rows[4]["gold"] = "eggs"
+    dev = write_jsonl(tmp_path / "dev.jsonl", rows)
+    with pytest.raises(ConfigError, match="line 5: gold field 'gold' is 'eggs'"):
+        run_tune(dev, tmp_path / "t.yaml", tune_config(tmp_path, tiny_model_dir))
+    few = write_jsonl(tmp_path / "few.jsonl", gold_rows(4))
+    with pytest.raises(ConfigError, match="needs at least 6"):
+        run_tune(few, tmp_path / "t.yaml", tune_config(tmp_path, tiny_model_dir))
+    for options, message in [
+        ({"calibrations": "none,magic"}, "unknown"),
+        ({"shots": "0,x"}, "whole numbers"),
+        ({"folds": 1}, "folds"),
+        ({"labels": None}, "give --task or --labels"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            tune_config(tmp_path, tiny_model_dir, **options)
