@@ -7,7 +7,8 @@ eval/suite_data.py, scored against the majority-class baseline.
 Configurations (`CONFIGS`; each maps a suite task to the `LabelConfig` a user would write):
 - `adhoc`: `llmst label --labels a,b,c --text-field ...` with every other option at its default (what a user
   with a new task gets today);
-- `adhoc-raw`: the same with `--calibrate none`;
+- `adhoc-raw`: the same with `--calibrate none`; `adhoc-em`: with `--prior em` (the corpus prior estimated by
+  EM); `adhoc-contextual`: with `--calibrate contextual`;
 - `shipped`: the shipped task YAML where the suite task has one (sst2, mr: `sentiment`; ag_news; trec),
   else the ad-hoc task.
 
@@ -54,6 +55,8 @@ def _shipped(task: suite_data.SuiteTask, **options: Any) -> dict[str, Any]:
 CONFIGS: dict[str, Callable[[suite_data.SuiteTask], dict[str, Any]]] = {
     "adhoc": lambda task: _adhoc(task),
     "adhoc-raw": lambda task: _adhoc(task, calibrate="none"),
+    "adhoc-em": lambda task: _adhoc(task, prior="em"),
+    "adhoc-contextual": lambda task: _adhoc(task, calibrate="contextual"),
     "shipped": lambda task: _shipped(task),
 }
 

@@ -15,6 +15,7 @@ from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.train.config import PredictConfig, TrainConfig
+from llmst.tune.config import TuneConfig
 
 CONFIGS = {
     "label": LabelConfig,
@@ -23,6 +24,7 @@ CONFIGS = {
     "train": TrainConfig,
     "predict": PredictConfig,
     "evaluate": EvaluateConfig,
+    "tune": TuneConfig,
 }
 
 

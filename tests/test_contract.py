@@ -22,6 +22,7 @@ from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.stage import fingerprint, is_current, runtime, signature, write_marker
 from llmst.train.config import PredictConfig, TrainConfig
+from llmst.tune.config import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "llmst"
@@ -33,6 +34,7 @@ COMMAND_CONFIGS = {
     "train": TrainConfig,
     "predict": PredictConfig,
     "evaluate": EvaluateConfig,
+    "tune": TuneConfig,
 }
 CONFIG_MODULES = [
     "llmst.label.config",
@@ -40,6 +42,7 @@ CONFIG_MODULES = [
     "llmst.aggregate.config",
     "llmst.train.config",
     "llmst.evaluate.config",
+    "llmst.tune.config",
 ]
 
 
