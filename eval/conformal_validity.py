@@ -3,7 +3,9 @@
     python eval/conformal_validity.py [--draws 20] [--cal-size 200] [--target 0.95] [--delta 0.1]
                                       [--calibrate prior] [--out eval/results/conformal_validity.json]
 
-Labels SST-2 dev and test with the default labeler (shipped `sentiment` task, zero-shot). Then, for each of
+Labels SST-2 test with the default labeler (shipped `sentiment` task, zero-shot), and SST-2 dev with the
+test labels' fitted calibration (`llmst label --calibration-from`, so calibration and test rows are scored
+by the same function; `--refit-dev` fits dev on its own rows, as before). Then, for each of
 `--draws` seeded draws of a `--cal-size`-row calibration set from SST-2 dev (gold known), certifies the
 largest-coverage confidence threshold whose precision is >= target with probability >= 1 - delta
 (`llmst.filter.precision_threshold`), applies it to SST-2 test, and measures the realized precision and
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +33,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import ensure  # noqa: E402
 
+from llmst import stage  # noqa: E402
 from llmst.filter import precision_threshold  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
-from llmst.label.run import label_corpus  # noqa: E402
+from llmst.label.run import label_corpus, label_signature  # noqa: E402
 from llmst.readers import read_jsonl  # noqa: E402
 
 
-def labeled_arrays(
-    split: str, work: Path, calibrate: str, cache_path: str, labeled: Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence and correctness (pseudo-label == gold) of every row of an SST-2 split."""
-    if labeled is None:
-        labeled = work / f"{split}-{calibrate}.jsonl"
-        config = LabelConfig(task="sentiment", calibrate=calibrate, cache_path=cache_path, progress=False)
-        label_corpus(ensure(split), labeled, config)
+def label_split(
+    split: str, work: Path, calibrate: str, cache_path: str, calibration_from: Path | None = None
+) -> Path:
+    """Label an SST-2 split (reused while its signature matches); with `calibration_from`, with that
+    file's fitted calibration instead of one fitted on the split itself."""
+    tag = "pool-calibration" if calibration_from else calibrate
+    labeled = work / f"{split}-{tag}.jsonl"
+    config = LabelConfig(
+        task="sentiment",
+        calibrate=calibrate,
+        calibration_from=str(calibration_from) if calibration_from else None,
+        cache_path=cache_path,
+        progress=False,
+    )
+    if not stage.is_current(labeled, label_signature(ensure(split), config)):
+        label_corpus(ensure(split), labeled, replace(config, overwrite=True))
+    return labeled
+
+
+def labeled_arrays(labeled: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence and correctness (pseudo-label == gold) of every row of a labeled file."""
     rows = read_jsonl(labeled)
     confidence = np.array([r["confidence"] for r in rows])
     correct = np.array([r["label"] == r["gold"] for r in rows])
@@ -66,6 +83,9 @@ def main() -> None:
     parser.add_argument("--dev-labeled", type=Path, default=None, help="SST-2 dev labeled by another labeler")
     parser.add_argument("--test-labeled", type=Path, default=None, help="SST-2 test labeled by the same")
     parser.add_argument("--labeler", default=None, help="name of that labeler, for the report")
+    parser.add_argument(
+        "--refit-dev", action="store_true", help="calibrate dev on its own rows (before --calibration-from)"
+    )
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/conformal"))
     parser.add_argument(
@@ -76,12 +96,14 @@ def main() -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     if (args.dev_labeled is None) != (args.test_labeled is None):
         raise SystemExit("give both --dev-labeled and --test-labeled, or neither")
-    dev_conf, dev_correct = labeled_arrays(
-        "sst2-dev", args.work_dir, args.calibrate, args.cache_path, args.dev_labeled
+    test_file = args.test_labeled or label_split("sst2-test", args.work_dir, args.calibrate, args.cache_path)
+    # the calibration rows are scored like the rows the threshold is applied to: with the test corpus's
+    # fitted calibration (`--calibration-from`), not one refitted on dev (unless --refit-dev, the old way)
+    dev_file = args.dev_labeled or label_split(
+        "sst2-dev", args.work_dir, args.calibrate, args.cache_path, None if args.refit_dev else test_file
     )
-    test_conf, test_correct = labeled_arrays(
-        "sst2-test", args.work_dir, args.calibrate, args.cache_path, args.test_labeled
-    )
+    dev_conf, dev_correct = labeled_arrays(dev_file)
+    test_conf, test_correct = labeled_arrays(test_file)
     rng = np.random.default_rng(args.seed)
     draws = []
     for draw in range(args.draws):
@@ -111,7 +133,10 @@ def main() -> None:
     summary = {
         "labeler": args.labeler
         or "smollm2-135m-instruct, task sentiment, zero-shot, calibrate=" + args.calibrate,
-        "labeled_files": [str(args.dev_labeled), str(args.test_labeled)] if args.dev_labeled else None,
+        "labeled_files": [str(dev_file), str(test_file)],
+        "dev_calibration": "own fit (--refit-dev)"
+        if args.refit_dev
+        else "the test corpus's (--calibration-from)",
         "labeler_test_accuracy": float(test_correct.mean()),
         "draws": args.draws,
         "cal_size": args.cal_size,
