@@ -304,6 +304,15 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     report = run(args)
+    if set(args.datasets) != set(FINAL) and args.output.exists():
+        # a partial rerun replaces only its datasets' rows; the others keep their earlier run (and say so)
+        earlier = json.loads(args.output.read_text())
+        kept = [
+            {**r, "from_earlier_run": r.get("from_earlier_run", earlier.get("command"))}
+            for r in earlier.get("results", [])
+            if r["dataset"] not in args.datasets
+        ]
+        report["results"] = kept + report["results"]
     report["final_settings"] = FINAL
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["command"] = shlex.join(["python", "eval/label_accuracy.py", *sys.argv[1:]])
