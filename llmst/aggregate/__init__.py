@@ -8,8 +8,7 @@ so `import llmst.aggregate.config` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llmst.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ABSTAIN": "labeling",
@@ -29,14 +28,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'llmst.aggregate' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"llmst.aggregate.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,7 @@ models and labeling functions live in `llmst.aggregate`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llmst.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "agreement_counts": "agreement",
@@ -54,16 +53,4 @@ _EXPORTS: dict[str, str] = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"llmst.filter.{_EXPORTS[name]}")
-    else:
-        raise AttributeError(f"module 'llmst.filter' has no attribute '{name}'")
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

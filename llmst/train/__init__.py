@@ -5,9 +5,7 @@ The configs and signatures import without torch; `train`, `predict_file` and the
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from llmst.lazy import lazy_exports
 from llmst.train.config import PredictConfig, TrainConfig, predict_signature, train_signature
 
 _LAZY = {
@@ -30,15 +28,4 @@ __all__ = [
     "train_signature",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llmst.train' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

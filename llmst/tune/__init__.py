@@ -5,14 +5,9 @@
 
 from __future__ import annotations
 
+from llmst.lazy import lazy_exports
 from llmst.tune.config import TuneConfig
 
 __all__ = ["TuneConfig", "run_tune"]
 
-
-def __getattr__(name: str):
-    if name == "run_tune":
-        from llmst.tune.run import run_tune
-
-        return run_tune
-    raise AttributeError(f"module 'llmst.tune' has no attribute '{name}'")
+__getattr__, __dir__ = lazy_exports(__name__, {"run_tune": "run"})
