@@ -115,8 +115,10 @@ def aggregate_cmd(*, config: AggregateConfig, inputs: list[str], out: Path) -> N
 
 
 def tune_cmd(*, config: TuneConfig, dev: str, out: Path) -> None:
-    """Choose a labeling prompt for a task on 50-300 gold rows by cross-validation: prompt families x
-    verbalizers x calibrations x shots (demonstrations only from other folds). Writes OUT (a task YAML for
+    """Choose a labeling prompt for a task on 50-300 gold rows, by cross-validation.
+
+    Candidates: prompt families x verbalizers x calibrations x shots (demonstrations only from other
+    folds). Writes OUT (a task YAML for
     `llmst label --task OUT`), OUT.options.yaml (`llmst label --config OUT.options.yaml`) and
     OUT.report.json (every candidate's CV macro-F1 with its 95% interval). Prints a JSON summary."""
     from llmst.tune.run import run_tune
@@ -130,8 +132,10 @@ def tune_cmd(*, config: TuneConfig, dev: str, out: Path) -> None:
 
 
 def evaluate_cmd(*, config: EvaluateConfig, labeled: Path) -> None:
-    """Score labeled records against gold labels: accuracy, macro-F1, the majority-class baseline, per-class
-    precision/recall, ECE and the accuracy-coverage curve (plots with --report-dir). Prints a JSON report."""
+    """Score labeled records against gold labels: accuracy, macro-F1, majority baseline, calibration.
+
+    Also per-class precision/recall, ECE and the accuracy-coverage curve (plots with --report-dir). Prints
+    a JSON report."""
     from llmst.evaluate.run import evaluate_file
 
     _echo_json(evaluate_file(labeled, config))
@@ -156,8 +160,10 @@ def train_cmd(*, config: TrainConfig, labeled: str, out: Path) -> None:
 
 
 def predict_cmd(*, config: PredictConfig, model_dir: Path, input: str, out: Path) -> None:
-    """Relabel a corpus with a trained student: the same record contract as `llmst label` (label, probs, ...),
-    so the output feeds `llmst evaluate` and `llmst filter`. Bad rows go to OUT.rejects.jsonl."""
+    """Relabel a corpus with a trained student, in the record format of `llmst label`.
+
+    The output (label, probs, ...) feeds `llmst evaluate` and `llmst filter`. Bad rows go to
+    OUT.rejects.jsonl."""
     from llmst.train import predict_file
 
     _echo_json(predict_file(model_dir, input, out, config))
