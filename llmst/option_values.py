@@ -45,7 +45,9 @@ def parse_names(value: Any, option: str) -> list[str] | None:
 
 
 def normalize_prior(value: Any, words: tuple[str, ...] = ("uniform", "estimated")) -> str:
-    """One of `words`, or shares as a canonical comma string ('0.3,0.7')."""
+    """One of `words`, or shares as a canonical comma string ('0.3,0.7'); None is `uniform`."""
+    if value is None:
+        return "uniform"
     if isinstance(value, str) and value.strip() in words:
         return value.strip()
     hint = f"use {', '.join(words)}, or shares like --prior 0.3,0.7"
