@@ -3,7 +3,8 @@
     python eval/kill_resume.py [--docs 2000] [--kill-at 1000] [--out eval/results/kill_resume.json]
 
 Corpus: the first 2,000 SST-2 train sentences (ids train-0..), default model, hf backend, a fresh answer
-cache. Checks: exactly 2,000 output rows, no duplicate ids, input order kept, and the completed output's
+cache. The default `--calibrate prior` first scores `--prior-fit-rows` rows (here 500, so that the main pass
+still computes rows, streaming, when the kill lands) and keeps them in memory for the main pass. Checks: exactly 2,000 output rows, no duplicate ids, input order kept, and the completed output's
 signature marker (`OUT.signature.json`) written by the rerun only; reports how many rows the rerun found
 already written, took from the cache, and computed.
 """
@@ -33,6 +34,7 @@ def main() -> None:
     )
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--kill-at", type=int, default=1000, help="kill once this many rows are confirmed")
+    parser.add_argument("--prior-fit-rows", type=int, default=500, help="rows the prior fit scores first")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kill_resume.json")
     args = parser.parse_args()
 
@@ -42,7 +44,7 @@ def main() -> None:
     out = work / "labeled.jsonl"
     command = [
         sys.executable, "-m", "llmst.cli", "label", str(source), "-o", str(out), "--task", "sentiment",
-        "--cache-path", str(work / "cache.sqlite"), "-q",
+        "--cache-path", str(work / "cache.sqlite"), "--prior-fit-rows", str(args.prior_fit_rows), "-q",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoint = out.with_name(out.name + ".progress.json")
