@@ -176,7 +176,9 @@ add_config_command(
     label_cmd,
     arguments=[
         _argument(
-            "input", str, "Corpus: .jsonl, .json, .csv, .tsv, .parquet, a saved HF dataset, hf:NAME[:SPLIT]."
+            "input",
+            str,
+            "Corpus: .jsonl, .json, .csv, .tsv, .txt, .parquet, a saved HF dataset, hf:NAME[:SPLIT].",
         ),
         _out("Output JSONL of labeled records."),
     ],
@@ -235,7 +237,7 @@ add_config_command(
     predict_cmd,
     arguments=[
         _argument("model_dir", Path, "A student folder written by llmst train."),
-        _argument("input", str, "Corpus to label (.jsonl, .json, .csv, .parquet, HF dataset)."),
+        _argument("input", str, "Corpus to label (.jsonl, .json, .csv, .tsv, .txt, .parquet, HF dataset)."),
         _out("Output JSONL of labeled records."),
     ],
 )
