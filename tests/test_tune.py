@@ -35,7 +35,8 @@ def tune_config(tmp_path, model: str, **options) -> TuneConfig:
 def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_path, tiny_model_dir):
     dev = write_jsonl(tmp_path / "dev.jsonl", gold_rows(18))
     out = tmp_path / "spam.yaml"
-    calibrations = "none,prior,prior-estimated"  # contextual: a second labeling pass per fold, left out for speed
+    # contextual needs a second labeling pass per fold: left out for speed
+    calibrations = "none,prior,prior-estimated"
     report = run_tune(dev, out, tune_config(tmp_path, tiny_model_dir, calibrations=calibrations))
     candidates = report["candidates"]
     # 3 families x 2 verbalizer styles x 2 shot counts x 3 calibrations
