@@ -74,9 +74,9 @@ class Source:
             return join_parts(files, target.with_name(target.name + self.suffix))
         if not target.is_dir():  # the joined archive is only needed until it is unpacked
             archive = join_parts(files, target.with_name(target.name + self.suffix))
-            unzip_once(archive, target)
+            unzip(archive, target)
             archive.unlink()
-        return unzip_once(target, target)
+        return model_folder(target)
 
 
 def parts_fingerprint(files: Sequence[Path]) -> str:
@@ -105,22 +105,24 @@ def join_parts(files: Sequence[Path], out: Path) -> Path:
     return out
 
 
-def unzip_once(archive: Path, out_dir: Path) -> Path:
-    """Unpack `archive` into `out_dir` unless that folder exists (atomic), and return the model folder inside
-    it: the folder that holds `config.json` (the archive's top folder, or `out_dir` itself)."""
-    if not out_dir.is_dir():
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp-"))
-        try:
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(tmp)
-            os.replace(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+def unzip(archive: Path, out_dir: Path) -> None:
+    """Unpack `archive` into `out_dir` (atomic: the folder appears whole or not at all)."""
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp-"))
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(tmp)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_folder(out_dir: Path) -> Path:
+    """The folder inside unpacked `out_dir` that holds `config.json` (its top folder, or `out_dir`)."""
     configs = sorted(out_dir.glob("*/config.json")) or sorted(out_dir.glob("config.json"))
     if not configs:
         from llmst.errors import ConfigError
 
         raise ConfigError(
-            f"{archive} holds no model folder (no config.json)", hint=f"delete {out_dir} and retry"
+            f"{out_dir} holds no model folder (no config.json)", hint=f"delete {out_dir} and retry"
         )
     return configs[0].parent

@@ -178,6 +178,15 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
     spec = BackendSpec(
         model=config.model, dtype=config.dtype, batch_size=config.batch_size, quiet=not config.progress
     )
+    demo_files = {  # the same for every prompt: written once per (fold, shots)
+        (f, shots): _write_jsonl(
+            work / "demos" / f"fold{f}-{shots}.jsonl",
+            _demos([rows[i] for i in range(len(rows)) if i not in set(fold)], labels, shots, config.seed + f),
+        )
+        for f, fold in enumerate(folds)
+        for shots in config.shots
+        if shots
+    }
     backend = make_backend(spec)
     results: list[dict[str, Any]] = []
     try:
@@ -190,13 +199,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                     print(f"[tune] prompt {number}/{len(prompts)} {name}, {shots}-shot", file=sys.stderr)
                 probs = {c: np.zeros((len(rows), len(labels))) for c in config.calibrations}
                 for f, fold in enumerate(folds):
-                    demos = None
-                    if shots:
-                        others = [rows[i] for i in range(len(rows)) if i not in set(fold)]
-                        demos = _write_jsonl(
-                            work / "demos" / f"fold{f}-{shots}.jsonl",
-                            _demos(others, labels, shots, config.seed + f),
-                        )
+                    demos = demo_files.get((f, shots))
                     base = LabelConfig(
                         task=str(task_file),
                         text_fields=task.text_fields,
