@@ -9,6 +9,8 @@ Configurations (`CONFIGS`; each maps a suite task to the `LabelConfig` a user wo
   with a new task gets today);
 - `adhoc-raw`: the same with `--calibrate none`; `adhoc-em`: with `--prior em` (the corpus prior estimated by
   EM); `adhoc-contextual`: with `--calibrate contextual`;
+- `adhoc-classify`, `adhoc-statement`, `adhoc-question-cased`, `adhoc-classify-cased`,
+  `adhoc-classify-contextual`: the ad-hoc task of another prompt family, verbalizer style or calibration (`llmst.label.task.ADHOC_FAMILIES`), as `llmst tune` writes it;
 - `shipped`: the shipped task YAML where the suite task has one (sst2, mr: `sentiment`; ag_news; trec),
   else the ad-hoc task.
 
@@ -29,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite_data  # noqa: E402
 
@@ -36,6 +40,7 @@ from llmst import stage  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus, label_signature  # noqa: E402
+from llmst.label.task import adhoc_task  # noqa: E402
 from llmst.models import DEFAULT_LABELER  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,8 +57,23 @@ def _shipped(task: suite_data.SuiteTask, **options: Any) -> dict[str, Any]:
     return {"task": task.shipped_task, "text_fields": list(task.text_fields), **options}
 
 
+def _family(task: suite_data.SuiteTask, family: str, style: str, **options: Any) -> dict[str, Any]:
+    """The ad-hoc task of another prompt family / verbalizer style (what `llmst tune` chooses among),
+    written as a task YAML."""
+    adhoc = adhoc_task(list(task.labels), list(task.text_fields), family=family, verbalizers=style)
+    path = WORK / "tasks" / f"{task.name}-{family}-{style}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(adhoc.to_dict(), sort_keys=False, allow_unicode=True))
+    return {"task": str(path), "text_fields": list(task.text_fields), **options}
+
+
 CONFIGS: dict[str, Callable[[suite_data.SuiteTask], dict[str, Any]]] = {
     "adhoc": lambda task: _adhoc(task),
+    "adhoc-question-cased": lambda task: _family(task, "question", "cased"),
+    "adhoc-classify": lambda task: _family(task, "classify", "exact"),
+    "adhoc-classify-cased": lambda task: _family(task, "classify", "cased"),
+    "adhoc-classify-contextual": lambda task: _family(task, "classify", "exact", calibrate="contextual"),
+    "adhoc-statement": lambda task: _family(task, "statement", "exact"),
     "adhoc-raw": lambda task: _adhoc(task, calibrate="none"),
     "adhoc-em": lambda task: _adhoc(task, prior="em"),
     "adhoc-contextual": lambda task: _adhoc(task, calibrate="contextual"),

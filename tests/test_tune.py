@@ -85,3 +85,29 @@ def test_tune_bad_inputs(tmp_path, tiny_model_dir):
     ]:
         with pytest.raises(ConfigError, match=message):
             tune_config(tmp_path, tiny_model_dir, **options)
+
+
+def test_gold_share_priors_come_from_other_folds_and_write_valid_label_options(tmp_path, tiny_model_dir):
+    import numpy as np
+
+    from llmst.tune.run import _write_choice, gold_shares
+
+    gold = np.array([0, 0, 0, 1])
+    assert gold_shares(gold, 2).tolist() == pytest.approx([4 / 6, 2 / 6])  # add-one smoothed
+    half = gold_shares(gold, 2, 0.5)
+    assert half.tolist() == pytest.approx([2 / (2 + 2**0.5), 2**0.5 / (2 + 2**0.5)])
+    assert gold_shares(np.array([1, 1]), 3).min() > 0  # an unseen label keeps a share
+    # every calibration candidate, once chosen, writes options `llmst label` accepts
+    rows = [{"id": f"r{i}", "text": "t", "_gold": i % 3 == 0} for i in range(9)]
+    config = tune_config(tmp_path, tiny_model_dir)
+    task = LabelConfig(labels="spam,ham").build_task()
+    for calibration in ("none", "prior", "prior-gold", "prior-gold-half", "prior-estimated", "contextual"):
+        best = {"calibration": calibration, "shots": 0, "macro_f1": 0.5}
+        out = tmp_path / f"{calibration}.yaml"
+        _write_choice(out, "dev.jsonl", config, task, best, rows, ["spam", "ham"], [best], [])
+        options = yaml.safe_load(out.with_name(out.name + ".options.yaml").read_text())
+        label_config = LabelConfig(**options, model=tiny_model_dir)
+        if calibration == "prior-gold":  # 3 of 9 rows are ham (index 1): shares (6+1)/11, (3+1)/11
+            assert [float(s) for s in label_config.prior.split(",")] == pytest.approx(
+                [7 / 11, 4 / 11], abs=1e-4
+            )

@@ -101,11 +101,11 @@ def test_task_yaml_label_keys_stay_strings(tmp_path):
 
 def test_adhoc_task_names_every_text_field():
     one = adhoc_task(["a", "b"])
-    assert one.text_fields == ["text"] and one.render({"text": "hi"}, "hi").startswith("Text: hi\n")
+    assert one.text_fields == ["text"] and "\nText: hi\nLabel:" in one.render({"text": "hi"}, "hi")
     two = adhoc_task(["a", "b"], ["title", "body_text"])
     assert two.text_fields == ["title", "body_text"]
     rendered = two.render({"title": "T", "body_text": "B"}, "T\nB")
-    assert rendered.startswith("Title: T\nBody text: B\nQuestion:")
+    assert rendered.endswith("\nTitle: T\nBody text: B\nLabel:")
     with pytest.raises(ConfigError, match="cannot be named"):
         adhoc_task(["a", "b"], ["title", "body-text"])
 
@@ -215,10 +215,15 @@ def test_adhoc_instruction_and_label_descriptions_render_as_documented(tmp_path)
     task = config.build_task()
     assert task.render({"text": "WIN a prize {{ now }}"}, "WIN a prize {{ now }}") == (
         "Is this SMS message spam?\nLabels:\n- spam: unsolicited ads, scams\n- ham: a normal message\n"
-        "Text: WIN a prize {{ now }}\nQuestion: Which label fits the text best: spam, ham?\nAnswer:"
+        "Classify the text as one of: spam, ham.\nText: WIN a prize {{ now }}\nLabel:"
     )
-    plain = LabelConfig(labels="spam,ham").build_task()  # no options: the prompt of earlier versions
-    assert plain.prompt == "Text: {{ text }}\nQuestion: Which label fits the text best: spam, ham?\nAnswer:"
+    plain = LabelConfig(labels="spam,ham").build_task()  # no options: the default family alone
+    assert plain.prompt == "Classify the text as one of: spam, ham.\nText: {{ text }}\nLabel:"
+    question = adhoc_task(["spam", "ham"], family="question", verbalizers="cased")
+    assert (
+        question.prompt == "Text: {{ text }}\nQuestion: Which label fits the text best: spam, ham?\nAnswer:"
+    )
+    assert question.labels == {"spam": [" spam", " Spam"], "ham": [" ham", " Ham"]}
     sneaky = LabelConfig(labels="a,b", instruction="Decide {{ 7 * 7 }}").build_task()
     assert sneaky.render({"text": "x"}, "x").startswith(
         "Decide {{ 7 * 7 }}\n"
@@ -246,7 +251,7 @@ def test_adhoc_field_named_text_and_yaml_descriptions(tmp_path):
 
     task = LabelConfig(labels="a,b", text_fields="title,text").build_task()
     assert task.render({"title": "T", "text": "BODY"}, "T\nBODY").startswith(
-        "Title: T\nText: BODY\nQuestion:"
+        "Classify the text as one of: a, b.\nTitle: T\nText: BODY\nLabel:"
     )
     (tmp_path / "yn.yaml").write_text("yes: it agrees\nno: it does not\n")
     yn = LabelConfig(labels="yes,no", label_descriptions=str(tmp_path / "yn.yaml")).build_task()

@@ -11,8 +11,17 @@ from llmst.models import DEFAULT_LABELER
 from llmst.option_values import parse_names
 from llmst.stage import runtime
 
-Calibration = Literal["none", "prior", "prior-estimated", "contextual"]
-CALIBRATIONS: tuple[str, ...] = ("none", "prior", "prior-estimated", "contextual")
+# prior: uniform target; prior-gold: the label shares of the tuning rows; prior-gold-half: halfway (in log
+# space) from uniform to those shares, which macro-F1 tends to prefer; prior-estimated: the EM estimate.
+Calibration = Literal["none", "prior", "prior-gold", "prior-gold-half", "prior-estimated", "contextual"]
+CALIBRATIONS: tuple[str, ...] = (
+    "none",
+    "prior",
+    "prior-gold",
+    "prior-gold-half",
+    "prior-estimated",
+    "contextual",
+)
 
 
 @dataclass
@@ -43,7 +52,10 @@ class TuneConfig:
     )
     calibrations: list[str] | None = field(
         default=None,
-        metadata={"help": "Calibrations to try (default all): none, prior, prior-estimated, contextual."},
+        metadata={
+            "help": "Calibrations to try (default all): none, prior, prior-gold, prior-gold-half, "
+            "prior-estimated, contextual."
+        },
     )
     model: str = field(default=DEFAULT_LABELER, metadata={"help": "The labeler (as llmst label --model)."})
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(

@@ -5,8 +5,9 @@ each with exact or case-pooled verbalizers; every `--calibrations` choice; every
 candidate is scored by K-fold cross-validation: the rows of fold k are labeled (by `llmst.label.run.
 label_corpus`, so answers are cached and shared between candidates) with demonstrations drawn only from the
 other folds, so no row is ever scored with a demonstration drawn from itself. Prior calibrations are fitted
-on the scored fold's texts (no gold), as `llmst label --calibrate prior` fits on a corpus. The score is the
-macro-F1 of the pooled out-of-fold predictions, with a 95% bootstrap interval over rows.
+on the scored fold's texts, as `llmst label --calibrate prior` fits on a corpus, toward a uniform target,
+the other folds' gold label shares (`prior-gold`), halfway to them (`prior-gold-half`) or the EM estimate.
+The score is the macro-F1 of the pooled out-of-fold predictions, with a 95% bootstrap interval over rows.
 
 Writes OUT (a task YAML that `llmst label --task OUT` uses), OUT.options.yaml (the chosen `llmst label`
 options, for `--config`), OUT.demos.jsonl when the choice is few-shot (its demonstrations, drawn from all
@@ -31,6 +32,7 @@ from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
 from llmst.label.calibrate import em_prior, prior_bias, softmax
 from llmst.label.config import LabelConfig, parse_label_descriptions
+from llmst.label.fewshot import Example, stratified_sample
 from llmst.label.run import label_corpus
 from llmst.label.task import ADHOC_FAMILIES, VERBALIZER_STYLES, Task, adhoc_task, load_task
 from llmst.readers import iter_checked
@@ -87,19 +89,9 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _demos(rows: list[dict[str, Any]], labels: list[str], shots: int, seed: int) -> list[dict[str, Any]]:
-    """`shots` rows, label-stratified, seeded; their gold label in `label`."""
-    rng = random.Random(seed)
-    by_label: dict[int, list[dict]] = {}
-    for row in rows:
-        by_label.setdefault(row["_gold"], []).append(row)
-    for group in by_label.values():
-        rng.shuffle(group)
-    picked: list[dict] = []
-    while len(picked) < shots and any(by_label.values()):
-        for index in sorted(by_label):
-            if by_label[index] and len(picked) < shots:
-                picked.append(by_label[index].pop())
-    return [{**r, "label": labels[r["_gold"]]} for r in picked]
+    """`shots` rows, label-stratified and seeded as `llmst label` picks demonstrations; gold in `label`."""
+    pool = [Example(record=row, text="", label=labels[row["_gold"]]) for row in rows]
+    return [{**e.record, "label": e.label} for e in stratified_sample(pool, shots, seed)]
 
 
 def _macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
@@ -108,9 +100,24 @@ def _macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
     return float(f1_score(gold, pred, labels=list(range(k)), average="macro", zero_division=0))
 
 
-def _calibrated(logprobs: np.ndarray, calibration: str, contextual: np.ndarray | None) -> np.ndarray:
+def gold_shares(gold: np.ndarray, k: int, power: float = 1.0) -> np.ndarray:
+    """Label shares of gold rows (add-one smoothed, so no share is 0), raised to `power` and renormalised:
+    `power=0.5` is halfway, in log space, from the uniform prior to the gold one."""
+    shares = (np.bincount(gold, minlength=k) + 1.0) ** power
+    return shares / shares.sum()
+
+
+def _calibrated(
+    logprobs: np.ndarray, calibration: str, contextual: np.ndarray | None, train_gold: np.ndarray
+) -> np.ndarray:
+    """Out-of-fold probabilities under one calibration; `train_gold`: the gold labels of the other folds
+    (the prior-gold targets come from them, never from the scored fold)."""
+    k = logprobs.shape[1]
     if calibration == "prior":
         return softmax(logprobs + prior_bias(logprobs))
+    if calibration in ("prior-gold", "prior-gold-half"):
+        target = gold_shares(train_gold, k, 0.5 if calibration == "prior-gold-half" else 1.0)
+        return softmax(logprobs + prior_bias(logprobs, target))
     if calibration == "prior-estimated":
         estimate = np.clip(em_prior(softmax(logprobs)), 1e-6, None)
         return softmax(logprobs + prior_bias(logprobs, estimate / estimate.sum()))
@@ -125,20 +132,6 @@ def _bootstrap_f1(gold: np.ndarray, pred: np.ndarray, k: int, seed: int) -> tupl
     draws = [_macro_f1(gold[idx], pred[idx], k) for idx in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))]
     low, high = np.percentile(draws, [2.5, 97.5])
     return float(low), float(high)
-
-
-def _task_yaml(task: Task) -> dict[str, Any]:
-    return {
-        "task": task.name,
-        "description": task.description,
-        "text_fields": task.text_fields,
-        "labels": task.labels,
-        "prompt": task.prompt,
-        "instruction": task.instruction,
-        "example_separator": task.example_separator,
-        "content_free": task.content_free,
-        "metadata": {"version": task.version},
-    }
 
 
 def _fold_probs(labeled: Path, ids: list[str], labels: list[str]) -> np.ndarray:
@@ -193,7 +186,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
         for number, (name, task) in enumerate(prompts.items(), start=1):
             task_file = work / "tasks" / f"{number:02d}.yaml"
             task_file.parent.mkdir(parents=True, exist_ok=True)
-            task_file.write_text(yaml.safe_dump(_task_yaml(task), sort_keys=False, allow_unicode=True))
+            task_file.write_text(yaml.safe_dump(task.to_dict(), sort_keys=False, allow_unicode=True))
             for shots in config.shots:
                 if config.progress:
                     print(f"[tune] prompt {number}/{len(prompts)} {name}, {shots}-shot", file=sys.stderr)
@@ -223,8 +216,9 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                             fold_files[f], ctx, replace(base, calibrate="contextual"), backend=backend
                         )
                         contextual = _fold_probs(ctx, ids, labels)
+                    train_gold = gold[[i for i in range(len(rows)) if i not in set(fold)]]
                     for calibration in config.calibrations:
-                        probs[calibration][fold] = _calibrated(logprobs, calibration, contextual)
+                        probs[calibration][fold] = _calibrated(logprobs, calibration, contextual, train_gold)
                 for calibration in config.calibrations:
                     pred = probs[calibration].argmax(axis=1)
                     f1 = _macro_f1(gold, pred, len(labels))
@@ -254,19 +248,26 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
     return _write_choice(out, dev, config, prompts[best["prompt"]], best, rows, labels, ranked, warnings)
 
 
-CALIBRATION_ORDER = {"prior": 0, "none": 1, "prior-estimated": 2, "contextual": 3}
+CALIBRATION_ORDER = {
+    c: i
+    for i, c in enumerate(("prior", "prior-gold-half", "prior-gold", "none", "prior-estimated", "contextual"))
+}
 
 
 def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) -> dict[str, Any]:
     task.name = out.stem
     task.description = f"chosen by llmst tune on {dev} ({len(rows)} gold rows, {config.folds}-fold CV)"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(_task_yaml(task), sort_keys=False, allow_unicode=True))
+    out.write_text(yaml.safe_dump(task.to_dict(), sort_keys=False, allow_unicode=True))
     options: dict[str, Any] = {"task": str(out), "text_fields": task.text_fields}
     calibration = best["calibration"]
     options["calibrate"] = "prior" if calibration.startswith("prior") else calibration
     if calibration == "prior-estimated":
-        options["prior"] = "estimated"
+        options["prior"] = "em"
+    elif calibration in ("prior-gold", "prior-gold-half"):
+        gold = np.array([row["_gold"] for row in rows])
+        shares = gold_shares(gold, len(labels), 0.5 if calibration == "prior-gold-half" else 1.0)
+        options["prior"] = ",".join(f"{share:.4f}" for share in shares)
     if best["shots"]:
         demos = _write_jsonl(
             out.with_name(out.name + ".demos.jsonl"), _demos(rows, labels, best["shots"], config.seed)

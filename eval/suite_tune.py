@@ -1,0 +1,140 @@
+"""`llmst tune` on the suite: tune on 100 gold rows of each task, label rows it did not see, and compare with
+the ad-hoc default and with the best candidate found in hindsight on those same rows.
+
+    python eval/suite_tune.py [--report dev-rest|test] [--gold-rows 100] [--shots 0,4] [--model NAME]
+
+`--report dev-rest` (the default, for design decisions) tunes on the first `--gold-rows` dev rows and scores
+the rest of the dev slice; `--report test` tunes on the same rows and scores the test slice (reporting only).
+For each task: the ad-hoc default (`--labels` alone), the tuned choice, and the oracle: every tune candidate
+relabels the scored rows and the best one there is kept ("the best single prompt a search finds"). Answers
+come from the answer cache. Prints a table and writes eval/results/suite_tune_<report>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite_data  # noqa: E402
+
+from llmst.evaluate import evaluate_file  # noqa: E402
+from llmst.label.config import LabelConfig  # noqa: E402
+from llmst.label.run import label_corpus  # noqa: E402
+from llmst.models import DEFAULT_LABELER  # noqa: E402
+from llmst.tune.config import TuneConfig  # noqa: E402
+from llmst.tune.run import run_tune  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path("/tmp/llmst-eval/suite-tune")
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _score(source: Path, out: Path, options: dict, args: argparse.Namespace) -> float:
+    config = LabelConfig(
+        model=args.model, cache_path=args.cache_path, progress=False, overwrite=True, **options
+    )
+    label_corpus(source, out, config)
+    return round(evaluate_file(out, gold_field="gold")["macro_f1"], 4)
+
+
+def run_task(name: str, args: argparse.Namespace) -> dict:
+    task = suite_data.SUITE[name]
+    dev = suite_data.load_split(name, "dev")
+    gold_rows = dev[: args.gold_rows]
+    scored = dev[args.gold_rows :] if args.report == "dev-rest" else suite_data.load_split(name, "test")
+    work = WORK / args.model / f"{name}-{args.report}"
+    tune_in = _write(work / "gold.jsonl", gold_rows)
+    scored_in = _write(work / "scored.jsonl", scored)
+    report = run_tune(
+        tune_in,
+        work / "task.yaml",
+        TuneConfig(labels=list(task.labels), text_fields=list(task.text_fields), shots=args.shots,
+                   model=args.model, cache_path=args.cache_path, overwrite=True, progress=False),
+    )  # fmt: skip
+    options = yaml.safe_load(Path(report["options"]).read_text())
+    tuned = _score(scored_in, work / "tuned.jsonl", options, args)
+    default = _score(scored_in, work / "default.jsonl", {"labels": list(task.labels), "text_fields": list(task.text_fields)}, args)  # fmt: skip
+    oracle = {"macro_f1": -1.0}
+    seen = set()
+    for candidate in report["candidates"]:  # the oracle: every candidate, scored on the held-out rows
+        key = (candidate["task_file"], candidate["shots"], candidate["calibration"])
+        if key in seen:
+            continue
+        seen.add(key)
+        cand_options = {"task": candidate["task_file"], "text_fields": list(task.text_fields)}
+        calibration = candidate["calibration"]
+        cand_options["calibrate"] = "prior" if calibration.startswith("prior") else calibration
+        if calibration == "prior-estimated":
+            cand_options["prior"] = "em"
+        elif calibration.startswith("prior-gold"):
+            import numpy as np
+
+            from llmst.tune.run import gold_shares
+
+            gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
+            shares = gold_shares(gold, len(task.labels), 0.5 if calibration == "prior-gold-half" else 1.0)
+            cand_options["prior"] = ",".join(f"{s:.4f}" for s in shares)
+        if candidate["shots"]:
+            cand_options.update(
+                few_shot=options.get("few_shot") or str(work / "task.yaml.demos.jsonl"),
+                shots=candidate["shots"],
+            )
+            if not Path(cand_options["few_shot"]).exists():
+                continue
+        f1 = _score(scored_in, work / "oracle.jsonl", cand_options, args)
+        if f1 > oracle["macro_f1"]:
+            oracle = {"macro_f1": f1, **{k: candidate[k] for k in ("prompt", "shots", "calibration")}}
+    majority = suite_data.majority_baseline(scored, task.labels)["macro_f1"]
+    return {"task": name, "scored_rows": len(scored), "majority_f1": round(majority, 4), "default_f1": default,
+            "tuned_f1": tuned, "chosen": report["chosen"], "warnings": report["warnings"], "oracle": oracle}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--report", choices=["dev-rest", "test"], default="dev-rest")
+    parser.add_argument("--gold-rows", type=int, default=100)
+    parser.add_argument("--shots", default="0,4")
+    parser.add_argument("--tasks", nargs="+", choices=list(suite_data.SUITE), default=list(suite_data.SUITE))
+    parser.add_argument("--model", default=DEFAULT_LABELER)
+    parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results = []
+    for name in args.tasks:
+        r = run_task(name, args)
+        print(f"[tune] {name}: default {r['default_f1']:.4f} tuned {r['tuned_f1']:.4f} oracle {r['oracle']['macro_f1']:.4f}", file=sys.stderr)  # fmt: skip
+        results.append(r)
+    lines = [f"`llmst tune` on {args.gold_rows} gold dev rows per task, scored on `{args.report}`, {args.model}, shots {args.shots}",
+             "", "| task | rows | majority F1 | ad-hoc default F1 | tuned F1 | tuned minus default | tuned choice | best candidate in hindsight |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        c, o = r["chosen"], r["oracle"]
+        lines.append(f"| {r['task']} | {r['scored_rows']} | {r['majority_f1']:.4f} | {r['default_f1']:.4f} | {r['tuned_f1']:.4f} | "
+                     f"{r['tuned_f1'] - r['default_f1']:+.4f} | {c['prompt']}, {c['shots']}-shot, {c['calibration']} | "
+                     f"{o['macro_f1']:.4f} ({o.get('prompt')}, {o.get('shots')}-shot, {o.get('calibration')}) |")  # fmt: skip
+    mean = {k: sum(r[k] for r in results) / len(results) for k in ("default_f1", "tuned_f1")}
+    oracle = sum(r["oracle"]["macro_f1"] for r in results) / len(results)
+    lines += ["", f"mean macro-F1: default {mean['default_f1']:.4f}, tuned {mean['tuned_f1']:.4f} "
+              f"({mean['tuned_f1'] - mean['default_f1']:+.4f}), best candidate in hindsight {oracle:.4f}"]  # fmt: skip
+    table = "\n".join(lines)
+    print(table)
+    out = RESULTS / f"suite_tune_{args.report}.json"
+    out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "model": args.model,
+                               "seconds": round(time.perf_counter() - started, 1), "results": results, "table": table}, indent=1) + "\n")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
