@@ -37,18 +37,26 @@ from llmst import stage  # noqa: E402
 from llmst.filter import precision_threshold  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus, label_signature  # noqa: E402
+from llmst.models import DEFAULT_LABELER  # noqa: E402
 from llmst.readers import read_jsonl  # noqa: E402
 
 
 def label_split(
-    split: str, work: Path, calibrate: str, cache_path: str, calibration_from: Path | None = None
+    split: str,
+    work: Path,
+    calibrate: str,
+    cache_path: str,
+    calibration_from: Path | None = None,
+    model: str = DEFAULT_LABELER,
 ) -> Path:
     """Label an SST-2 split (reused while its signature matches); with `calibration_from`, with that
     file's fitted calibration instead of one fitted on the split itself."""
     tag = "pool-calibration" if calibration_from else calibrate
-    labeled = work / f"{split}-{tag}.jsonl"
+    labeled = work / (f"{split}-{tag}.jsonl" if model == DEFAULT_LABELER else f"{model}/{split}-{tag}.jsonl")
+    labeled.parent.mkdir(parents=True, exist_ok=True)
     config = LabelConfig(
         task="sentiment",
+        model=model,
         calibrate=calibrate,
         calibration_from=str(calibration_from) if calibration_from else None,
         cache_path=cache_path,
@@ -86,6 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--refit-dev", action="store_true", help="calibrate dev on its own rows (before --calibration-from)"
     )
+    parser.add_argument("--model", default=DEFAULT_LABELER, help="the labeler (llmst label --model)")
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/llmst-eval/conformal"))
     parser.add_argument(
@@ -96,11 +105,18 @@ def main() -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     if (args.dev_labeled is None) != (args.test_labeled is None):
         raise SystemExit("give both --dev-labeled and --test-labeled, or neither")
-    test_file = args.test_labeled or label_split("sst2-test", args.work_dir, args.calibrate, args.cache_path)
+    test_file = args.test_labeled or label_split(
+        "sst2-test", args.work_dir, args.calibrate, args.cache_path, model=args.model
+    )
     # the calibration rows are scored like the rows the threshold is applied to: with the test corpus's
     # fitted calibration (`--calibration-from`), not one refitted on dev (unless --refit-dev, the old way)
     dev_file = args.dev_labeled or label_split(
-        "sst2-dev", args.work_dir, args.calibrate, args.cache_path, None if args.refit_dev else test_file
+        "sst2-dev",
+        args.work_dir,
+        args.calibrate,
+        args.cache_path,
+        None if args.refit_dev else test_file,
+        model=args.model,
     )
     dev_conf, dev_correct = labeled_arrays(dev_file)
     test_conf, test_correct = labeled_arrays(test_file)
@@ -131,8 +147,7 @@ def main() -> None:
     below = sum(1 for d in draws if d["test_precision"] is not None and d["test_precision"] < args.target)
     coverage = [d["test_coverage"] for d in draws]
     summary = {
-        "labeler": args.labeler
-        or "smollm2-135m-instruct, task sentiment, zero-shot, calibrate=" + args.calibrate,
+        "labeler": args.labeler or f"{args.model}, task sentiment, zero-shot, calibrate={args.calibrate}",
         "labeled_files": [str(dev_file), str(test_file)],
         "dev_calibration": "own fit (--refit-dev)"
         if args.refit_dev

@@ -18,17 +18,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite_data  # noqa: E402
 
+from llmst.backends import make_backend  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
 from llmst.models import DEFAULT_LABELER  # noqa: E402
 from llmst.tune.config import TuneConfig  # noqa: E402
-from llmst.tune.run import run_tune  # noqa: E402
+from llmst.tune.run import gold_shares, run_tune  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path("/tmp/llmst-eval/suite-tune")
@@ -44,7 +46,9 @@ def _score(source: Path, out: Path, options: dict, args: argparse.Namespace) -> 
     config = LabelConfig(
         model=args.model, cache_path=args.cache_path, progress=False, overwrite=True, **options
     )
-    label_corpus(source, out, config)
+    if args.backend is None:  # one model load for the whole run
+        args.backend = make_backend(config.backend_spec())
+    label_corpus(source, out, config, backend=args.backend)
     return round(evaluate_file(out, gold_field="gold")["macro_f1"], 4)
 
 
@@ -78,10 +82,6 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
         if calibration == "prior-estimated":
             cand_options["prior"] = "em"
         elif calibration.startswith("prior-gold"):
-            import numpy as np
-
-            from llmst.tune.run import gold_shares
-
             gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
             shares = gold_shares(gold, len(task.labels), 0.5 if calibration == "prior-gold-half" else 1.0)
             cand_options["prior"] = ",".join(f"{s:.4f}" for s in shares)
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
     args = parser.parse_args()
+    args.backend = None
+    args.backend = None
     started = time.perf_counter()
     results = []
     for name in args.tasks:
