@@ -30,7 +30,7 @@ from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
 from llmst.models import DEFAULT_LABELER  # noqa: E402
 from llmst.tune.config import TuneConfig  # noqa: E402
-from llmst.tune.run import gold_shares, run_tune  # noqa: E402
+from llmst.tune.run import calibration_options, run_tune  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path("/tmp/llmst-eval/suite-tune")
@@ -77,14 +77,8 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
             continue
         seen.add(key)
         cand_options = {"task": candidate["task_file"], "text_fields": list(task.text_fields)}
-        calibration = candidate["calibration"]
-        cand_options["calibrate"] = "prior" if calibration.startswith("prior") else calibration
-        if calibration == "prior-estimated":
-            cand_options["prior"] = "em"
-        elif calibration.startswith("prior-gold"):
-            gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
-            shares = gold_shares(gold, len(task.labels), 0.5 if calibration == "prior-gold-half" else 1.0)
-            cand_options["prior"] = ",".join(f"{s:.4f}" for s in shares)
+        gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
+        cand_options.update(calibration_options(candidate["calibration"], gold, len(task.labels)))
         if candidate["shots"]:
             cand_options.update(
                 few_shot=options.get("few_shot") or str(work / "task.yaml.demos.jsonl"),

@@ -107,6 +107,16 @@ def gold_shares(gold: np.ndarray, k: int, power: float = 1.0) -> np.ndarray:
     return shares / shares.sum()
 
 
+def calibration_options(calibration: str, gold: np.ndarray, k: int) -> dict[str, str]:
+    """The `llmst label` options of a tune calibration; `gold`: label indices of the gold rows."""
+    if calibration == "prior-estimated":
+        return {"calibrate": "prior", "prior": "em"}
+    if calibration in ("prior-gold", "prior-gold-half"):
+        shares = gold_shares(gold, k, 0.5 if calibration == "prior-gold-half" else 1.0)
+        return {"calibrate": "prior", "prior": ",".join(f"{share:.4f}" for share in shares)}
+    return {"calibrate": calibration}
+
+
 def _calibrated(
     logprobs: np.ndarray, calibration: str, contextual: np.ndarray | None, train_gold: np.ndarray
 ) -> np.ndarray:
@@ -260,14 +270,9 @@ def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(task.to_dict(), sort_keys=False, allow_unicode=True))
     options: dict[str, Any] = {"task": str(out), "text_fields": task.text_fields}
-    calibration = best["calibration"]
-    options["calibrate"] = "prior" if calibration.startswith("prior") else calibration
-    if calibration == "prior-estimated":
-        options["prior"] = "em"
-    elif calibration in ("prior-gold", "prior-gold-half"):
-        gold = np.array([row["_gold"] for row in rows])
-        shares = gold_shares(gold, len(labels), 0.5 if calibration == "prior-gold-half" else 1.0)
-        options["prior"] = ",".join(f"{share:.4f}" for share in shares)
+    options.update(
+        calibration_options(best["calibration"], np.array([row["_gold"] for row in rows]), len(labels))
+    )
     if best["shots"]:
         demos = _write_jsonl(
             out.with_name(out.name + ".demos.jsonl"), _demos(rows, labels, best["shots"], config.seed)
