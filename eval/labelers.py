@@ -102,11 +102,11 @@ def main() -> None:
              f"{args.threads} threads, {platform.machine()}", "",
              "| model | " + " | ".join(names) + " | mean | above majority | docs/s |",
              "|---|" + "---|" * (len(names) + 3)]  # fmt: skip
+    majority = {
+        n: suite_data.majority_baseline(suite_data.load_split(n, "dev")[: args.rows], suite_data.SUITE[n].labels)["macro_f1"]
+        for n in names
+    }  # fmt: skip
     for r in results:
-        majority = {
-            n: suite_data.majority_baseline(suite_data.load_split(n, "dev")[: args.rows], suite_data.SUITE[n].labels)["macro_f1"]
-            for n in names
-        }  # fmt: skip
         above = sum(r["macro_f1"][n] > majority[n] for n in names)
         lines.append(f"| {r['model']} | " + " | ".join(f"{r['macro_f1'][n]:.3f}" for n in names)
                      + f" | {np.mean(list(r['macro_f1'].values())):.3f} | {above} | {r['docs_per_second']} |")  # fmt: skip

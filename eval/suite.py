@@ -10,7 +10,8 @@ Configurations (`CONFIGS`; each maps a suite task to the `LabelConfig` a user wo
 - `adhoc-raw`: the same with `--calibrate none`; `adhoc-em`: with `--prior em` (the corpus prior estimated by
   EM); `adhoc-contextual`: with `--calibrate contextual`;
 - `adhoc-classify`, `adhoc-statement`, `adhoc-question-cased`, `adhoc-classify-cased`,
-  `adhoc-classify-contextual`: the ad-hoc task of another prompt family, verbalizer style or calibration (`llmst.label.task.ADHOC_FAMILIES`), as `llmst tune` writes it;
+  `adhoc-classify-contextual`: the ad-hoc task of another prompt family (`llmst.label.task.
+  ADHOC_FAMILIES`), verbalizer style or calibration, written as a task YAML like `llmst tune` writes it;
 - `shipped`: the shipped task YAML where the suite task has one (sst2, mr: `sentiment`; ag_news; trec),
   else the ad-hoc task.
 

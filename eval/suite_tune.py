@@ -71,13 +71,13 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
     default = _score(scored_in, work / "default.jsonl", {"labels": list(task.labels), "text_fields": list(task.text_fields)}, args)  # fmt: skip
     oracle = {"macro_f1": -1.0}
     seen = set()
+    gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
     for candidate in report["candidates"]:  # the oracle: every candidate, scored on the held-out rows
         key = (candidate["task_file"], candidate["shots"], candidate["calibration"])
         if key in seen:
             continue
         seen.add(key)
         cand_options = {"task": candidate["task_file"], "text_fields": list(task.text_fields)}
-        gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
         cand_options.update(calibration_options(candidate["calibration"], gold, len(task.labels)))
         if candidate["shots"]:
             cand_options.update(
@@ -105,7 +105,6 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
     args = parser.parse_args()
-    args.backend = None
     args.backend = None
     started = time.perf_counter()
     results = []

@@ -87,7 +87,7 @@ def test_tune_bad_inputs(tmp_path, tiny_model_dir):
             tune_config(tmp_path, tiny_model_dir, **options)
 
 
-def test_gold_share_priors_come_from_other_folds_and_write_valid_label_options(tmp_path, tiny_model_dir):
+def test_gold_share_priors_are_smoothed_and_every_choice_writes_valid_label_options(tmp_path, tiny_model_dir):
     import numpy as np
 
     from llmst.tune.run import _write_choice, gold_shares

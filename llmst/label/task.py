@@ -200,9 +200,9 @@ def adhoc_task(
     """A task from `--labels a,b,c`: a generic classification prompt scored on ' a', ' b', ' c'.
 
     The prompt is the instruction (if any), the labels with their descriptions (if any), then the prompt
-    family's frame around the text (`family`, one of `ADHOC_FAMILIES`). One text field renders as `Text: ...`; several render each
-    under its own name (`Title: ...`, `Body: ...`), and a row missing any of them is rejected like in every
-    task. `verbalizers="cased"` pools each label's ' name' with ' Name' (log-sum-exp).
+    family's frame around the text (`family`, one of `ADHOC_FAMILIES`). One text field renders as
+    `Text: ...`; several render each under its own name (`Title: ...`, `Body: ...`), and a row missing any
+    of them is rejected like in every task. `verbalizers="cased"` pools each label's ' name' with ' Name' (log-sum-exp).
     """
     names = [name.strip() for name in labels if name.strip()]
     if len(set(names)) != len(names):

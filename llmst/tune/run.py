@@ -107,12 +107,15 @@ def gold_shares(gold: np.ndarray, k: int, power: float = 1.0) -> np.ndarray:
     return shares / shares.sum()
 
 
+GOLD_POWER = {"prior-gold": 1.0, "prior-gold-half": 0.5}  # gold-share calibrations: `gold_shares` power
+
+
 def calibration_options(calibration: str, gold: np.ndarray, k: int) -> dict[str, str]:
     """The `llmst label` options of a tune calibration; `gold`: label indices of the gold rows."""
     if calibration == "prior-estimated":
         return {"calibrate": "prior", "prior": "em"}
-    if calibration in ("prior-gold", "prior-gold-half"):
-        shares = gold_shares(gold, k, 0.5 if calibration == "prior-gold-half" else 1.0)
+    if calibration in GOLD_POWER:
+        shares = gold_shares(gold, k, GOLD_POWER[calibration])
         return {"calibrate": "prior", "prior": ",".join(f"{share:.4f}" for share in shares)}
     return {"calibrate": calibration}
 
@@ -125,8 +128,8 @@ def _calibrated(
     k = logprobs.shape[1]
     if calibration == "prior":
         return softmax(logprobs + prior_bias(logprobs))
-    if calibration in ("prior-gold", "prior-gold-half"):
-        target = gold_shares(train_gold, k, 0.5 if calibration == "prior-gold-half" else 1.0)
+    if calibration in GOLD_POWER:
+        target = gold_shares(train_gold, k, GOLD_POWER[calibration])
         return softmax(logprobs + prior_bias(logprobs, target))
     if calibration == "prior-estimated":
         estimate = np.clip(em_prior(softmax(logprobs)), 1e-6, None)
@@ -226,7 +229,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                             fold_files[f], ctx, replace(base, calibrate="contextual"), backend=backend
                         )
                         contextual = _fold_probs(ctx, ids, labels)
-                    train_gold = gold[[i for i in range(len(rows)) if i not in set(fold)]]
+                    train_gold = np.delete(gold, fold)  # the other folds' gold labels
                     for calibration in config.calibrations:
                         probs[calibration][fold] = _calibrated(logprobs, calibration, contextual, train_gold)
                 for calibration in config.calibrations:
