@@ -9,8 +9,8 @@ Configurations (`CONFIGS`; each maps a suite task to the `LabelConfig` a user wo
   with a new task gets today);
 - `adhoc-raw`: the same with `--calibrate none`; `adhoc-em`: with `--prior em` (the corpus prior estimated by
   EM); `adhoc-contextual`: with `--calibrate contextual`;
-- `adhoc-classify`, `adhoc-statement`, `adhoc-question-cased`, `adhoc-classify-cased`,
-  `adhoc-classify-contextual`: the ad-hoc task of another prompt family (`llmst.label.task.
+- `adhoc-question` (the ad-hoc default until session 5), `adhoc-classify`, `adhoc-statement`,
+  `adhoc-question-cased`, `adhoc-classify-cased`, `adhoc-classify-contextual`: the ad-hoc task of another prompt family (`llmst.label.task.
   ADHOC_FAMILIES`), verbalizer style or calibration, written as a task YAML like `llmst tune` writes it;
 - `shipped`: the shipped task YAML where the suite task has one (sst2, mr: `sentiment`; ag_news; trec),
   else the ad-hoc task.
@@ -70,6 +70,7 @@ def _family(task: suite_data.SuiteTask, family: str, style: str, **options: Any)
 
 CONFIGS: dict[str, Callable[[suite_data.SuiteTask], dict[str, Any]]] = {
     "adhoc": lambda task: _adhoc(task),
+    "adhoc-question": lambda task: _family(task, "question", "exact"),  # the ad-hoc default until session 5
     "adhoc-question-cased": lambda task: _family(task, "question", "cased"),
     "adhoc-classify": lambda task: _family(task, "classify", "exact"),
     "adhoc-classify-cased": lambda task: _family(task, "classify", "cased"),

@@ -259,6 +259,25 @@ def selftrain_cmd(
     typer.echo(report_markdown(run_selftrain(load_selftrain_config(config))))
 
 
+@app.command("w2s")
+def w2s_cmd(
+    config: Annotated[Path, typer.Argument(help="Weak-to-strong YAML (see llmst/experiments/w2s.py).")],
+) -> None:
+    """Weak-to-strong experiment (Burns et al. 2023): per seed, split the gold train rows into halves A and B;
+    the weak model learns A (or an LLM labeler, or an ensemble) and labels B and the test rows; the strong
+    model learns B's weak labels (transfer: one per loss and per selection) and B's gold labels (ceiling).
+
+    Reports accuracy and ROC AUC of weak, transfer and ceiling, and PGR = (transfer - weak) / (ceiling - weak)
+    with 95% paired bootstrap intervals per seed and pooled. Every stage stays under out_dir/seed<s>/ with its
+    signature (a rerun recomputes only what changed); writes out_dir/report.json, report.md and pgr.png.
+    """
+    from llmst.experiments.w2s import run_w2s
+    from llmst.experiments.w2s_config import load_w2s_config
+    from llmst.experiments.w2s_report import report_markdown
+
+    typer.echo(report_markdown(run_w2s(load_w2s_config(config))))
+
+
 @models_app.command("list")
 def models_list_cmd() -> None:
     """List the bundled models and whether they are installed."""

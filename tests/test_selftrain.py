@@ -175,7 +175,7 @@ def test_selftrain_interrupted_stage_resumes_under_the_same_signature(
     with mock.patch.object(train_module, "train", side_effect=KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
             run_selftrain(load_selftrain_config(path))
-    assert (run / "round0" / "student.selftrain-pending").exists()
+    assert (run / "round0" / "student.stage-pending").exists()
     assert (run / "round0" / "labeled.jsonl.signature.json").exists()
     calls = []
     real = train_module.train
@@ -187,7 +187,7 @@ def test_selftrain_interrupted_stage_resumes_under_the_same_signature(
     with mock.patch.object(train_module, "train", side_effect=spy):
         run_selftrain(load_selftrain_config(path))
     assert calls == [False]  # resumed, not overwritten
-    assert not (run / "round0" / "student.selftrain-pending").exists()
+    assert not (run / "round0" / "student.stage-pending").exists()
 
 
 def test_selftrain_config_errors(tmp_path, tiny_model_dir, tiny_bert_dir):

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from llmst.errors import ConfigError
+from llmst.experiments.orchestration import build, log, out_dir_of, resolver, run_stage
 from llmst.records import write_json_atomic
-from llmst.stage import clear_marker, is_current, read_options_file, signature, write_marker
+from llmst.stage import read_options_file, signature
 from llmst.train.config import TrainConfig
 
 
@@ -77,17 +76,10 @@ def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
         if required not in data:
             raise ConfigError(f"{path}: '{required}' is required")
     base = path.resolve().parent
-
-    def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
-            return str(base / value)
-        return value
-
+    resolve = resolver(base)
     for key in ("corpus", "dev", "test"):
         data[key] = resolve(data.get(key))
-    data["out_dir"] = (
-        str(base / data["out_dir"]) if not Path(data["out_dir"]).is_absolute() else data["out_dir"]
-    )
+    data["out_dir"] = out_dir_of(data["out_dir"], base)
     for section in ("label", "filter", "train"):
         data[section] = {k: resolve(v) for k, v in (data.get(section) or {}).items()}
     try:
@@ -97,14 +89,11 @@ def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
 
 
 def _build(cls, options: dict[str, Any], section: str, **overrides: Any):
-    try:
-        return cls(**{**options, **overrides})
-    except TypeError as error:
-        raise ConfigError(f"selftrain: bad '{section}' options: {error}") from error
+    return build(cls, options, section, **overrides)
 
 
 def _log(message: str) -> None:
-    print(f"[selftrain] {message}", file=sys.stderr, flush=True)
+    log("selftrain", message)
 
 
 def _metrics(path: Path, gold_field: str) -> dict[str, Any]:
@@ -112,31 +101,6 @@ def _metrics(path: Path, gold_field: str) -> dict[str, Any]:
 
     report = evaluate_file(path, gold_field=gold_field)
     return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "ece")} | {"n": report["n"]}
-
-
-def _pending(out: Path) -> Path:
-    return out.with_name(out.name + ".selftrain-pending")
-
-
-def _run_stage(name: str, out: Path, sig: str, run: Callable[[bool], Any]) -> bool:
-    """Run a stage unless `out` is complete under signature `sig`; returns True when it ran.
-
-    A stage interrupted under the same signature resumes (`run(overwrite=False)`); one left by other
-    options or inputs is recomputed from scratch (`run(overwrite=True)`), never resumed into.
-    """
-    if is_current(out, sig):
-        _log(f"{name}: up to date, reused")
-        return False
-    pending = _pending(out)
-    resume = pending.exists() and pending.read_text().strip() == sig
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pending.write_text(sig + "\n")
-    clear_marker(out)
-    _log(f"{name}: {'resuming' if resume else 'computing'}")
-    run(not resume)
-    write_marker(out, sig, stage=name)
-    pending.unlink(missing_ok=True)
-    return True
 
 
 def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
@@ -167,13 +131,13 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
 
     def label(source: str, out: Path, name: str) -> None:
         sig = label_signature(source, label_config)
-        _run_stage(
+        run_stage(
             name, out, sig, lambda fresh: label_corpus(source, out, replace(label_config, overwrite=fresh))
         )
 
     def predict(model: Path, source: str, out: Path, name: str) -> None:
         sig = predict_signature(model, source, predict_config)
-        _run_stage(
+        run_stage(
             name,
             out,
             sig,
@@ -201,7 +165,7 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
         filter_sig = signature(
             "filter", filter_config, {"labeled": source, "calibration": filter_config.calibration}
         )
-        _run_stage(
+        run_stage(
             f"round {index}: filter ({filter_config.method})",
             kept,
             filter_sig,
@@ -209,7 +173,7 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
         )
         filter_report = json.loads((folder / "kept.jsonl.report.json").read_text())
         student_dir = folder / "student"
-        _run_stage(
+        run_stage(
             f"round {index}: train {train_config.student} on {filter_report['n_kept']} rows",
             student_dir,
             train_signature(kept, train_config),

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from llmst.models import resolve_model
 from llmst.train.config import TrainConfig
 from llmst.train.data import TrainingRows
-from llmst.train.losses import DoublyRobustLoss, SoftCrossEntropyLoss
+from llmst.train.losses import DoublyRobustLoss, LogConfidenceLoss, SoftCrossEntropyLoss
 from llmst.train.model import StudentClassifier, build_classifier
 from llmst.train.run import (
     TrainSummary,
@@ -27,6 +27,8 @@ from llmst.train.run import (
     student_meta,
     training_arguments,
 )
+
+StudentLoss = SoftCrossEntropyLoss | DoublyRobustLoss | LogConfidenceLoss
 
 
 class _PlannedRows(Dataset):
@@ -73,17 +75,21 @@ def _collate(tokenizer):
     return collate
 
 
-def student_loss(config: TrainConfig) -> SoftCrossEntropyLoss | DoublyRobustLoss:
-    return DoublyRobustLoss() if config.loss == "doubly-robust" else SoftCrossEntropyLoss()
+def student_loss(config: TrainConfig) -> StudentLoss:
+    if config.loss == "doubly-robust":
+        return DoublyRobustLoss()
+    if config.loss == "logconf":
+        return LogConfidenceLoss(config.logconf_weight, config.logconf_warmup)
+    return SoftCrossEntropyLoss()
 
 
 def _make_trainer_class():
     from transformers import Trainer
 
     class StudentTrainer(Trainer):
-        """Trainer whose loss is llmst's (soft / weighted cross-entropy or doubly robust)."""
+        """Trainer whose loss is llmst's (soft / weighted cross-entropy, doubly robust or logconf)."""
 
-        def __init__(self, *args, loss: SoftCrossEntropyLoss | DoublyRobustLoss, **kwargs):
+        def __init__(self, *args, loss: StudentLoss, **kwargs):
             super().__init__(*args, **kwargs)
             self.student_loss = loss
 
@@ -93,6 +99,11 @@ def _make_trainer_class():
                 pseudo_weights = torch.where(inputs["is_gold"] > 0, 1.0, inputs["weight"])
                 loss = self.student_loss.compute_loss_from_logits(
                     logits, inputs["labeler_target"], inputs["target"], inputs["is_gold"], pseudo_weights
+                )
+            elif isinstance(self.student_loss, LogConfidenceLoss):
+                progress = self.state.global_step / max(self.state.max_steps, 1)
+                loss = self.student_loss.compute_loss_from_logits(
+                    logits, inputs["target"], inputs["weight"], progress=progress
                 )
             else:
                 loss = self.student_loss.compute_loss_from_logits(logits, inputs["target"], inputs["weight"])

@@ -14,7 +14,7 @@ from llmst import stage
 from llmst.errors import ConfigError
 
 StudentKind = Literal["classifier", "generative"]
-Loss = Literal["ce", "doubly-robust"]
+Loss = Literal["ce", "doubly-robust", "logconf"]
 STUDENT_KINDS = get_args(StudentKind)
 LOSSES = get_args(Loss)
 
@@ -74,7 +74,17 @@ class TrainConfig:
         default=None, metadata={"help": "Per-row loss weight field, e.g. confidence."}
     )
     loss: Loss = field(
-        default="ce", metadata={"help": "ce or doubly-robust (needs --gold and --gold-share)."}
+        default="ce",
+        metadata={
+            "help": "ce, doubly-robust (needs --gold and --gold-share) or logconf (weak-to-strong: also "
+            "fit the student's own hardened predictions)."
+        },
+    )
+    logconf_weight: float = field(
+        default=0.75, metadata={"help": "logconf: final weight of the student's hardened predictions."}
+    )
+    logconf_warmup: float = field(
+        default=0.2, metadata={"help": "logconf: share of the steps over which that weight ramps up from 0."}
     )
     gold: str | None = field(
         default=None, metadata={"help": "Small gold-labeled file mixed into every batch."}
@@ -125,6 +135,8 @@ class TrainConfig:
                 "--loss doubly-robust needs gold rows in every batch",
                 hint="pass --gold FILE (labeled by the same labeler, with a gold field) and --gold-share, e.g. 0.25",
             )
+        if not 0.0 <= self.logconf_weight <= 1.0 or not 0.0 <= self.logconf_warmup <= 1.0:
+            raise ConfigError("--logconf-weight and --logconf-warmup must be in [0, 1]")
         if self.kind == "generative" and (self.soft_labels or self.weight_field or self.loss != "ce"):
             raise ConfigError("a generative student trains on hard labels with plain cross-entropy")
         if self.epochs <= 0 or self.batch_size < 1 or self.max_length < 8:

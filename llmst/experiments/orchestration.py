@@ -1,0 +1,65 @@
+"""What every orchestration (selftrain, w2s) shares: run a stage unless its output is current, build a stage's
+config from a YAML section, and resolve paths relative to the YAML file."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmst.errors import ConfigError
+from llmst.stage import clear_marker, is_current, write_marker
+
+
+def log(owner: str, message: str) -> None:
+    print(f"[{owner}] {message}", file=sys.stderr, flush=True)
+
+
+def pending_path(out: Path) -> Path:
+    """The file that says `out` is being computed, and under which signature (so a rerun can resume it)."""
+    return out.with_name(out.name + ".stage-pending")
+
+
+def run_stage(name: str, out: Path, sig: str, run: Callable[[bool], Any], owner: str = "selftrain") -> bool:
+    """Run a stage unless `out` is complete under signature `sig`; returns True when it ran.
+
+    A stage interrupted under the same signature resumes (`run(overwrite=False)`); one left by other
+    options or inputs is recomputed from scratch (`run(overwrite=True)`), never resumed into.
+    """
+    if is_current(out, sig):
+        log(owner, f"{name}: up to date, reused")
+        return False
+    pending = pending_path(out)
+    resume = pending.exists() and pending.read_text().strip() == sig
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_text(sig + "\n")
+    clear_marker(out)
+    log(owner, f"{name}: {'resuming' if resume else 'computing'}")
+    run(not resume)
+    write_marker(out, sig, stage=name)
+    pending.unlink(missing_ok=True)
+    return True
+
+
+def build(cls, options: dict[str, Any], section: str, owner: str = "selftrain", **overrides: Any):
+    """`cls(**options, **overrides)`, with a bad option reported as one ConfigError naming the section."""
+    try:
+        return cls(**{**options, **overrides})
+    except TypeError as error:
+        raise ConfigError(f"{owner}: bad '{section}' options: {error}") from error
+
+
+def resolver(base: Path) -> Callable[[Any], Any]:
+    """A function that turns a string naming a file under `base` (the YAML's folder) into its full path."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
+            return str(base / value)
+        return value
+
+    return resolve
+
+
+def out_dir_of(value: str, base: Path) -> str:
+    return str(base / value) if not Path(value).is_absolute() else value

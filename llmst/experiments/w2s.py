@@ -1,0 +1,294 @@
+"""`llmst w2s CONFIG.yaml`: weak-to-strong generalization experiments (Burns et al. 2023) with PGR intervals.
+
+Per seed: the gold train rows are shuffled and split into halves A and B; the weak supervisor is trained on A's
+gold labels (or is an LLM labeler that needs no training, or an ensemble of either, soft labels averaged) and
+labels B and the test rows; the strong student is trained on B's weak labels (the transfer model, once per
+transfer loss and once per selection of the weak labels) and, separately, on B's gold labels (the ceiling).
+All are scored on the test rows; PGR = (transfer - weak) / (ceiling - weak), with paired bootstrap intervals
+(`llmst.experiments.pgr`). Every stage writes its output under `out_dir/seed<s>/` with its signature, so a
+rerun recomputes only what changed and resumes what was interrupted.
+
+Config (YAML):
+
+    out_dir: runs/w2s-sst2
+    data: {train: train.jsonl, test: test.jsonl, text_field: text, gold_field: gold}  # gold-labeled rows
+    n_train: 4000                  # train rows used, split 50/50 into A (weak) and B (transfer)
+    seeds: [0, 1, 2, 3, 4]
+    weak: {student: minilm-l6, epochs: 2}     # or {label: {model: ..., task: ...}} or {ensemble: [...]}
+    strong: {student: mpnet-base, epochs: 2}  # any llmst train options (lora: true, ...)
+    loss: [xent, logconf]          # xent (soft weak labels) | hard | logconf; one transfer model each
+    select: [{method: per-class, fraction: 0.5}]   # llmst filter options; each its own transfer model
+    min_gap: 0.02                  # PGR is undefined when ceiling - weak is below this
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmst.errors import ConfigError
+from llmst.experiments import pgr as pgr_stats
+from llmst.experiments.orchestration import log, run_stage
+from llmst.experiments.w2s_config import W2SConfig
+from llmst.experiments.w2s_report import plot_pgr, report_markdown
+from llmst.readers import iter_checked
+from llmst.records import label_index, record_text, write_json_atomic
+from llmst.stage import signature
+
+
+def _log(message: str) -> None:
+    log("w2s", message)
+
+
+def _gold_rows(source: str, data: dict[str, Any], labels: list[str] | None) -> tuple[list[dict], list[str]]:
+    """Rows of a gold-labeled file as `{id, <text fields>, gold}` (gold as a label name); a row without its
+    text or with a gold value outside the label set is an error naming its line, never dropped."""
+    raw = []
+    for line, record in iter_checked(source):
+        if record_text(record, data["text_fields"]) is None:
+            raise ConfigError(f"{source}, line {line}: no text field(s) {data['text_fields']}")
+        if record.get(data["gold_field"]) in (None, ""):
+            raise ConfigError(f"{source}, line {line}: no gold label in field '{data['gold_field']}'")
+        raw.append((line, record))
+    if labels is None:
+        labels = sorted({str(r[data["gold_field"]]) for _, r in raw})
+        if len(labels) < 2:
+            raise ConfigError(f"{source}: the gold labels hold a single class ({labels})")
+    rows, seen = [], set()
+    for line, record in raw:
+        index = label_index(record[data["gold_field"]], labels)
+        if index < 0:
+            raise ConfigError(
+                f"{source}, line {line}: gold {record[data['gold_field']]!r} is not one of {labels}"
+            )
+        row_id = str(record.get(data["id_field"]) or f"{Path(source).stem}-{line}")
+        if row_id in seen:
+            raise ConfigError(f"{source}, line {line}: duplicate id {row_id!r}")
+        seen.add(row_id)
+        rows.append({"id": row_id, **{f: record[f] for f in data["text_fields"]}, "gold": labels[index]})
+    return rows, labels
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _read_probs(path: Path, ids: list[str], labels: list[str]) -> np.ndarray:
+    """(N, K) probabilities of a labeled file, in the order of `ids`; a missing row is an error."""
+    by_id = {str(r["id"]): r["probs"] for _, r in iter_checked(path)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ConfigError(f"{path}: {len(missing)} test rows have no prediction (e.g. {missing[0]!r})")
+    return np.array([[float(by_id[i][name]) for name in labels] for i in ids])
+
+
+class _Seed:
+    """The stages of one seed, under `out_dir/seed<s>/`."""
+
+    def __init__(self, config: W2SConfig, seed: int, labels: list[str], test: Path):
+        from llmst.train import PredictConfig
+
+        self.config, self.seed, self.labels, self.test = config, seed, labels, test
+        self.folder = Path(config.out_dir) / f"seed{seed}"
+        self.predict_config = PredictConfig(progress=False)
+
+    def _train_config(self, options: dict[str, Any], **overrides: Any):
+        from llmst.train.config import TrainConfig
+
+        return TrainConfig(
+            **{**options, **overrides},
+            labels=self.labels,
+            text_fields=self.config.data["text_fields"],
+            seed=self.seed,
+            progress=False,
+        )
+
+    def train(self, name: str, data: Path, train_config) -> Path:
+        import llmst.train as train_module
+
+        out = self.folder / name
+        run_stage(
+            f"seed {self.seed}: train {name} ({train_config.student})",
+            out,
+            train_module.train_signature(data, train_config),
+            lambda fresh: train_module.train(data, out, replace(train_config, overwrite=fresh)),
+            owner="w2s",
+        )
+        return out
+
+    def predict(self, model: Path, source: Path, out: Path) -> Path:
+        import llmst.train as train_module
+
+        run_stage(
+            f"seed {self.seed}: {model.name} labels {source.name}",
+            out,
+            train_module.predict_signature(model, source, self.predict_config),
+            lambda _fresh: train_module.predict_file(
+                model, source, out, replace(self.predict_config, overwrite=True)
+            ),
+            owner="w2s",
+        )
+        return out
+
+    def split(self) -> tuple[Path, Path]:
+        """Halves A (weak training) and B (transfer) of a seeded shuffle of the gold train rows."""
+        folder = self.folder / "split"
+        a, b = folder / "A.jsonl", folder / "B.jsonl"
+        data = self.config.data
+        options = {"n_train": self.config.n_train, "seed": self.seed, "labels": self.labels, **data}
+        sig = signature("w2s-split", options, {"train": data["train"]})
+
+        def write(_fresh: bool) -> None:
+            rows, _ = _gold_rows(data["train"], data, self.labels)
+            n = self.config.n_train or len(rows)
+            if n > len(rows):
+                raise ConfigError(f"w2s: n_train is {n} but {data['train']} has {len(rows)} rows")
+            order = np.random.default_rng(self.seed).permutation(len(rows))[:n]
+            chosen = [{**rows[i], "label": rows[i]["gold"]} for i in order]
+            _write_jsonl(a, chosen[: n // 2])
+            _write_jsonl(b, chosen[n // 2 :])
+
+        run_stage(f"seed {self.seed}: split", folder, sig, write, owner="w2s")
+        return a, b
+
+    def _label(self, options: dict[str, Any], source: Path, out: Path, calibration_from: Path | None) -> None:
+        from llmst.label.config import LabelConfig
+        from llmst.label.run import label_corpus, label_signature
+
+        extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
+        options = {"text_fields": self.config.data["text_fields"], **options, **extra}
+        label_config = LabelConfig(**options, progress=False)
+        run_stage(
+            f"seed {self.seed}: {label_config.model} labels {source.name}",
+            out,
+            label_signature(source, label_config),
+            lambda fresh: label_corpus(source, out, replace(label_config, overwrite=fresh)),
+            owner="w2s",
+        )
+        first = next(iter_checked(out), (0, {}))[1]
+        if first and set(first.get("probs", {})) != set(self.labels):
+            raise ConfigError(
+                f"w2s: the weak labeler's labels {sorted(first.get('probs', {}))} are not the data's "
+                f"labels {self.labels}",
+                hint="give data.labels in the labeler's order, or a task whose labels match the gold ones",
+            )
+
+    def weak_labels(self, a: Path, b: Path) -> tuple[Path, Path]:
+        """The weak supervisor's labels of B and of the test rows (the ensemble's mean when several)."""
+        members = self.config.weak_members()
+        outputs: list[tuple[Path, Path]] = []
+        for index, member in enumerate(members):
+            name = "weak" if len(members) == 1 else f"weak{index}"
+            on_b, on_test = self.folder / f"{name}.B.jsonl", self.folder / f"{name}.test.jsonl"
+            if "label" in member:
+                self._label(member["label"], b, on_b, None)
+                # the test rows get B's fitted calibration: nothing is fitted on the test rows
+                self._label(member["label"], self.test, on_test, on_b)
+            else:
+                model = self.train(name, a, self._train_config(member))
+                self.predict(model, b, on_b)
+                self.predict(model, self.test, on_test)
+            outputs.append((on_b, on_test))
+        if len(outputs) == 1:
+            return outputs[0]
+        return self._average([o[0] for o in outputs], "B"), self._average([o[1] for o in outputs], "test")
+
+    def _average(self, inputs: list[Path], split: str) -> Path:
+        from llmst.aggregate.config import AggregateConfig, aggregate_signature
+        from llmst.aggregate.stage import run_aggregate
+
+        out = self.folder / f"weak.{split}.jsonl"
+        aggregate_config = AggregateConfig(method="mean", gold_field="gold", plots=False)
+        run_stage(
+            f"seed {self.seed}: average the weak ensemble on {split}",
+            out,
+            aggregate_signature(inputs, aggregate_config),
+            lambda _fresh: run_aggregate(inputs, out, aggregate_config),
+            owner="w2s",
+        )
+        return out
+
+    def select(self, name: str, weak_b: Path, options: dict[str, Any]) -> Path:
+        from llmst.filter.config import FilterConfig, filter_signature
+        from llmst.filter.stage import run_filter
+
+        filter_config = FilterConfig(**options)
+        out = self.folder / f"kept-{name}.jsonl"
+        run_stage(
+            f"seed {self.seed}: select weak labels ({filter_config.method})",
+            out,
+            filter_signature(weak_b, filter_config),
+            lambda _fresh: run_filter(weak_b, out, filter_config),
+            owner="w2s",
+        )
+        return out
+
+
+def _transfer_options(loss: str) -> dict[str, Any]:
+    return {"soft_labels": loss != "hard", "loss": "logconf" if loss == "logconf" else "ce"}
+
+
+def run_w2s(config: W2SConfig) -> dict[str, Any]:
+    """Run (or resume) every seed; returns the report also written to `out_dir/report.json`."""
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.source:
+        shutil.copyfile(config.source, out_dir / "config.yaml")
+    started = time.perf_counter()
+    test_rows, labels = _gold_rows(config.data["test"], config.data, config.data["labels"])
+    if config.data["labels"] is None:  # the label set is that of the train rows
+        _, labels = _gold_rows(config.data["train"], config.data, None)
+        test_rows, _ = _gold_rows(config.data["test"], config.data, labels)
+    test = out_dir / "test.jsonl"
+    test_sig = signature("w2s-test", {"labels": labels, **config.data}, {"test": config.data["test"]})
+    run_stage("test rows", test, test_sig, lambda _fresh: _write_jsonl(test, test_rows), owner="w2s")
+    ids = [row["id"] for row in test_rows]
+    gold = np.array([labels.index(row["gold"]) for row in test_rows])
+    variants = config.variants()
+    scored: dict[str, list[pgr_stats.Scored]] = {name: [] for name, _, _ in variants}
+    for seed in config.seeds:
+        stages = _Seed(config, seed, labels, test)
+        a, b = stages.split()
+        weak_b, weak_test = stages.weak_labels(a, b)
+        ceiling = stages.train("ceiling", b, stages._train_config(config.strong))
+        probs = {
+            "weak": _read_probs(weak_test, ids, labels),
+            "ceiling": _read_probs(
+                stages.predict(ceiling, test, stages.folder / "ceiling.test.jsonl"), ids, labels
+            ),
+        }
+        for name, loss, options in variants:
+            source = weak_b if options is None else stages.select(name, weak_b, options)
+            model = stages.train(
+                f"transfer-{name}", source, stages._train_config(config.strong, **_transfer_options(loss))
+            )
+            predicted = stages.predict(model, test, stages.folder / f"transfer-{name}.test.jsonl")
+            transfer = _read_probs(predicted, ids, labels)
+            scored[name].append(pgr_stats.Scored(gold, {**probs, "transfer": transfer}))
+    report: dict[str, Any] = {"config": asdict(config), "labels": labels, "n_test": len(ids)}
+    report["variants"] = {
+        name: pgr_stats.summarize(scored[name], config.min_gap, config.bootstrap) for name, _, _ in variants
+    }
+    primary = variants[0][0]
+    report["primary"] = primary
+    report.update(report["variants"][primary])  # seeds / mean of the first variant at the top level
+    report["versus_" + primary] = {
+        name: pgr_stats.compare(scored[name], scored[primary], config.min_gap, config.bootstrap)
+        for name, _, _ in variants[1:]
+    }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(report_markdown(report))
+    plot_pgr(report, out_dir / "pgr.png")
+    return report

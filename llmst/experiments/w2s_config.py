@@ -1,0 +1,177 @@
+"""The `llmst w2s CONFIG.yaml` config: data, seeds, the weak supervisor, the strong student, transfer losses,
+selection of weak labels. Validated before any work starts (every stage's options are built once here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from llmst.errors import ConfigError
+from llmst.experiments.orchestration import build, out_dir_of, resolver
+from llmst.stage import read_options_file
+
+TransferLoss = Literal["xent", "hard", "logconf"]
+TRANSFER_LOSSES = get_args(TransferLoss)
+WEAK_KINDS = ("student", "label", "ensemble")
+# Options w2s sets itself on every student it trains (per seed and per role); a config may not set them.
+_OWNED_TRAIN_OPTIONS = {"labels", "text_fields", "seed", "soft_labels", "loss", "gold", "gold_share"}
+
+
+def _train_options(options: dict[str, Any], section: str) -> dict[str, Any]:
+    from llmst.train.config import TrainConfig
+
+    owned = _OWNED_TRAIN_OPTIONS & set(options)
+    if owned:
+        raise ConfigError(
+            f"w2s: '{section}' may not set {sorted(owned)}",
+            hint="w2s sets them itself (labels and text fields from 'data', seed from 'seeds', loss from 'loss')",
+        )
+    build(TrainConfig, options, section, owner="w2s")  # one clear error now, not after an hour of training
+    return dict(options)
+
+
+def _weak_member(spec: Any, section: str) -> dict[str, Any]:
+    from llmst.label.config import LabelConfig
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"w2s: '{section}' must be a mapping", hint="e.g. {student: minilm-l6, epochs: 2}")
+    if "label" in spec:
+        if set(spec) != {"label"} or not isinstance(spec["label"], dict):
+            raise ConfigError(
+                f"w2s: '{section}' with 'label' takes only {{label: {{model: ..., task: ...}}}}"
+            )
+        build(LabelConfig, spec["label"], f"{section}.label", owner="w2s", progress=False)
+        return {"label": dict(spec["label"])}
+    if "student" not in spec:
+        raise ConfigError(
+            f"w2s: '{section}' needs 'student', 'label' or 'ensemble'",
+            hint="a trained weak model {student: minilm-l6, ...}, an LLM labeler {label: {model: ..., "
+            "task: ...}}, or {ensemble: [...]} of either",
+        )
+    return _train_options(spec, section)
+
+
+@dataclass
+class W2SConfig:
+    """A weak-to-strong experiment (Burns et al. 2023): see `llmst.experiments.w2s`."""
+
+    out_dir: str
+    data: dict[str, Any]
+    weak: dict[str, Any]
+    strong: dict[str, Any]
+    n_train: int | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    loss: list[str] = field(default_factory=lambda: ["xent"])
+    select: list[dict[str, Any]] = field(default_factory=list)
+    min_gap: float = 0.02
+    bootstrap: int = 1000
+    source: str | None = None  # the YAML file this came from
+
+    def __post_init__(self) -> None:
+        from llmst.filter.config import FilterConfig
+
+        data = self.data if isinstance(self.data, dict) else {}
+        for key in ("train", "test"):
+            if not data.get(key):
+                raise ConfigError(f"w2s: data.{key} is required (a gold-labeled file)")
+            if not str(data[key]).startswith("hf:") and not Path(data[key]).exists():
+                raise ConfigError(f"w2s: data.{key} not found: {data[key]}")
+        unknown = set(data) - {"train", "test", "text_field", "gold_field", "labels", "id_field"}
+        if unknown:
+            raise ConfigError(f"w2s: unknown data keys {sorted(unknown)}")
+        text = data.get("text_field", "text")
+        self.data = {
+            "train": str(data["train"]),
+            "test": str(data["test"]),
+            "text_fields": text.split(",") if isinstance(text, str) else list(text),
+            "gold_field": data.get("gold_field", "gold"),
+            "labels": [str(x) for x in data["labels"]] if data.get("labels") else None,
+            "id_field": data.get("id_field", "id"),
+        }
+        if self.data["labels"] is not None and len(self.data["labels"]) < 2:
+            raise ConfigError("w2s: data.labels needs at least two labels")
+        if isinstance(self.loss, str):
+            self.loss = [self.loss]
+        bad = [name for name in self.loss if name not in TRANSFER_LOSSES]
+        if bad or not self.loss or len(set(self.loss)) != len(self.loss):
+            raise ConfigError(
+                f"w2s: loss must be one or more distinct of {list(TRANSFER_LOSSES)}, not {self.loss}"
+            )
+        if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(
+                "w2s: seeds must be a non-empty list of distinct integers", hint="seeds: [0, 1, 2]"
+            )
+        if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < 4):
+            raise ConfigError("w2s: n_train must be an integer >= 4 (it is split in halves A and B)")
+        if not 0 <= self.min_gap < 1 or self.bootstrap < 100:
+            raise ConfigError("w2s: min_gap must be in [0, 1) and bootstrap >= 100")
+        if not isinstance(self.weak, dict) or not isinstance(self.strong, dict):
+            raise ConfigError("w2s: 'weak' and 'strong' must be mappings")
+        if "ensemble" in self.weak:
+            members = self.weak["ensemble"]
+            if set(self.weak) != {"ensemble"} or not isinstance(members, list) or len(members) < 2:
+                raise ConfigError("w2s: weak.ensemble must be a list of at least two weak supervisors")
+            self.weak = {"ensemble": [_weak_member(m, f"weak.ensemble[{i}]") for i, m in enumerate(members)]}
+        else:
+            self.weak = _weak_member(self.weak, "weak")
+        if "student" not in self.strong:
+            raise ConfigError("w2s: 'strong' needs 'student'", hint="e.g. strong: {student: mpnet-base}")
+        self.strong = _train_options(self.strong, "strong")
+        if not isinstance(self.select, list) or not all(isinstance(s, dict) for s in self.select):
+            raise ConfigError(
+                "w2s: select must be a list of llmst filter options, e.g. [{method: per-class}]"
+            )
+        for index, options in enumerate(self.select):
+            selector = build(FilterConfig, options, f"select[{index}]", owner="w2s")
+            if selector.calibration:
+                raise ConfigError(
+                    "w2s: select with a calibration file is not supported yet",
+                    hint="conformal selection needs gold rows the weak model never trained on; use per-class, "
+                    "balanced, threshold or student-oof",
+                )
+
+    def weak_members(self) -> list[dict[str, Any]]:
+        """The weak supervisors: one, or the ensemble's members."""
+        return self.weak["ensemble"] if "ensemble" in self.weak else [self.weak]
+
+    def variants(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """(name, transfer loss, filter options or None) of every transfer model, in report order."""
+        out: list[tuple[str, str, dict[str, Any] | None]] = [(loss, loss, None) for loss in self.loss]
+        for index, options in enumerate(self.select):
+            name = f"{self.loss[0]}+{options.get('method', 'threshold')}"
+            if any(existing == name for existing, _, _ in out):
+                name = f"{name}#{index}"
+            out.append((name, self.loss[0], options))
+        return out
+
+
+def load_w2s_config(path: str | Path) -> W2SConfig:
+    """Read and validate a w2s YAML; relative paths are taken from the YAML file's folder."""
+    path = Path(path)
+    data = read_options_file(path, "w2s config")
+    known = {f.name for f in fields(W2SConfig)} - {"source"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
+    for required in ("out_dir", "data", "weak", "strong"):
+        if required not in data:
+            raise ConfigError(f"{path}: '{required}' is required")
+    base = path.resolve().parent
+    resolve = resolver(base)
+
+    def resolve_section(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve_section(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve_section(v) for v in value]
+        return resolve(value)
+
+    data["out_dir"] = out_dir_of(data["out_dir"], base)
+    for section in ("data", "weak", "strong", "select"):
+        if section in data:
+            data[section] = resolve_section(data[section])
+    try:
+        return W2SConfig(**data, source=str(path))
+    except TypeError as error:
+        raise ConfigError(f"{path}: {error}") from error

@@ -1,0 +1,273 @@
+"""Weak-to-strong: PGR arithmetic and bootstrap, the logconf loss, and `llmst w2s` on tiny random-init models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import read_lines, sst2_rows, write_jsonl
+
+from llmst.errors import ConfigError
+from llmst.experiments.pgr import Scored, compare, metric, pgr, summarize
+from llmst.experiments.w2s import run_w2s
+from llmst.experiments.w2s_config import load_w2s_config
+from llmst.train.losses import LogConfidenceLoss, harden, ramped_weight
+
+
+def _one_hot_probs(predicted: list[int]) -> np.ndarray:
+    return np.eye(2)[predicted] * 0.8 + 0.1
+
+
+def test_pgr_arithmetic_and_undefined_gap():
+    assert pgr(0.6, 0.7, 0.8) == pytest.approx(0.5)
+    assert pgr(0.6, 0.55, 0.8) == pytest.approx(-0.25)
+    assert pgr(0.6, 0.9, 0.61, min_gap=0.02) is None  # no gap to recover
+    assert pgr(0.6, float("nan"), 0.8) is None
+
+
+def test_auroc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    gold = np.array([0, 0, 1, 1, 1, 0, 1])
+    scores = np.array([0.2, 0.5, 0.5, 0.9, 0.1, 0.5, 0.7])
+    probs = np.stack([1 - scores, scores], axis=1)
+    assert metric("auroc", gold, probs) == pytest.approx(roc_auc_score(gold, scores))
+    assert np.isnan(metric("auroc", np.ones(3, int), probs[:3]))
+
+
+def test_summarize_point_values_and_bootstrap_against_a_hand_computed_loop():
+    gold = np.array([0, 1, 0, 1, 0, 1, 0, 1, 1, 0])
+    weak = _one_hot_probs([0, 0, 0, 0, 1, 1, 0, 1, 0, 1])  # 5/10 right
+    transfer = _one_hot_probs([0, 1, 0, 0, 1, 1, 0, 1, 1, 1])  # 7/10
+    ceiling = _one_hot_probs([0, 1, 0, 1, 0, 1, 0, 1, 1, 1])  # 9/10
+    seed = Scored(gold, {"weak": weak, "transfer": transfer, "ceiling": ceiling})
+    report = summarize([seed], min_gap=0.02, n_boot=300, rng_seed=7)
+    mean = report["mean"]
+    assert (mean["weak"]["accuracy"], mean["transfer"]["accuracy"], mean["ceiling"]["accuracy"]) == (
+        0.5,
+        0.7,
+        0.9,
+    )
+    assert mean["pgr"]["accuracy"] == pytest.approx(0.5)  # (0.7 - 0.5) / (0.9 - 0.5)
+
+    # the same draws by hand: rows with replacement, PGR of the resampled accuracies, 2.5/97.5 percentiles
+    rng = np.random.default_rng(7)
+    rows = rng.integers(0, 10, (300, 10))
+    right = {name: (p.argmax(1) == gold) for name, p in (("w", weak), ("t", transfer), ("c", ceiling))}
+    values = []
+    for draw in rows:
+        w, t, c = (right[k][draw].mean() for k in ("w", "t", "c"))
+        values.append(None if c - w < 0.02 else (t - w) / (c - w))
+    finite = [v for v in values if v is not None]
+    expected = [np.percentile(finite, 2.5), np.percentile(finite, 97.5)]
+    assert report["seeds"][0]["pgr"]["accuracy_ci"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_pgr_interval_is_exact_when_transfer_equals_weak_or_ceiling():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 2, 200)
+    weak = _one_hot_probs(list(np.where(rng.random(200) < 0.6, gold, 1 - gold)))
+    ceiling = _one_hot_probs(list(gold))
+    at_weak = Scored(gold, {"weak": weak, "transfer": weak, "ceiling": ceiling})
+    at_ceiling = Scored(gold, {"weak": weak, "transfer": ceiling, "ceiling": ceiling})
+    low, high = summarize([at_weak] * 2, n_boot=200), summarize([at_ceiling] * 2, n_boot=200)
+    assert low["mean"]["pgr"]["accuracy"] == 0.0 and low["mean"]["pgr"]["accuracy_ci"] == [0.0, 0.0]
+    assert high["mean"]["pgr"]["accuracy"] == 1.0 and high["mean"]["pgr"]["accuracy_ci"] == [1.0, 1.0]
+    diff = compare([at_ceiling] * 2, [at_weak] * 2, n_boot=200)
+    assert diff["accuracy"] == 1.0 and diff["accuracy_ci"] == [1.0, 1.0]
+
+
+def test_logconf_ramp_and_targets_hand_computed():
+    assert ramped_weight(0.75, 0.2, 0.0) == 0.0
+    assert ramped_weight(0.75, 0.2, 0.1) == pytest.approx(0.375)  # halfway through warm-up: half the weight
+    assert ramped_weight(0.75, 0.2, 0.2) == pytest.approx(0.75)
+    assert ramped_weight(0.75, 0.2, 0.9) == pytest.approx(0.75)  # no jump, no growth after warm-up
+    assert ramped_weight(0.75, 0.0, 0.0) == 0.75
+
+    loss = LogConfidenceLoss(weight=0.75, warmup=0.2)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.0, 3.0]])
+    weak = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    # weak share of class 1 is 0.5, so the two rows with the highest p(class 0) are hardened to class 0
+    assert harden(torch.softmax(logits, -1), weak).tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
+    targets = loss.targets(logits, weak, progress=0.1)
+    hardened = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert torch.allclose(targets, 0.625 * weak + 0.375 * hardened)
+    log_p = torch.log_softmax(logits, -1)
+    expected = -(targets * log_p).sum(-1).mean()
+    assert loss.compute_loss_from_logits(logits, weak, progress=0.1).item() == pytest.approx(expected.item())
+    # at the first step logconf is plain soft cross-entropy on the weak labels
+    assert loss.compute_loss_from_logits(logits, weak, progress=0.0).item() == pytest.approx(
+        -(weak * log_p).sum(-1).mean().item()
+    )
+
+
+def _w2s_yaml(tmp_path, tiny_bert_dir, **extra) -> str:
+    train = [{"id": r["id"], "text": r["text"], "gold": r["gold"]} for r in sst2_rows("dev", 40)]
+    test = [{"text": r["text"], "gold": r["gold"]} for r in sst2_rows("test", 20)]
+    write_jsonl(tmp_path / "train.jsonl", train)
+    write_jsonl(tmp_path / "test.jsonl", test)
+    config = {
+        "out_dir": "run",
+        "data": {
+            "train": "train.jsonl",
+            "test": "test.jsonl",
+            "gold_field": "gold",
+            "labels": ["negative", "positive"],
+        },
+        "seeds": [0, 1],
+        "weak": {"student": tiny_bert_dir, "epochs": 1, "batch_size": 8},
+        "strong": {"student": tiny_bert_dir, "epochs": 2, "batch_size": 8},
+        "loss": ["xent", "logconf"],
+        "select": [{"method": "per-class", "fraction": 0.5}],
+        "bootstrap": 200,
+        **extra,
+    }
+    path = tmp_path / "w2s.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _outputs(run) -> dict[str, int]:
+    skip = {"report.json", "report.md", "pgr.png", "config.yaml"}
+    return {
+        str(p.relative_to(run)): p.stat().st_mtime_ns
+        for p in run.rglob("*")
+        if p.is_file() and p.name not in skip
+    }
+
+
+def test_w2s_runs_reports_and_reruns_only_changed_stages(tmp_path, tiny_bert_dir):
+    path = _w2s_yaml(tmp_path, tiny_bert_dir)
+    report = run_w2s(load_w2s_config(path))
+    run = tmp_path / "run"
+    for name in ("report.json", "report.md", "pgr.png", "config.yaml"):
+        assert (run / name).exists(), name
+    assert list(report["variants"]) == ["xent", "logconf", "xent+per-class"]
+    assert report["primary"] == "xent" and len(report["seeds"]) == 2
+    for summary in report["variants"].values():
+        for entry in [*summary["seeds"], summary["mean"]]:
+            w, t, c = (entry[role]["accuracy"] for role in ("weak", "transfer", "ceiling"))
+            expected = None if c - w < 0.02 else round((t - w) / (c - w), 4)
+            assert entry["pgr"]["accuracy"] == (
+                pytest.approx(expected, abs=2e-4) if expected is not None else None
+            )
+    assert set(report["versus_xent"]) == {"logconf", "xent+per-class"}
+    # halves A and B: disjoint, 20 rows each, together the train rows; the selection kept half of each class
+    split = run / "seed0" / "split"
+    a, b = read_lines(split / "A.jsonl"), read_lines(split / "B.jsonl")
+    assert len(a) == len(b) == 20 and not {r["id"] for r in a} & {r["id"] for r in b}
+    assert {r["label"] for r in b} <= {"negative", "positive"} and all(r["label"] == r["gold"] for r in b)
+    kept = read_lines(run / "seed0" / "kept-xent+per-class.jsonl")
+    assert 0 < len(kept) < 20
+    card = json.loads((run / "seed0" / "transfer-logconf" / "llmst_student.json").read_text())
+    assert card["loss"] == "logconf" and card["soft_labels"] is True
+    # every test row has one prediction per model
+    predicted = read_lines(run / "seed1" / "transfer-xent.test.jsonl")
+    assert len(predicted) == 20 and len({r["id"] for r in predicted}) == 20
+    assert "| **xent** | all |" in (run / "report.md").read_text()
+
+    first = _outputs(run)
+    again = run_w2s(load_w2s_config(path))  # nothing changed: nothing recomputed, same numbers
+    assert _outputs(run) == first and again["variants"] == report["variants"]
+
+    data = yaml.safe_load(open(path))
+    data["strong"]["epochs"] = 1  # only the strong students and their predictions change
+    open(path, "w").write(yaml.safe_dump(data))
+    run_w2s(load_w2s_config(path))
+    after = _outputs(run)
+    for kept_stage in (
+        "seed0/split/A.jsonl",
+        "seed0/weak/model.safetensors",
+        "seed0/weak.B.jsonl",
+        "seed1/weak.test.jsonl",
+        "seed0/kept-xent+per-class.jsonl",
+    ):
+        assert after[kept_stage] == first[kept_stage], kept_stage
+    for changed in ("seed0/ceiling/model.safetensors", "seed1/transfer-logconf.test.jsonl"):
+        assert after[changed] != first[changed], changed
+
+
+def test_w2s_killed_mid_run_resumes_without_recomputing_or_duplicating(tmp_path, tiny_bert_dir):
+    from unittest import mock
+
+    import llmst.train as train_module
+
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[])
+    run = tmp_path / "run"
+    real = train_module.train
+    calls = []
+
+    def dies_on_the_third(labeled, out, config):
+        calls.append(str(out))
+        if len(calls) == 3:  # weak, ceiling, then the transfer model: killed
+            raise KeyboardInterrupt
+        return real(labeled, out, config)
+
+    with mock.patch.object(train_module, "train", side_effect=dies_on_the_third):
+        with pytest.raises(KeyboardInterrupt):
+            run_w2s(load_w2s_config(path))
+    done = _outputs(run)
+    assert (run / "seed0" / "transfer-xent.stage-pending").exists()
+    calls.clear()
+    with mock.patch.object(
+        train_module, "train", side_effect=lambda *a: (calls.append(str(a[1])), real(*a))[1]
+    ):
+        report = run_w2s(load_w2s_config(path))
+    assert [c.rsplit("/", 1)[-1] for c in calls] == ["transfer-xent"]  # weak and ceiling were not retrained
+    after = _outputs(run)
+    for name in ("seed0/weak/model.safetensors", "seed0/ceiling/model.safetensors", "seed0/weak.B.jsonl"):
+        assert after[name] == done[name], name
+    predicted = read_lines(run / "seed0" / "transfer-xent.test.jsonl")
+    assert len(predicted) == len({r["id"] for r in predicted}) == 20
+    assert report["mean"]["transfer"]["accuracy"] >= 0
+
+
+def test_w2s_weak_ensemble_with_an_llm_labeler(tmp_path, tiny_bert_dir, tiny_model_dir):
+    label = {"model": tiny_model_dir, "labels": "negative,positive", "cache_path": str(tmp_path / "c.sqlite")}
+    weak = {"ensemble": [{"student": tiny_bert_dir, "epochs": 1}, {"label": label}]}
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="hard", select=[], weak=weak)
+    report = run_w2s(load_w2s_config(path))
+    run = tmp_path / "run" / "seed0"
+    members = [read_lines(run / f"weak{i}.B.jsonl") for i in (0, 1)]
+    mean = {r["id"]: r["probs"] for r in read_lines(run / "weak.B.jsonl")}
+    for first, second in zip(*members, strict=True):
+        for name in ("negative", "positive"):
+            assert mean[first["id"]][name] == pytest.approx(
+                (first["probs"][name] + second["probs"][name]) / 2
+            )
+    # the LLM labeler's test labels carry B's fitted calibration: nothing was fitted on the test rows
+    assert (
+        read_lines(run / "weak1.test.jsonl")[0]["calibration"]
+        == read_lines(run / "weak1.B.jsonl")[0]["calibration"]
+    )
+    assert report["variants"]["hard"]["mean"]["weak"]["accuracy"] >= 0
+
+
+def test_w2s_config_errors(tmp_path, tiny_bert_dir):
+    def load(**extra):
+        return load_w2s_config(_w2s_yaml(tmp_path, tiny_bert_dir, **extra))
+
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load(seedz=[1])
+    with pytest.raises(ConfigError, match="loss must be"):
+        load(loss="mse")
+    with pytest.raises(ConfigError, match="needs 'student', 'label' or 'ensemble'"):
+        load(weak={"epochs": 2})
+    with pytest.raises(ConfigError, match="may not set"):
+        load(strong={"student": tiny_bert_dir, "seed": 3})
+    with pytest.raises(ConfigError, match="bad 'strong' options"):
+        load(strong={"student": tiny_bert_dir, "epochz": 3})
+    with pytest.raises(ConfigError, match="at least two"):
+        load(weak={"ensemble": [{"student": tiny_bert_dir}]})
+    with pytest.raises(ConfigError, match="data.train not found"):
+        load(data={"train": "nope.jsonl", "test": "test.jsonl"})
+    with pytest.raises(ConfigError, match="seeds must be"):
+        load(seeds=[])
+    # a gold value outside the label set is an error naming the line, found before any training
+    write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine", "gold": 0}, {"text": "odd", "gold": "maybe"}])
+    config = load(data={"train": "bad.jsonl", "test": "bad.jsonl", "labels": ["negative", "positive"]})
+    with pytest.raises(ConfigError, match="line 2: gold 'maybe' is not one of"):
+        run_w2s(config)
