@@ -21,6 +21,7 @@ import typer
 from llmst import __version__
 from llmst.aggregate.config import AggregateConfig
 from llmst.cli_options import add_config_command
+from llmst.debate.config import DebateConfig
 from llmst.errors import LlmstError
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
@@ -85,6 +86,19 @@ def label_cmd(*, config: LabelConfig, input: str, out: Path) -> None:
     from llmst.label.run import label_corpus
 
     _echo_json(label_corpus(input, out, config).to_json())
+
+
+def debate_cmd(*, config: DebateConfig, input: str, out: Path) -> None:
+    """Debate transcripts: for each question with two candidate answers, two debaters (or one consultant with
+    --protocol consultancy) argue over --turns turns with the running transcript in every prompt.
+
+    Writes debate records (id, question, answers, assigned, turns: [{speaker, text}], model, prompt_hash);
+    rerunning after an interruption resumes, bad rows go to OUT.rejects.jsonl, generations are cached.
+    Prints a JSON summary (questions, tokens/s).
+    """
+    from llmst.debate.run import run_debate
+
+    _echo_json(run_debate(input, out, config).to_json())
 
 
 def filter_cmd(*, config: FilterConfig, labeled: str, out: Path) -> None:
@@ -181,6 +195,16 @@ add_config_command(
             "Corpus: .jsonl, .json, .csv, .tsv, .txt, .parquet, a saved HF dataset, hf:NAME[:SPLIT].",
         ),
         _out("Output JSONL of labeled records."),
+    ],
+)
+add_config_command(
+    app,
+    "debate",
+    DebateConfig,
+    debate_cmd,
+    arguments=[
+        _argument("input", str, "Questions: a question field and an answers field with two candidates."),
+        _out("Output JSONL of debate records."),
     ],
 )
 add_config_command(

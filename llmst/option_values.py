@@ -3,7 +3,9 @@ the same way everywhere: comma lists from the CLI or lists from Python/YAML, and
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import typing
+from typing import Any, Literal
 
 from llmst.errors import ConfigError
 
@@ -62,3 +64,14 @@ def normalize_prior(value: Any, words: tuple[str, ...] = ("uniform", "estimated"
 def prior_shares(value: str) -> str | list[float]:
     """A normalized prior as stages use it: "uniform", "estimated" or the list of shares."""
     return value if value in PRIOR_WORDS else (parse_floats(value, "--prior") or [])
+
+
+def check_choices(config: Any) -> None:
+    """Every `Literal` field of a config dataclass holds one of its choices (else one ConfigError)."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        choices = typing.get_args(hints[item.name]) if typing.get_origin(hints[item.name]) is Literal else ()
+        value = getattr(config, item.name)
+        if choices and value not in choices:
+            option = "--" + item.name.replace("_", "-")
+            raise ConfigError(f"{option}: unknown value '{value}'", hint="use one of: " + ", ".join(choices))

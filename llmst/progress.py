@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 
-def progress_bar(enabled: bool, total: int | None, what: str = "labeling"):
-    """A rich progress bar on stderr with a docs/s column (`rate` field), disabled when not `enabled`."""
+def progress_bar(enabled: bool, total: int | None, what: str = "labeling", unit: str = "docs/s"):
+    """A rich progress bar on stderr with a rate column (the task's `rate` field, then `unit`; an empty
+    unit when `rate` carries its own), disabled when not `enabled`."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -22,7 +23,7 @@ def progress_bar(enabled: bool, total: int | None, what: str = "labeling"):
         TextColumn(f"[bold]{what}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} docs/s"),
+        TextColumn("{task.fields[rate]} " + unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(file=sys.stderr),

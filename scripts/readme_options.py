@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llmst.aggregate.config import AggregateConfig
 from llmst.cli_options import options_markdown
+from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
@@ -25,6 +26,7 @@ CONFIGS = {
     "predict": PredictConfig,
     "evaluate": EvaluateConfig,
     "tune": TuneConfig,
+    "debate": DebateConfig,
 }
 
 

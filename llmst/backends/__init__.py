@@ -7,7 +7,33 @@ from llmst.errors import ConfigError
 
 BACKENDS = ("hf", "openai", "vllm")
 
-__all__ = ["BACKENDS", "Backend", "BackendSpec", "ScoreRequest", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendSpec",
+    "ScoreRequest",
+    "backend_model_identity",
+    "make_backend",
+    "spec_model_identity",
+]
+
+
+def spec_model_identity(spec: BackendSpec) -> str:
+    """The model's identity in a stage signature, from the options alone (no model loaded): the weights'
+    fingerprint (hf, vllm: `llmst.models.model_fingerprint`), or the served name at the server's URL."""
+    from llmst.backends.base import normalize_base_url
+    from llmst.models import model_fingerprint
+
+    if spec.backend == "openai":
+        return f"{spec.model}@{normalize_base_url(spec.base_url or '')}"
+    return model_fingerprint(spec.model)
+
+
+def backend_model_identity(backend: Backend) -> str:
+    """The same identity from a built backend (`spec_model_identity` of the spec it was built from)."""
+    if backend.name == "openai":
+        return f"{backend.model_id}@{getattr(backend, 'base_url', '')}"
+    return backend.fingerprint
 
 
 def make_backend(spec: BackendSpec) -> Backend:

@@ -16,7 +16,12 @@ def _truncate_to(path: Path, size: int) -> None:
 
 
 def open_checkpoint(
-    out_path: Path, rejects_path: Path, checkpoint_path: Path, job: dict[str, str], overwrite: bool
+    out_path: Path,
+    rejects_path: Path,
+    checkpoint_path: Path,
+    job: dict[str, str],
+    overwrite: bool,
+    what: str = "labeling",
 ):
     """The label job's checkpoint: fresh, or the one to resume (output files cut back to it); refuses
     to resume an output that another job (other input content, model or options) started."""
@@ -48,7 +53,7 @@ def open_checkpoint(
             )
         if state.get("job") != job["job"]:
             raise ConfigError(
-                f"{out_path} was written by a different labeling job (other model, dtype, device, task or "
+                f"{out_path} was written by a different {what} job (other model, dtype, device, task or "
                 "options)",
                 hint="pass --overwrite to replace it, or choose another -o",
             )

@@ -7,16 +7,14 @@ module is cheap: no torch, no model code.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
-from llmst.option_values import normalize_prior, prior_shares
+from llmst.option_values import check_choices, normalize_prior, prior_shares
 from llmst.stage import check_encoding, runtime
 
 if TYPE_CHECKING:
@@ -39,17 +37,6 @@ def _split(value: Any, option: str) -> list[Any] | None:
     if not parts:
         raise ConfigError(f"{option}: empty list", hint=f"give values separated by commas, e.g. {option} a,b")
     return parts
-
-
-def _check_choices(config: Any) -> None:
-    """Every `Literal` field holds one of its choices."""
-    hints = typing.get_type_hints(type(config))
-    for item in dataclasses.fields(config):
-        choices = typing.get_args(hints[item.name]) if typing.get_origin(hints[item.name]) is Literal else ()
-        value = getattr(config, item.name)
-        if choices and value not in choices:
-            option = "--" + item.name.replace("_", "-")
-            raise ConfigError(f"{option}: unknown value '{value}'", hint="use one of: " + ", ".join(choices))
 
 
 _DESCRIPTION = re.compile(r"""\s*([^=,"']+?)\s*=\s*("([^"]*)"|'([^']*)'|([^,"'][^,]*|))\s*(,|$)""")
@@ -210,7 +197,7 @@ class LabelConfig:
             raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)
         if self.task is not None and self.labels is not None:
             raise ConfigError("give either --task or --labels, not both", hint=TASK_HINT)
-        _check_choices(self)
+        check_choices(self)
         for name in ("batch_size", "concurrency", "shots", "prior_fit_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

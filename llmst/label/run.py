@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from llmst import stage
-from llmst.backends import make_backend
-from llmst.backends.base import Backend, ScoreRequest, normalize_base_url
+from llmst.backends import backend_model_identity, make_backend, spec_model_identity
+from llmst.backends.base import Backend, ScoreRequest
 from llmst.cache import AnswerCache, cache_key, score_key
 from llmst.errors import ConfigError
 from llmst.label.calibrate import (
@@ -40,7 +40,7 @@ from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
 from llmst.label.prior_fit import fit_prior
 from llmst.label.task import Task
-from llmst.models import llmst_home, model_fingerprint
+from llmst.models import llmst_home
 from llmst.progress import count_rows, progress_bar
 from llmst.readers import Reject, Row, read_records
 from llmst.records import (
@@ -244,20 +244,6 @@ def _prompt_hash(task: Task, config: LabelConfig, examples) -> str:
     return task.prompt_hash(extra)
 
 
-def _spec_model_identity(config: LabelConfig) -> str:
-    """The model's identity in the stage signature, from the options alone (no model loaded)."""
-    if config.backend == "openai":
-        return f"{config.model}@{normalize_base_url(config.base_url or '')}"
-    return model_fingerprint(config.model)
-
-
-def _backend_model_identity(backend: Backend) -> str:
-    """The same identity, from a built backend (`_spec_model_identity` of the options it was built from)."""
-    if backend.name == "openai":
-        return f"{backend.model_id}@{getattr(backend, 'base_url', '')}"
-    return backend.fingerprint
-
-
 def _signature(source: str, config: LabelConfig, model: str, prompt_hash: str) -> str:
     inputs = {"input": source, "calibration_from": config.calibration_from}
     return stage.signature("label", config, inputs, model=model, prompt_hash=prompt_hash)
@@ -276,7 +262,7 @@ def label_signature(source: str | Path, config: LabelConfig) -> str:
         prompt_hash = ensemble_prompt_hash(config)
     else:
         prompt_hash = member_prompt_hash(config)
-    return _signature(str(source), config, _spec_model_identity(config), prompt_hash)
+    return _signature(str(source), config, spec_model_identity(config.backend_spec()), prompt_hash)
 
 
 def member_prompt_hash(config: LabelConfig) -> str:
@@ -423,7 +409,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     model_rows = summary.computed + summary.prior_fit_computed
     if model_rows and summary.seconds > 0:
         summary.docs_per_second = round(model_rows / summary.seconds, 2)
-    summary.signature = _signature(source, config, _backend_model_identity(backend), prompt_hash)
+    summary.signature = _signature(source, config, backend_model_identity(backend), prompt_hash)
     stage.write_marker(out_path, summary.signature, stage="label", rows=summary.labeled, input=source)
     return summary
 

@@ -47,6 +47,15 @@ TaskYamlLoader.add_implicit_resolver(
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
+def sandboxed_template(source: str, what: str):
+    """`source` compiled as a Jinja template in the sandbox (undefined variables are errors); a syntax error
+    is a ConfigError starting with `what` (every prompt template of llmst goes through here)."""
+    try:
+        return _ENV.from_string(source)
+    except TemplateError as err:
+        raise ConfigError(f"{what}: {err}") from err
+
+
 @dataclass
 class Task:
     name: str
@@ -65,10 +74,7 @@ class Task:
         for label, verbalizers in self.labels.items():
             if not verbalizers or not all(isinstance(v, str) and v for v in verbalizers):
                 raise ConfigError(f"task '{self.name}': label '{label}' needs non-empty verbalizer strings")
-        try:
-            self._template = _ENV.from_string(self.prompt)
-        except TemplateError as err:
-            raise ConfigError(f"task '{self.name}': bad prompt template: {err}") from err
+        self._template = sandboxed_template(self.prompt, f"task '{self.name}': bad prompt template")
 
     @property
     def label_names(self) -> list[str]:

@@ -1,0 +1,166 @@
+"""`llmst debate`: prompts render as documented, seeded assignment, records, rejects, cache, kill -9 resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+from conftest import read_lines, write_jsonl
+
+from llmst.debate.config import DebateConfig
+from llmst.debate.protocol import assign, load_prompts, speakers, turn_variables
+from llmst.debate.run import debate_signature, run_debate
+from llmst.errors import ConfigError
+from llmst.stage import is_current
+
+LLMST = [sys.executable, "-m", "llmst"]
+
+
+def test_shipped_prompts_render_every_turn_with_the_transcript():
+    prompts = load_prompts("debate")
+    assigned = {"A": "yes", "B": "no"}
+    transcript = [{"speaker": "A", "text": "The passage says so."}]
+    instruction = prompts.instruction("debate", 1)
+    assert "Rebut" in instruction and prompts.instruction("debate", 9) == prompts.instruction("debate", 2)
+    text = prompts.render(
+        turn_variables("debate", 1, "B", "Is it?", "Some context.", assigned, transcript, instruction)
+    )
+    assert text.startswith("Context: Some context.\nQuestion: Is it?\n")
+    assert "Debater A defends: yes\nDebater B defends: no" in text
+    assert "Debater A: The passage says so." in text  # the running transcript
+    assert text.endswith(f'You are Debater B, defending "no". {instruction}\nDebater B:')
+    solo = prompts.render(
+        turn_variables("consultancy", 0, "Consultant", "Is it?", "", {"Consultant": "no"}, [], "Argue.")
+    )
+    assert "Context:" not in solo and "The consultant defends: no" in solo and solo.endswith("Consultant:")
+    assert prompts.cut(' "Because."\nDebater B: I disagree') == '"Because."'
+
+
+def test_assignment_is_seeded_per_row_and_speakers_alternate():
+    first = [assign(f"q{i}", ["yes", "no"], 0, "debate") for i in range(200)]
+    assert first == [assign(f"q{i}", ["yes", "no"], 0, "debate") for i in range(200)]
+    a_yes = sum(d["A"] == "yes" for d in first)
+    assert 70 < a_yes < 130 and all({d["A"], d["B"]} == {"yes", "no"} for d in first)
+    assert [assign(f"q{i}", ["yes", "no"], 1, "debate") for i in range(200)] != first
+    assert set(assign("q1", ["yes", "no"], 0, "consultancy")) == {"Consultant"}
+    assert speakers("debate", 3) == ["A", "B", "A"] and speakers("consultancy", 2) == ["Consultant"] * 2
+
+
+def test_bad_prompt_files_and_options_are_one_clear_error(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("prompt: '{{ question'\ninstructions: {debate: [a], consultancy: [b]}\n")
+    with pytest.raises(ConfigError, match="bad template"):
+        load_prompts(str(bad))
+    bad.write_text("prompt: 'x'\ninstructions: {debate: [a]}\n")
+    with pytest.raises(ConfigError, match="instructions.consultancy"):
+        load_prompts(str(bad))
+    with pytest.raises(ConfigError, match="unknown debate prompts"):
+        load_prompts("nope")
+    with pytest.raises(ConfigError, match="--protocol"):
+        DebateConfig(protocol="jury")
+    with pytest.raises(ConfigError, match="--turns"):
+        DebateConfig(turns=0)
+
+
+def _questions(n: int) -> list[dict]:
+    return [
+        {"id": f"q{i}", "question": f"Is {i} even?", "answers": ["yes", "no"], "passage": f"{i} is a number."}
+        for i in range(n)
+    ]
+
+
+def test_debate_records_rejects_cache_and_signature(tmp_path, tiny_model_dir):
+    rows = [
+        *_questions(5),
+        {"id": "bad", "question": "?", "answers": ["only"]},
+        {"id": "x", "answers": ["a", "b"]},
+    ]
+    source = write_jsonl(tmp_path / "q.jsonl", rows)
+    out = tmp_path / "debates.jsonl"
+    config = DebateConfig(
+        model=tiny_model_dir,
+        turns=3,
+        max_tokens=8,
+        context_fields="passage",
+        dtype="float32",
+        cache_path=str(tmp_path / "c.sqlite"),
+        progress=False,
+    )
+    summary = run_debate(source, out, config)
+    records = read_lines(out)
+    rejects = read_lines(tmp_path / "debates.jsonl.rejects.jsonl")
+    assert summary.questions == 5 and summary.rejected == 2 and len(records) + len(rejects) == len(rows)
+    assert [r["line"] for r in rejects] == [6, 7]
+    for record in records:
+        assert [t["speaker"] for t in record["turns"]] == ["A", "B", "A"]
+        assert {record["assigned"]["A"], record["assigned"]["B"]} == {"yes", "no"}
+        assert (
+            record["protocol"] == "debate"
+            and record["passage"]
+            and record["prompt_hash"] == summary.prompt_hash
+        )
+    assert summary.generated == 15 and summary.tokens > 0
+    assert is_current(out, debate_signature(source, config))
+    # the same job again from the cache: identical transcripts, nothing generated
+    again = run_debate(source, out, replace(config, overwrite=True))
+    assert again.generated == 0 and again.from_cache == 15 and read_lines(out) == records
+    # other options are refused instead of being mixed into the same output
+    with pytest.raises(ConfigError, match="different debate job"):
+        run_debate(source, out, replace(config, turns=2))
+    solo = run_debate(
+        source,
+        tmp_path / "solo.jsonl",
+        replace(config, protocol="consultancy", turns=2),
+    )
+    assert solo.questions == 5
+    assert all(
+        [t["speaker"] for t in r["turns"]] == ["Consultant"] * 2 for r in read_lines(tmp_path / "solo.jsonl")
+    )
+
+
+def test_kill_9_then_resume(tmp_path, tiny_model_dir):
+    rows = _questions(60)
+    source = write_jsonl(tmp_path / "q.jsonl", rows)
+    out = tmp_path / "debates.jsonl"
+    args = [
+        "debate",
+        str(source),
+        "-o",
+        str(out),
+        "--model",
+        tiny_model_dir,
+        "--dtype",
+        "float32",
+        "--max-tokens",
+        "6",
+        "--turns",
+        "2",
+        "--batch-size",
+        "1",
+        "-q",
+        "--cache-path",
+        str(tmp_path / "c.sqlite"),
+    ]
+    process = subprocess.Popen(LLMST + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = tmp_path / "debates.jsonl.progress.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if checkpoint.exists() and json.loads(checkpoint.read_text())["rows_consumed"] >= 8:
+            break
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = len(read_lines(out))
+    assert 0 < before < 60, "the kill should land mid-run"
+    result = subprocess.run(LLMST + args, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    final = read_lines(out)
+    assert [r["id"] for r in final] == [r["id"] for r in rows]  # none lost, none twice, input order
+    assert summary["resumed_rows"] >= 8 and summary["questions"] == 60
