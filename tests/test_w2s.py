@@ -271,3 +271,46 @@ def test_w2s_config_errors(tmp_path, tiny_bert_dir):
     config = load(data={"train": "bad.jsonl", "test": "bad.jsonl", "labels": ["negative", "positive"]})
     with pytest.raises(ConfigError, match="line 2: gold 'maybe' is not one of"):
         run_w2s(config)
+
+
+def test_w2s_weak_members_read_the_debate_transcript(tmp_path, tiny_bert_dir):
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[])
+    train, test = read_lines(tmp_path / "train.jsonl"), read_lines(tmp_path / "test.jsonl")
+    test_ids = [f"test-{line}" for line in range(1, len(test) + 1)]  # w2s's ids for rows without one
+    debates = [
+        {
+            "id": row_id,
+            "assigned": {"A": "positive", "B": "negative"},
+            "turns": [{"speaker": "A", "text": "It is kind."}, {"speaker": "B", "text": "It is dull."}],
+        }
+        for row_id in [r["id"] for r in train] + test_ids
+    ]
+    write_jsonl(tmp_path / "debates.jsonl", debates)
+    data = yaml.safe_load(open(path))
+    data["weak"] = {
+        "ensemble": [
+            {"student": tiny_bert_dir, "epochs": 1},
+            {"student": tiny_bert_dir, "epochs": 1, "learning_rate": 1e-4},
+        ],
+        "context": "debates.jsonl",
+    }
+    open(path, "w").write(yaml.safe_dump(data))
+    report = run_w2s(load_w2s_config(path))
+    run = tmp_path / "run" / "seed0"
+    card = json.loads((run / "weak0" / "llmst_student.json").read_text())
+    assert card["text_fields"] == ["text", "debate"]
+    assert (
+        read_lines(run / "context" / "A.jsonl")[0]["debate"]
+        == "Debater A (positive): It is kind.\nDebater B (negative): It is dull."
+    )
+    strong = json.loads((run / "transfer-xent" / "llmst_student.json").read_text())
+    assert strong["text_fields"] == ["text"]  # the strong model never sees the transcript
+    assert report["mean"]["weak"]["accuracy"] >= 0
+
+    write_jsonl(tmp_path / "debates.jsonl", debates[:-1])  # one test row lost its transcript: an error
+    with pytest.raises(ConfigError, match="has no transcript"):
+        run_w2s(load_w2s_config(path))
+    data["weak"] = {"label": {"model": "x", "labels": "a,b"}, "context": "debates.jsonl"}
+    open(path, "w").write(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="trained weak models only"):
+        load_w2s_config(path)

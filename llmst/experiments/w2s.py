@@ -41,6 +41,19 @@ from llmst.readers import iter_checked
 from llmst.records import label_index, record_text, write_json_atomic
 from llmst.stage import signature
 
+DEBATE_FIELD = "debate"
+
+
+def transcript_text(record: dict[str, Any]) -> str:
+    """A debate record's turns as one text: `Debater A (yes): ...` per turn."""
+    assigned = record.get("assigned") or {}
+    lines = []
+    for turn in record.get("turns") or []:
+        speaker = turn["speaker"]
+        name = "Consultant" if speaker == "Consultant" else f"Debater {speaker}"
+        lines.append(f"{name} ({assigned.get(speaker, '?')}): {turn['text']}")
+    return "\n".join(lines)
+
 
 def _log(message: str) -> None:
     log("w2s", message)
@@ -103,13 +116,13 @@ class _Seed:
         self.folder = Path(config.out_dir) / f"seed{seed}"
         self.predict_config = PredictConfig(progress=False)
 
-    def _train_config(self, options: dict[str, Any], **overrides: Any):
+    def _train_config(self, options: dict[str, Any], text_fields: list[str] | None = None, **overrides: Any):
         from llmst.train.config import TrainConfig
 
         return TrainConfig(
             **{**options, **overrides},
             labels=self.labels,
-            text_fields=self.config.data["text_fields"],
+            text_fields=text_fields or self.config.data["text_fields"],
             seed=self.seed,
             progress=False,
         )
@@ -187,6 +200,12 @@ class _Seed:
     def weak_labels(self, a: Path, b: Path) -> tuple[Path, Path]:
         """The weak supervisor's labels of B and of the test rows (the ensemble's mean when several)."""
         members = self.config.weak_members()
+        text_fields = None
+        test = self.test
+        context = self.config.weak.get("context")
+        if context:  # every weak member reads the debate transcript after the row's own text
+            a, b, test = (self._with_context(path, Path(context)) for path in (a, b, self.test))
+            text_fields = [*self.config.data["text_fields"], DEBATE_FIELD]
         outputs: list[tuple[Path, Path]] = []
         for index, member in enumerate(members):
             name = "weak" if len(members) == 1 else f"weak{index}"
@@ -196,13 +215,34 @@ class _Seed:
                 # the test rows get B's fitted calibration: nothing is fitted on the test rows
                 self._label(member["label"], self.test, on_test, on_b)
             else:
-                model = self.train(name, a, self._train_config(member))
+                model = self.train(name, a, self._train_config(member, text_fields))
                 self.predict(model, b, on_b)
-                self.predict(model, self.test, on_test)
+                self.predict(model, test, on_test)
             outputs.append((on_b, on_test))
         if len(outputs) == 1:
             return outputs[0]
         return self._average([o[0] for o in outputs], "B"), self._average([o[1] for o in outputs], "test")
+
+    def _with_context(self, rows: Path, debates: Path) -> Path:
+        """`rows` with each row's debate transcript (joined on id) in the field `debate`; a row without one is
+        an error, never dropped."""
+        out = self.folder / "context" / rows.name
+        sig = signature("w2s-context", {"field": DEBATE_FIELD}, {"rows": rows, "debates": debates})
+
+        def write(_fresh: bool) -> None:
+            transcripts = {str(r["id"]): transcript_text(r) for _, r in iter_checked(debates)}
+            joined = []
+            for line, row in iter_checked(rows):
+                if str(row["id"]) not in transcripts:
+                    raise ConfigError(
+                        f"w2s: {rows.name} line {line} (id {row['id']!r}) has no transcript in {debates}",
+                        hint="run llmst debate on every train and test row (same ids)",
+                    )
+                joined.append({**row, DEBATE_FIELD: transcripts[str(row["id"])]})
+            _write_jsonl(out, joined)
+
+        run_stage(f"seed {self.seed}: debate context for {rows.name}", out, sig, write, owner="w2s")
+        return out
 
     def _average(self, inputs: list[Path], split: str) -> Path:
         from llmst.aggregate.config import AggregateConfig, aggregate_signature

@@ -108,13 +108,25 @@ class W2SConfig:
             raise ConfigError("w2s: min_gap must be in [0, 1) and bootstrap >= 100")
         if not isinstance(self.weak, dict) or not isinstance(self.strong, dict):
             raise ConfigError("w2s: 'weak' and 'strong' must be mappings")
-        if "ensemble" in self.weak:
-            members = self.weak["ensemble"]
-            if set(self.weak) != {"ensemble"} or not isinstance(members, list) or len(members) < 2:
+        weak = dict(self.weak)
+        context = weak.pop("context", None)
+        if "ensemble" in weak:
+            members = weak["ensemble"]
+            if set(weak) != {"ensemble"} or not isinstance(members, list) or len(members) < 2:
                 raise ConfigError("w2s: weak.ensemble must be a list of at least two weak supervisors")
             self.weak = {"ensemble": [_weak_member(m, f"weak.ensemble[{i}]") for i, m in enumerate(members)]}
         else:
-            self.weak = _weak_member(self.weak, "weak")
+            self.weak = _weak_member(weak, "weak")
+        if context is not None:
+            if not isinstance(context, str) or not Path(context).is_file():
+                raise ConfigError(
+                    f"w2s: weak.context must be a debate file (llmst debate output), not {context!r}"
+                )
+            if any("label" in member for member in self.weak_members()):
+                raise ConfigError(
+                    "w2s: weak.context is read by trained weak models only, not by an LLM labeler"
+                )
+            self.weak["context"] = context
         if "student" not in self.strong:
             raise ConfigError("w2s: 'strong' needs 'student'", hint="e.g. strong: {student: mpnet-base}")
         self.strong = _train_options(self.strong, "strong")
@@ -133,7 +145,9 @@ class W2SConfig:
 
     def weak_members(self) -> list[dict[str, Any]]:
         """The weak supervisors: one, or the ensemble's members."""
-        return self.weak["ensemble"] if "ensemble" in self.weak else [self.weak]
+        if "ensemble" in self.weak:
+            return self.weak["ensemble"]
+        return [{k: v for k, v in self.weak.items() if k != "context"}]
 
     def variants(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         """(name, transfer loss, filter options or None) of every transfer model, in report order."""
