@@ -5,8 +5,9 @@ the ad-hoc default and with the best candidate found in hindsight on those same 
 
 `--report dev-rest` (the default, for design decisions) tunes on the first `--gold-rows` dev rows and scores
 the rest of the dev slice; `--report test` tunes on the same rows and scores the test slice (reporting only).
-For each task: the ad-hoc default (`--labels` alone), the tuned choice, and the oracle: every tune candidate
-relabels the scored rows and the best one there is kept ("the best single prompt a search finds"). Answers
+For each task: the ad-hoc default (`--labels` alone), the tuned choice, and (unless `--no-oracle`) the oracle:
+every tune candidate relabels the scored rows and the best one there is kept ("the best single prompt a
+search finds"). Answers
 come from the answer cache. Prints a table and writes eval/results/suite_tune_<report>.json.
 """
 
@@ -70,6 +71,8 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
     tuned = _score(scored_in, work / "tuned.jsonl", options, args)
     default = _score(scored_in, work / "default.jsonl", {"labels": list(task.labels), "text_fields": list(task.text_fields)}, args)  # fmt: skip
     oracle = {"macro_f1": -1.0}
+    if args.no_oracle:
+        report["candidates"] = []  # the search in hindsight relabels the scored rows once per candidate
     seen = set()
     gold = np.array([task.labels.index(r["gold"]) for r in gold_rows])
     for candidate in report["candidates"]:  # the oracle: every candidate, scored on the held-out rows
@@ -89,6 +92,8 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
         f1 = _score(scored_in, work / "oracle.jsonl", cand_options, args)
         if f1 > oracle["macro_f1"]:
             oracle = {"macro_f1": f1, **{k: candidate[k] for k in ("prompt", "shots", "calibration")}}
+    if oracle["macro_f1"] < 0:
+        oracle = {"macro_f1": None}
     majority = suite_data.majority_baseline(scored, task.labels)["macro_f1"]
     return {"task": name, "scored_rows": len(scored), "majority_f1": round(majority, 4), "default_f1": default,
             "tuned_f1": tuned, "chosen": report["chosen"], "warnings": report["warnings"], "oracle": oracle}  # fmt: skip
@@ -104,14 +109,22 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(suite_data.SUITE), default=list(suite_data.SUITE))
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
+    parser.add_argument(
+        "--no-oracle", action="store_true", help="skip the best-candidate-in-hindsight search"
+    )
     args = parser.parse_args()
     args.backend = None
     started = time.perf_counter()
     results = []
     for name in args.tasks:
         r = run_task(name, args)
-        print(f"[tune] {name}: default {r['default_f1']:.4f} tuned {r['tuned_f1']:.4f} oracle {r['oracle']['macro_f1']:.4f}", file=sys.stderr)  # fmt: skip
+        print(f"[tune] {name}: default {r['default_f1']:.4f} tuned {r['tuned_f1']:.4f} oracle {r['oracle']['macro_f1']}", file=sys.stderr)  # fmt: skip
         results.append(r)
+        _write_results(args, results, started, _table(args, results))
+    print(_table(args, results))
+
+
+def _table(args: argparse.Namespace, results: list[dict]) -> str:
     lines = [f"`llmst tune` on {args.gold_rows} gold dev rows per task, scored on `{args.report}`, {args.model}, shots {args.shots}",
              "", "| task | rows | majority F1 | ad-hoc default F1 | tuned F1 | tuned minus default | tuned choice | best candidate in hindsight |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -119,13 +132,20 @@ def main() -> None:
         c, o = r["chosen"], r["oracle"]
         lines.append(f"| {r['task']} | {r['scored_rows']} | {r['majority_f1']:.4f} | {r['default_f1']:.4f} | {r['tuned_f1']:.4f} | "
                      f"{r['tuned_f1'] - r['default_f1']:+.4f} | {c['prompt']}, {c['shots']}-shot, {c['calibration']} | "
-                     f"{o['macro_f1']:.4f} ({o.get('prompt')}, {o.get('shots')}-shot, {o.get('calibration')}) |")  # fmt: skip
+                     + ("not searched |" if o["macro_f1"] is None else f"{o['macro_f1']:.4f} ({o.get('prompt')}, {o.get('shots')}-shot, {o.get('calibration')}) |"))  # fmt: skip
     mean = {k: sum(r[k] for r in results) / len(results) for k in ("default_f1", "tuned_f1")}
-    oracle = sum(r["oracle"]["macro_f1"] for r in results) / len(results)
-    lines += ["", f"mean macro-F1: default {mean['default_f1']:.4f}, tuned {mean['tuned_f1']:.4f} "
-              f"({mean['tuned_f1'] - mean['default_f1']:+.4f}), best candidate in hindsight {oracle:.4f}"]  # fmt: skip
-    table = "\n".join(lines)
-    print(table)
+    oracles = [r["oracle"]["macro_f1"] for r in results if r["oracle"]["macro_f1"] is not None]
+    hindsight = (
+        f", best candidate in hindsight {sum(oracles) / len(oracles):.4f}"
+        if len(oracles) == len(results)
+        else ""
+    )
+    lines += ["", f"mean macro-F1 over {len(results)} tasks: default {mean['default_f1']:.4f}, tuned {mean['tuned_f1']:.4f} "
+              f"({mean['tuned_f1'] - mean['default_f1']:+.4f}){hindsight}"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _write_results(args: argparse.Namespace, results: list[dict], started: float, table: str) -> None:
     out = RESULTS / f"suite_tune_{args.report}.json"
     out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "model": args.model,
                                "seconds": round(time.perf_counter() - started, 1), "results": results, "table": table}, indent=1) + "\n")  # fmt: skip
