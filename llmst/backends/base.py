@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from llmst.models import DEFAULT_LABELER
 
@@ -28,6 +28,20 @@ class BackendSpec:
     device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; default: cuda when available
     max_context: int | None = None  # cap on the model's context, in tokens
     quiet: bool = False  # hf: no progress bar while the weights load
+
+    @classmethod
+    def from_options(cls, options: Any) -> BackendSpec:
+        """The spec of a stage config holding the backend options (`backend`, `model`, `base_url`, `dtype`,
+        `batch_size`, `concurrency`, `progress`), as `LabelConfig` and `DebateConfig` do."""
+        return cls(
+            backend=options.backend,
+            model=options.model,
+            base_url=options.base_url,
+            dtype=options.dtype,
+            batch_size=options.batch_size,
+            concurrency=options.concurrency,
+            quiet=not options.progress,
+        )
 
 
 def normalize_base_url(url: str) -> str:

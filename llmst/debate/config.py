@@ -77,12 +77,5 @@ class DebateConfig:
             raise ConfigError(f"debate prompts file not found: {self.prompts}")
 
     def backend_spec(self) -> BackendSpec:
-        return BackendSpec(
-            backend=self.backend,
-            model=self.model,
-            base_url=self.base_url,
-            dtype=self.dtype,
-            batch_size=self.batch_size,
-            concurrency=self.concurrency,
-            quiet=not self.progress,
-        )
+        """The backend these options ask for."""
+        return BackendSpec.from_options(self)

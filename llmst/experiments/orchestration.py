@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmst.errors import ConfigError
-from llmst.stage import clear_marker, is_current, write_marker
+from llmst.stage import clear_marker, is_current, read_options_file, write_marker
 
 
 def log(owner: str, message: str) -> None:
@@ -63,3 +63,22 @@ def resolver(base: Path) -> Callable[[Any], Any]:
 
 def out_dir_of(value: str, base: Path) -> str:
     return str(base / value) if not Path(value).is_absolute() else value
+
+
+def read_experiment_yaml(
+    path: Path, config_cls: type, what: str, required: tuple[str, ...]
+) -> dict[str, Any]:
+    """An orchestration's YAML as a mapping: unknown keys and missing required keys are one ConfigError;
+    `out_dir` is resolved against the YAML's folder (other paths are the caller's, with `resolver`)."""
+    import dataclasses
+
+    data = read_options_file(path, what)
+    known = {f.name for f in dataclasses.fields(config_cls)} - {"source"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
+    for key in required:
+        if key not in data:
+            raise ConfigError(f"{path}: '{key}' is required")
+    data["out_dir"] = out_dir_of(data["out_dir"], path.resolve().parent)
+    return data

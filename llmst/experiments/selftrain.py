@@ -27,14 +27,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from llmst.errors import ConfigError
-from llmst.experiments.orchestration import build, log, out_dir_of, resolver, run_stage
+from llmst.experiments.orchestration import build, log, read_experiment_yaml, resolver, run_stage
 from llmst.records import write_json_atomic
-from llmst.stage import read_options_file, signature
+from llmst.stage import signature
 from llmst.train.config import TrainConfig
 
 
@@ -67,19 +67,11 @@ class SelfTrainConfig:
 def load_selftrain_config(path: str | Path) -> SelfTrainConfig:
     """Read and validate a selftrain YAML; relative paths are taken from the YAML file's folder."""
     path = Path(path)
-    data = read_options_file(path, "selftrain config")
-    known = {f.name for f in fields(SelfTrainConfig)} - {"source"}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
-    for required in ("corpus", "out_dir"):
-        if required not in data:
-            raise ConfigError(f"{path}: '{required}' is required")
+    data = read_experiment_yaml(path, SelfTrainConfig, "selftrain config", ("corpus", "out_dir"))
     base = path.resolve().parent
     resolve = resolver(base)
     for key in ("corpus", "dev", "test"):
         data[key] = resolve(data.get(key))
-    data["out_dir"] = out_dir_of(data["out_dir"], base)
     for section in ("label", "filter", "train"):
         data[section] = {k: resolve(v) for k, v in (data.get(section) or {}).items()}
     try:

@@ -23,7 +23,6 @@ Config (YAML):
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -38,7 +37,7 @@ from llmst.experiments.orchestration import log, run_stage
 from llmst.experiments.w2s_config import W2SConfig
 from llmst.experiments.w2s_report import plot_pgr, report_markdown
 from llmst.readers import iter_checked
-from llmst.records import label_index, record_text, write_json_atomic
+from llmst.records import PendingOutputs, label_index, record_text, write_json_atomic
 from llmst.stage import signature
 
 DEBATE_FIELD = "debate"
@@ -90,11 +89,9 @@ def _gold_rows(source: str, data: dict[str, Any], labels: list[str] | None) -> t
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    with PendingOutputs() as pending:
+        pending.write_jsonl(path, rows)
+        pending.commit()
 
 
 def _read_probs(path: Path, ids: list[str], labels: list[str]) -> np.ndarray:

@@ -3,13 +3,12 @@ selection of weak labels. Validated before any work starts (every stage's option
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from llmst.errors import ConfigError
-from llmst.experiments.orchestration import build, out_dir_of, resolver
-from llmst.stage import read_options_file
+from llmst.experiments.orchestration import build, read_experiment_yaml, resolver
 
 TransferLoss = Literal["xent", "hard", "logconf"]
 TRANSFER_LOSSES = get_args(TransferLoss)
@@ -163,14 +162,7 @@ class W2SConfig:
 def load_w2s_config(path: str | Path) -> W2SConfig:
     """Read and validate a w2s YAML; relative paths are taken from the YAML file's folder."""
     path = Path(path)
-    data = read_options_file(path, "w2s config")
-    known = {f.name for f in fields(W2SConfig)} - {"source"}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
-    for required in ("out_dir", "data", "weak", "strong"):
-        if required not in data:
-            raise ConfigError(f"{path}: '{required}' is required")
+    data = read_experiment_yaml(path, W2SConfig, "w2s config", ("out_dir", "data", "weak", "strong"))
     base = path.resolve().parent
     resolve = resolver(base)
 
@@ -181,7 +173,6 @@ def load_w2s_config(path: str | Path) -> W2SConfig:
             return [resolve_section(v) for v in value]
         return resolve(value)
 
-    data["out_dir"] = out_dir_of(data["out_dir"], base)
     for section in ("data", "weak", "strong", "select"):
         if section in data:
             data[section] = resolve_section(data[section])

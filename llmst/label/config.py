@@ -243,15 +243,7 @@ class LabelConfig:
 
     def backend_spec(self) -> BackendSpec:
         """The backend these options ask for (`llmst.backends.make_backend(config.backend_spec())`)."""
-        return BackendSpec(
-            backend=self.backend,
-            model=self.model,
-            base_url=self.base_url,
-            dtype=self.dtype,
-            batch_size=self.batch_size,
-            concurrency=self.concurrency,
-            quiet=not self.progress,
-        )
+        return BackendSpec.from_options(self)
 
     @property
     def is_ensemble(self) -> bool:
