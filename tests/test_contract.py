@@ -230,6 +230,11 @@ def _assert_one_error_line(result: subprocess.CompletedProcess) -> None:
 def test_usage_errors_are_one_error_line_and_exit_2(tmp_path):
     corpus = write_jsonl(tmp_path / "x.jsonl", [{"text": "fine"}])
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine", "g": "positive"}])
+    bad_w2s = tmp_path / "w2s.yaml"  # a transfer loss that does not exist
+    bad_w2s.write_text(
+        f"out_dir: r\ndata: {{train: {bad}, test: {bad}}}\nweak: {{student: minilm-l6}}\n"
+        "strong: {student: mpnet-base}\nloss: mse\n"
+    )
     cases = [
         [],
         ["label"],
@@ -250,6 +255,10 @@ def test_usage_errors_are_one_error_line_and_exit_2(tmp_path):
         ["predict", str(tmp_path), str(corpus), "-o", "y", "--limit", "-1"],
         ["aggregate", "-o", "y"],
         ["selftrain", str(tmp_path / "missing.yaml")],
+        ["w2s", str(tmp_path / "missing.yaml")],
+        ["w2s", str(bad_w2s)],
+        ["debate", str(corpus), "-o", "y", "--protocol", "jury"],
+        ["debate", str(corpus), "-o", "y", "--prompts", str(tmp_path / "none.yaml")],
         ["models", "install", "no-such-model"],
         ["nope"],
     ]
