@@ -276,6 +276,26 @@ def _transfer_options(loss: str) -> dict[str, Any]:
     return {"soft_labels": loss != "hard", "loss": "logconf" if loss == "logconf" else "ce"}
 
 
+def load_scored(config: W2SConfig, labels: list[str]) -> dict[str, list[pgr_stats.Scored]]:
+    """Every variant's per-seed test predictions of a completed run (weak, transfer and ceiling probabilities
+    against the gold labels), for `llmst.experiments.pgr` (also across runs: `pgr.compare`)."""
+    out_dir = Path(config.out_dir)
+    test_rows = [row for _, row in iter_checked(out_dir / "test.jsonl")]
+    ids = [str(row["id"]) for row in test_rows]
+    gold = np.array([labels.index(row["gold"]) for row in test_rows])
+    scored: dict[str, list[pgr_stats.Scored]] = {name: [] for name, _, _ in config.variants()}
+    for seed in config.seeds:
+        folder = out_dir / f"seed{seed}"
+        fixed = {  # weak.test.jsonl: the single weak model's, or the ensemble's mean
+            "weak": _read_probs(folder / "weak.test.jsonl", ids, labels),
+            "ceiling": _read_probs(folder / "ceiling.test.jsonl", ids, labels),
+        }
+        for name in scored:
+            transfer = _read_probs(folder / f"transfer-{name}.test.jsonl", ids, labels)
+            scored[name].append(pgr_stats.Scored(gold, {**fixed, "transfer": transfer}))
+    return scored
+
+
 def run_w2s(config: W2SConfig) -> dict[str, Any]:
     """Run (or resume) every seed; returns the report also written to `out_dir/report.json`."""
     out_dir = Path(config.out_dir)
@@ -290,29 +310,21 @@ def run_w2s(config: W2SConfig) -> dict[str, Any]:
     test = out_dir / "test.jsonl"
     test_sig = signature("w2s-test", {"labels": labels, **config.data}, {"test": config.data["test"]})
     run_stage("test rows", test, test_sig, lambda _fresh: _write_jsonl(test, test_rows), owner="w2s")
-    ids = [row["id"] for row in test_rows]
-    gold = np.array([labels.index(row["gold"]) for row in test_rows])
     variants = config.variants()
-    scored: dict[str, list[pgr_stats.Scored]] = {name: [] for name, _, _ in variants}
     for seed in config.seeds:
         stages = _Seed(config, seed, labels, test)
         a, b = stages.split()
-        weak_b, weak_test = stages.weak_labels(a, b)
+        weak_b, _ = stages.weak_labels(a, b)
         ceiling = stages.train("ceiling", b, stages._train_config(config.strong))
-        probs = {
-            "weak": _read_probs(weak_test, ids, labels),
-            "ceiling": _read_probs(
-                stages.predict(ceiling, test, stages.folder / "ceiling.test.jsonl"), ids, labels
-            ),
-        }
+        stages.predict(ceiling, test, stages.folder / "ceiling.test.jsonl")
         for name, loss, options in variants:
             source = weak_b if options is None else stages.select(name, weak_b, options)
             model = stages.train(
                 f"transfer-{name}", source, stages._train_config(config.strong, **_transfer_options(loss))
             )
-            predicted = stages.predict(model, test, stages.folder / f"transfer-{name}.test.jsonl")
-            transfer = _read_probs(predicted, ids, labels)
-            scored[name].append(pgr_stats.Scored(gold, {**probs, "transfer": transfer}))
+            stages.predict(model, test, stages.folder / f"transfer-{name}.test.jsonl")
+    scored = load_scored(config, labels)
+    ids = [row["id"] for row in test_rows]
     report: dict[str, Any] = {"config": asdict(config), "labels": labels, "n_test": len(ids)}
     report["variants"] = {
         name: pgr_stats.summarize(scored[name], config.min_gap, config.bootstrap) for name, _, _ in variants

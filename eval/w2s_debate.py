@@ -1,0 +1,167 @@
+"""Debate helps weak-to-strong? (Lang et al. 2025, on llmst): debate ensemble vs plain ensemble vs consultancy
+ensemble vs a single weak model, same seeds and splits, with paired PGR intervals.
+
+    python eval/w2s_debate.py [--dataset boolq|cosmosqa] [--rows 1000] [--model qwen2.5-coder-1.5b-instruct]
+                              [--backend hf|openai|vllm] [--base-url URL] [--seeds 0 1 2] [--epochs 2]
+                              [--out-dir /tmp/llmst-eval/w2s-debate] [--json eval/results/w2s_debate_<dataset>.json]
+
+1. The first `--rows` train rows and the test rows (capped at `--rows`) become debate questions ("yes" / "no"
+   as the two answers; BoolQ: question + passage; CosmosQA: "is this answer correct?" with the context), and
+   `llmst debate` writes debate and consultancy transcripts with `--model` (the strongest practical
+   generative model: on a GPU `qwen2.5-coder-1.5b-instruct`, served or in-process).
+2. Four `llmst w2s` runs on the same rows, seeds and strong model (mpnet-base): `single` (one weak minilm-l6),
+   `ensemble` (three weak members), `consultancy` and `debate` (the same three members, each reading the
+   transcript after its input). The strong model never sees a transcript.
+Prints generation throughput (tokens/s) and the PGR table, and writes JSON with every run's report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import w2s_data  # noqa: E402
+
+from llmst.debate import DebateConfig  # noqa: E402
+from llmst.debate.run import run_debate  # noqa: E402
+from llmst.experiments.pgr import compare  # noqa: E402
+from llmst.experiments.w2s import load_scored, run_w2s  # noqa: E402
+from llmst.experiments.w2s_config import load_w2s_config  # noqa: E402
+
+MEMBERS = [
+    {"student": "minilm-l6"},
+    {"student": "minilm-l6", "learning_rate": 1e-4},
+    {"student": "minilm-l3"},
+]
+
+
+def _questions(dataset: str, rows: list[dict]) -> list[dict]:
+    """Debate questions for w2s rows: same ids, "yes"/"no" as the two answers to defend."""
+    out = []
+    for row in rows:
+        if dataset == "boolq":
+            question, context = row["question"], row["passage"]
+        else:
+            question = f'Question: {row["question"]}\nIs "{row["answer"]}" the correct answer?'
+            context = row["context"]
+        out.append({"id": row["id"], "question": question, "context": context, "answers": ["yes", "no"]})
+    return out
+
+
+def _read(path: Path, limit: int) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for _, line in zip(range(limit), handle, strict=False)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", choices=["boolq", "cosmosqa"], default="boolq")
+    parser.add_argument("--rows", type=int, default=1000, help="train rows (and at most this many test rows)")
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    parser.add_argument("--backend", choices=["hf", "openai", "vllm"], default="hf")
+    parser.add_argument("--base-url", default=None)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--strong", default="mpnet-base")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--out-dir", type=Path, default=Path("/tmp/llmst-eval/w2s-debate"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out_dir / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    train_all, test_all = w2s_data.ensure(args.dataset, args.out_dir / "data")
+    train, test = out / "train.jsonl", out / "test.jsonl"
+    for source, target in ((train_all, train), (test_all, test)):
+        target.write_text("".join(json.dumps(r) + "\n" for r in _read(source, args.rows)))
+    questions = out / "questions.jsonl"
+    rows = _read(train, args.rows) + _read(test, args.rows)
+    questions.write_text("".join(json.dumps(q) + "\n" for q in _questions(args.dataset, rows)))
+
+    generation = {}
+    transcripts = {}
+    for protocol in ("debate", "consultancy"):
+        config = DebateConfig(
+            model=args.model, backend=args.backend, base_url=args.base_url, protocol=protocol,
+            turns=3 if protocol == "debate" else 2, context_fields="context", max_tokens=args.max_tokens,
+            cache_path=str(args.out_dir / "cache.sqlite"),
+        )  # fmt: skip
+        transcripts[protocol] = out / f"{protocol}.jsonl"
+        summary = run_debate(questions, transcripts[protocol], config)
+        generation[protocol] = summary.to_json()
+        print(f"[debate] {protocol}: {summary.questions} questions, {summary.tokens} tokens generated, "
+              f"{summary.tokens_per_second} tokens/s ({args.backend})", file=sys.stderr, flush=True)  # fmt: skip
+
+    spec = w2s_data.DATASETS[args.dataset]
+    options = {"epochs": args.epochs, "max_length": args.max_length}
+    weak_setups = {
+        "single": {**MEMBERS[0], **options},
+        "ensemble": {"ensemble": [{**m, **options} for m in MEMBERS]},
+        "consultancy": {
+            "ensemble": [{**m, **options} for m in MEMBERS],
+            "context": str(transcripts["consultancy"]),
+        },
+        "debate": {"ensemble": [{**m, **options} for m in MEMBERS], "context": str(transcripts["debate"])},
+    }
+    reports, scored = {}, {}
+    started = time.perf_counter()
+    for name, weak in weak_setups.items():
+        config = {
+            "out_dir": str(out / f"w2s-{name}"),
+            "data": {"train": str(train), "test": str(test), "text_field": spec["text_fields"],
+                     "gold_field": "gold", "labels": spec["labels"]},
+            "seeds": args.seeds,
+            "weak": weak,
+            "strong": {"student": args.strong, **options},
+            "loss": "xent",
+            "bootstrap": args.bootstrap,
+        }  # fmt: skip
+        path = out / f"w2s-{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        w2s_config = load_w2s_config(path)
+        reports[name] = run_w2s(w2s_config)
+        scored[name] = load_scored(w2s_config, reports[name]["labels"])["xent"]
+    lines = [
+        "| weak supervisor | weak acc | transfer acc | ceiling acc | PGR acc | 95% CI |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, report in reports.items():
+        mean = report["mean"]
+        ci = mean["pgr"]["accuracy_ci"]
+        lines.append(f"| {name} | {mean['weak']['accuracy']:.4f} | {mean['transfer']['accuracy']:.4f} | "
+                     f"{mean['ceiling']['accuracy']:.4f} | {mean['pgr']['accuracy']} | {ci} |")  # fmt: skip
+    versus = {
+        name: compare(scored[name], scored["ensemble"], n_boot=args.bootstrap)
+        for name in ("debate", "consultancy", "single")
+    }
+    lines += ["", "| vs plain ensemble | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI |", "|---|---|---|---|---|"]
+    for name, diff in versus.items():
+        lines.append(
+            f"| {name} | {diff['accuracy']} | {diff['accuracy_ci']} | {diff['auroc']} | {diff['auroc_ci']} |"
+        )
+    print("\n".join(lines))
+    path = args.json or Path(f"eval/results/w2s_debate_{args.dataset}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "command": "python " + " ".join(sys.argv),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "generation": generation,
+        "w2s_seconds": round(time.perf_counter() - started, 1),
+        "reports": {name: {k: r[k] for k in ("seeds", "mean")} for name, r in reports.items()},
+        "versus_ensemble": versus,
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
