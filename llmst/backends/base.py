@@ -90,9 +90,15 @@ class Backend(Protocol):
         ...
 
     def generate(
-        self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int = 64
+        self,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        stop: list[str] | None = None,
     ) -> list[list[str]]:
-        """`n` completions per prompt."""
+        """`n` completions per prompt; generation may end at a `stop` string (which may stay in the text)."""
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -249,16 +249,25 @@ class HFBackend:
 
     # ------------------------------------------------------------- generation
     def generate(
-        self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int = 64
+        self,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        stop: list[str] | None = None,
     ) -> list[list[str]]:
         import torch
 
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = self._pad_id
-        outputs: list[list[str]] = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start : start + self.batch_size]
+        # batches of similar length (less padding); results go back to the caller's order
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        by_position: dict[int, list[str]] = {}
+        for start in range(0, len(order), self.batch_size):
+            positions = order[start : start + self.batch_size]
+            chunk = [prompts[i] for i in positions]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True).to(self.device)
             sample = temperature > 0
             returned = n if sample else 1  # greedy samples are identical: decode once, repeat
@@ -272,13 +281,14 @@ class HFBackend:
                     top_k=None,
                     num_return_sequences=returned,
                     pad_token_id=self._pad_id,
+                    **({"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}),
                 )
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i in range(len(chunk)):
+            for i, position in enumerate(positions):
                 group = texts[i * returned : (i + 1) * returned]
-                outputs.append(group if sample else group * n)
-        return outputs
+                by_position[position] = group if sample else group * n
+        return [by_position[i] for i in range(len(prompts))]
 
     def close(self) -> None:
         self._prefix_cache.clear()

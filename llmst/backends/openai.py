@@ -359,7 +359,13 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------- generation
     def generate(
-        self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int = 64
+        self,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        stop: list[str] | None = None,
     ) -> list[list[str]]:
         greedy = temperature <= 0  # deterministic: vLLM rejects n > 1 here, so ask once and repeat
 
@@ -370,6 +376,7 @@ class OpenAIBackend:
                     "n": 1 if greedy else n,
                     "temperature": max(temperature, 0.0),
                     "max_tokens": max_tokens,
+                    **({"stop": list(stop)} if stop else {}),
                 }
                 texts = [choice["text"] for choice in await self._completions(client, payload)]
                 return texts * n if greedy else texts

@@ -85,11 +85,19 @@ class VLLMBackend:
         return results
 
     def generate(
-        self, prompts: list[str], *, n: int = 1, temperature: float = 0.0, max_tokens: int = 64
+        self,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        stop: list[str] | None = None,
     ) -> list[list[str]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens)
+        params = SamplingParams(
+            n=n, temperature=temperature, max_tokens=max_tokens, stop=list(stop or []) or None
+        )
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[choice.text for choice in output.outputs] for output in outputs]
 

@@ -118,6 +118,7 @@ class _Generator:
             prompt=prompt,
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
+            stop=self.prompts.stop,
         )
 
     def __call__(self, prompt_texts: list[str]) -> list[str]:
@@ -129,6 +130,7 @@ class _Generator:
                 [prompt_texts[i] for i in missing],
                 temperature=self.config.temperature,
                 max_tokens=self.config.max_tokens,
+                stop=self.prompts.stop,
             )
             new = {keys[i]: out[0] for i, out in zip(missing, outputs, strict=True)}
             if self.cache is not None:
