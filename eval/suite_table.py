@@ -1,0 +1,67 @@
+"""The issue-9 acceptance table from the suite's saved results (no model runs): majority baseline, the old and new
+ad-hoc defaults, `--calibrate none`, `--prior em` and `llmst tune`, macro-F1 per task (✗: not above majority).
+
+    python eval/suite_table.py [--split test]   # reads eval/results/suite_<config>_<split>.json, suite_tune_<split>.json
+"""
+
+import argparse
+import json
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--split", default="test")
+split = parser.parse_args().split
+R = "eval/results/"
+cfgs = [
+    ("adhoc-question", "old default (question)"),
+    ("adhoc-classify", "new default (classify, prior uniform)"),
+    ("adhoc-raw", "new, `--calibrate none`"),
+    ("adhoc-em", "new, `--prior em`"),
+]
+res = {c: {r["task"]: r for r in json.load(open(R + f"suite_{c}_{split}.json"))["results"]} for c, _ in cfgs}
+tune = {}
+try:
+    tune = {r["task"]: r for r in json.load(open(R + f"suite_tune_{split}.json"))["results"]}
+except FileNotFoundError:
+    pass
+tasks = list(res["adhoc-classify"])
+head = "| task | rows | majority | " + " | ".join(n for _, n in cfgs) + " | tune (100 dev rows, 0-shot) |"
+print(head)
+print("|" + "---|" * (4 + len(cfgs)))
+means = {c: [] for c, _ in cfgs}
+tm = []
+for t in tasks:
+    r0 = res["adhoc-classify"][t]
+    cells = [t, str(r0["rows"]), f"{r0['majority']['macro_f1']:.3f}"]
+    for c, _ in cfgs:
+        f = res[c][t]["macro_f1"]
+        means[c].append(f)
+        mark = "" if f > r0["majority"]["macro_f1"] else " ✗"
+        cells.append(f"{f:.3f}{mark}")
+    if t in tune:
+        cells.append(f"{tune[t]['tuned_f1']:.3f}")
+        tm.append(tune[t]["tuned_f1"])
+    else:
+        cells.append("")
+    print("| " + " | ".join(cells) + " |")
+cells = [
+    "**mean**",
+    "",
+    f"{sum(r['majority']['macro_f1'] for r in res['adhoc-classify'].values()) / len(tasks):.3f}",
+]
+for c, _ in cfgs:
+    cells.append(f"**{sum(means[c]) / len(tasks):.3f}**")
+cells.append(f"{sum(tm) / len(tm):.3f} ({len(tm)} tasks)" if tm else "")
+print("| " + " | ".join(cells) + " |")
+above = {
+    c: sum(res[c][t]["macro_f1"] > res["adhoc-classify"][t]["majority"]["macro_f1"] for t in tasks)
+    for c, _ in cfgs
+}
+print("above majority:", above)
+print(
+    "prior vs none worse by >1pt:",
+    [
+        (t, round(res["adhoc-classify"][t]["macro_f1"] - res["adhoc-raw"][t]["macro_f1"], 4))
+        for t in tasks
+        if res["adhoc-classify"][t]["macro_f1"] < res["adhoc-raw"][t]["macro_f1"] - 0.01
+    ],
+)
