@@ -19,10 +19,15 @@ cfgs = [
 ]
 res = {c: {r["task"]: r for r in json.load(open(R + f"suite_{c}_{split}.json"))["results"]} for c, _ in cfgs}
 tune = {}
-try:
-    tune = {r["task"]: r for r in json.load(open(R + f"suite_tune_{split}.json"))["results"]}
-except FileNotFoundError:
-    pass
+for name in (
+    f"suite_tune_{split}.json",
+    f"suite_tune_{split}_partial.json",
+):  # a stopped run writes the latter
+    try:
+        tune = {r["task"]: r for r in json.load(open(R + name))["results"]}
+        break
+    except FileNotFoundError:
+        pass
 tasks = list(res["adhoc-classify"])
 head = "| task | rows | majority | " + " | ".join(n for _, n in cfgs) + " | tune (100 dev rows, 0-shot) |"
 print(head)
