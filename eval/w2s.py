@@ -34,6 +34,7 @@ import w2s_data  # noqa: E402
 
 from llmst.experiments.w2s import run_w2s  # noqa: E402
 from llmst.experiments.w2s_config import load_w2s_config  # noqa: E402
+from llmst.experiments.w2s_report import format_interval, format_value  # noqa: E402
 
 LLM_WEAK = {"label": {"model": "smollm2-135m-instruct", "task": "sentiment", "calibrate": "prior"}}
 PAIRS = {
@@ -86,14 +87,6 @@ def cell_config(dataset: str, pair: str, args: argparse.Namespace) -> dict:
     }
 
 
-def _ci(value) -> str:
-    return "" if value is None else f"[{value[0]:.2f}, {value[1]:.2f}]"
-
-
-def _num(value) -> str:
-    return "undefined" if value is None else f"{value:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,8 +135,8 @@ def main() -> None:
                 rows.append(
                     f"| {dataset} | {pair} | {name} | {len(config['seeds'])} | {mean['weak']['accuracy']:.4f} | "
                     f"{mean['transfer']['accuracy']:.4f} | {mean['ceiling']['accuracy']:.4f} | "
-                    f"{_num(mean['pgr']['accuracy'])} | {_ci(mean['pgr']['accuracy_ci'])} | "
-                    f"{_num(mean['pgr']['auroc'])} | {_ci(mean['pgr']['auroc_ci'])} |"
+                    f"{format_value(mean['pgr']['accuracy'])} | {format_interval(mean['pgr']['accuracy_ci'])} | "
+                    f"{format_value(mean['pgr']['auroc'])} | {format_interval(mean['pgr']['auroc_ci'])} |"
                 )
             print("\n".join(rows), flush=True)
             args.json.parent.mkdir(parents=True, exist_ok=True)

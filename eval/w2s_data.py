@@ -2,7 +2,7 @@
 
 | dataset  | train rows (gold)                       | test rows                      | text fields              |
 |----------|-----------------------------------------|--------------------------------|--------------------------|
-| sst2     | stsa.binary.train (6,920)               | stsa.binary.test (1,821)       | text                     |
+| sst2     | stsa.binary.train (6,918: 2 test texts out) | stsa.binary.test (1,821)       | text                     |
 | boolq    | dev.jsonl minus the test rows (2,270)   | 1,000 of dev.jsonl, seed 0     | question, passage        |
 | cosmosqa | valid.csv minus the test rows (1,985)   | 1,000 of valid.csv, seed 0     | context, question, answer|
 
@@ -94,12 +94,24 @@ def _cosmosqa() -> tuple[list[dict], list[dict]]:
 LOADERS = {"sst2": _sst2, "boolq": _boolq, "cosmosqa": _cosmosqa}
 
 
+def disjoint(name: str, train: list[dict], test: list[dict]) -> list[dict]:
+    """The train rows whose text is not also a test row's (`llmst w2s` refuses such a leak); says how many
+    were dropped."""
+    fields = DATASETS[name]["text_fields"]
+    seen = {tuple(row[f] for f in fields) for row in test}
+    kept = [row for row in train if tuple(row[f] for f in fields) not in seen]
+    if len(kept) < len(train):
+        print(f"{name}: dropped {len(train) - len(kept)} train rows whose text is also a test row's")
+    return kept
+
+
 def ensure(name: str, out: Path = DEFAULT_OUT) -> tuple[Path, Path]:
     """Paths of the dataset's train and test JSONL, written if missing."""
     train, test = out / f"{name}-train.jsonl", out / f"{name}-test.jsonl"
     if not (train.exists() and test.exists()):
-        for path, rows in zip((train, test), LOADERS[name](), strict=True):
-            evaldata.write_jsonl(rows, path)
+        train_rows, test_rows = LOADERS[name]()
+        evaldata.write_jsonl(disjoint(name, train_rows, test_rows), train)
+        evaldata.write_jsonl(test_rows, test)
     return train, test
 
 

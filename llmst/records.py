@@ -51,6 +51,20 @@ def label_index(value: Any, names: Sequence[str]) -> int:
     return -1
 
 
+def probs_by_id(
+    path: str | Path, ids: Sequence[str], names: Sequence[str], hint: str | None = None
+) -> np.ndarray:
+    """(N, K) `probs` of a labeled file in the order of `ids`; a row of `ids` that is not there is an error."""
+    by_id = {str(record["id"]): record["probs"] for _line, record in iter_checked(path)}
+    missing = [row_id for row_id in ids if row_id not in by_id]
+    if missing:
+        raise ConfigError(
+            f"{path}: {len(missing)} of {len(ids)} rows have no probs (e.g. id {missing[0]!r})",
+            hint=hint or f"see {path}.rejects.jsonl for why they were rejected",
+        )
+    return np.array([[float(by_id[row_id][name]) for name in names] for row_id in ids])
+
+
 def keep_input_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The input record, with fields that clash with the output contract renamed to `input_<name>`."""
     return {f"input_{k}" if k in OUTPUT_FIELDS and k != "id" else k: v for k, v in record.items()}

@@ -33,6 +33,15 @@ def runtime(help: str, **extra: Any) -> dict[str, Any]:
     return {"help": help, "runtime": True, **extra}
 
 
+def only_if(help: str, field: str, value: Any, **extra: Any) -> dict[str, Any]:
+    """Field metadata of an option that matters only while option `field` equals `value`.
+
+    Otherwise the option is left out of the signature, so e.g. `--logconf-weight` does not re-key every
+    `--loss ce` run. The option still parses and validates either way.
+    """
+    return {"help": help, "only_if": (field, value), **extra}
+
+
 def check_encoding(encoding: str) -> None:
     """A ConfigError unless `encoding` names a codec Python knows (the `--encoding` of text inputs)."""
     import codecs
@@ -52,6 +61,9 @@ def signature_fields(config: Any) -> dict[str, Any]:
     values = {}
     for item in dataclasses.fields(config):
         if item.metadata.get("runtime"):
+            continue
+        condition = item.metadata.get("only_if")
+        if condition and getattr(config, condition[0]) != condition[1]:
             continue
         values[item.name] = getattr(config, item.name)
     return json.loads(json.dumps(values, default=str))

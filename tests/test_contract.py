@@ -20,7 +20,7 @@ from llmst.cli_options import options_markdown
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
-from llmst.stage import fingerprint, is_current, runtime, signature, write_marker
+from llmst.stage import fingerprint, is_current, runtime, signature, signature_fields, write_marker
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -299,6 +299,16 @@ def test_signature_ignores_runtime_fields_and_follows_input_content(tmp_path):
     data.write_text('{"text": "b"}\n')  # same size, other content
     assert fingerprint(data) != before
     assert signature("toy", _Toy(), {"input": data}) != base
+
+
+def test_conditional_options_count_only_when_they_apply():
+    ce = signature_fields(TrainConfig())
+    assert "logconf_weight" not in ce and "lora_r" not in ce
+    assert signature("train", TrainConfig(logconf_weight=0.5)) == signature("train", TrainConfig())
+    logconf = TrainConfig(loss="logconf")
+    assert signature_fields(logconf)["logconf_weight"] == 0.75
+    assert signature("train", TrainConfig(loss="logconf", logconf_weight=0.5)) != signature("train", logconf)
+    assert signature("train", TrainConfig(lora=True, lora_r=4)) != signature("train", TrainConfig(lora=True))
 
 
 def test_markers_record_completion_under_one_signature(tmp_path):

@@ -313,6 +313,29 @@ def test_generate_returns_n_completions(served):
             assert len(completions) == 3 and all(isinstance(c, str) and c for c in completions)
 
 
+@pytest.mark.vllm
+def test_generate_sends_at_most_four_stop_strings_and_cuts_at_the_rest(served, monkeypatch):
+    from llmst.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(served.url, SERVED)
+    prompt = "Once upon a time in a land far away there was"
+    full = backend.generate([prompt], max_tokens=16)[0][0]
+    stop = next((full[i : i + 3] for i in range(2, len(full) // 2) if full[i : i + 3].strip()), None)
+    assert stop, f"no usable stop string in {full!r}"
+    sent = []
+    real = backend._completions
+
+    async def spy(client, payload):
+        sent.append(payload.get("stop"))
+        return await real(client, payload)
+
+    monkeypatch.setattr(backend, "_completions", spy)
+    unused = ["<<1>>", "<<2>>", "<<3>>", "<<4>>"]  # the server gets these four; the fifth is cut here
+    cut = backend.generate([prompt], max_tokens=16, stop=[*unused, stop])[0][0]
+    assert sent == [unused]
+    assert cut == full[: full.find(stop)]
+
+
 def test_unreachable_server_fails_fast_with_one_line():
     from llmst.backends.openai import OpenAIBackend
     from llmst.backends.vllm_server import free_port

@@ -78,6 +78,14 @@ def test_pgr_interval_is_exact_when_transfer_equals_weak_or_ceiling():
     assert high["mean"]["pgr"]["accuracy"] == 1.0 and high["mean"]["pgr"]["accuracy_ci"] == [1.0, 1.0]
     diff = compare([at_ceiling] * 2, [at_weak] * 2, n_boot=200)
     assert diff["accuracy"] == 1.0 and diff["accuracy_ci"] == [1.0, 1.0]
+    # two identical noisy variants: the paired draws cancel exactly, so the difference and its interval are 0
+    noisy = _one_hot_probs(list(np.where(rng.random(200) < 0.8, gold, 1 - gold)))
+    middle = Scored(gold, {"weak": weak, "transfer": noisy, "ceiling": ceiling})
+    same = compare([middle] * 2, [middle] * 2, n_boot=200)
+    assert same["accuracy"] == 0.0 and same["accuracy_ci"] == [0.0, 0.0]
+    assert summarize([middle] * 2, n_boot=200)["mean"]["pgr"]["accuracy_ci"][0] < 1.0
+    with pytest.raises(ValueError, match="same seeds and test rows"):
+        compare([middle], [Scored(1 - gold, middle.probs)], n_boot=200)
 
 
 def test_logconf_ramp_and_targets_hand_computed():
@@ -92,6 +100,11 @@ def test_logconf_ramp_and_targets_hand_computed():
     weak = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
     # weak share of class 1 is 0.5, so the two rows with the highest p(class 0) are hardened to class 0
     assert harden(torch.softmax(logits, -1), weak).tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
+    # a weak class-1 share of 0.25: only the row least likely class 0 is hardened to class 1 (argmax would
+    # give two rows class 1)
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.4, 0.6]])
+    quarter = torch.tensor([[0.75, 0.25]] * 4)
+    assert harden(probs, quarter).tolist() == [[1, 0], [0, 1], [1, 0], [1, 0]]
     targets = loss.targets(logits, weak, progress=0.1)
     hardened = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     assert torch.allclose(targets, 0.625 * weak + 0.375 * hardened)
@@ -193,22 +206,34 @@ def test_w2s_runs_reports_and_reruns_only_changed_stages(tmp_path, tiny_bert_dir
 def test_w2s_killed_mid_run_resumes_without_recomputing_or_duplicating(tmp_path, tiny_bert_dir):
     from unittest import mock
 
+    import transformers
+
     import llmst.train as train_module
 
-    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[])
+    strong = {"student": tiny_bert_dir, "epochs": 2, "batch_size": 4, "save_steps": 2}
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[], strong=strong)
     run = tmp_path / "run"
-    real = train_module.train
-    calls = []
+    real, real_step = train_module.train, transformers.Trainer.training_step
+    calls, steps = [], []
 
-    def dies_on_the_third(labeled, out, config):
-        calls.append(str(out))
-        if len(calls) == 3:  # weak, ceiling, then the transfer model: killed
+    def killed_in_step_4(self, *args, **kwargs):  # a kill in the middle of training, after a checkpoint
+        steps.append(1)
+        if len(steps) == 4:
             raise KeyboardInterrupt
-        return real(labeled, out, config)
+        return real_step(self, *args, **kwargs)
 
-    with mock.patch.object(train_module, "train", side_effect=dies_on_the_third):
+    def dies_while_training_the_third(labeled, out, config):
+        calls.append(str(out))
+        if len(calls) < 3:  # weak and ceiling train to the end; the transfer model is killed mid-training
+            return real(labeled, out, config)
+        with mock.patch.object(transformers.Trainer, "training_step", killed_in_step_4):
+            return real(labeled, out, config)
+
+    with mock.patch.object(train_module, "train", side_effect=dies_while_training_the_third):
         with pytest.raises(KeyboardInterrupt):
             run_w2s(load_w2s_config(path))
+    assert len(steps) == 4
+    assert any((run / "seed0" / "transfer-xent").rglob("checkpoint-2")), "no checkpoint before the kill"
     done = _outputs(run)
     assert (run / "seed0" / "transfer-xent.stage-pending").exists()
     calls.clear()
@@ -222,7 +247,8 @@ def test_w2s_killed_mid_run_resumes_without_recomputing_or_duplicating(tmp_path,
         assert after[name] == done[name], name
     predicted = read_lines(run / "seed0" / "transfer-xent.test.jsonl")
     assert len(predicted) == len({r["id"] for r in predicted}) == 20
-    assert report["mean"]["transfer"]["accuracy"] >= 0
+    accuracy = np.mean([max(r["probs"], key=r["probs"].get) == r["gold"] for r in predicted])
+    assert report["mean"]["transfer"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
 
 
 def test_w2s_weak_ensemble_with_an_llm_labeler(tmp_path, tiny_bert_dir, tiny_model_dir):
@@ -239,11 +265,13 @@ def test_w2s_weak_ensemble_with_an_llm_labeler(tmp_path, tiny_bert_dir, tiny_mod
                 (first["probs"][name] + second["probs"][name]) / 2
             )
     # the LLM labeler's test labels carry B's fitted calibration: nothing was fitted on the test rows
-    assert (
-        read_lines(run / "weak1.test.jsonl")[0]["calibration"]
-        == read_lines(run / "weak1.B.jsonl")[0]["calibration"]
+    on_b, on_test = read_lines(run / "weak1.B.jsonl"), read_lines(run / "weak1.test.jsonl")
+    assert on_b[0]["calibration"] == "prior" and on_b[0]["calibration_bias"]
+    assert {r["calibration_bias"]["positive"] for r in on_test} == {on_b[0]["calibration_bias"]["positive"]}
+    weak_accuracy = np.mean(
+        [max(r["probs"], key=r["probs"].get) == r["gold"] for r in read_lines(run / "weak.test.jsonl")]
     )
-    assert report["variants"]["hard"]["mean"]["weak"]["accuracy"] >= 0
+    assert report["variants"]["hard"]["mean"]["weak"]["accuracy"] == pytest.approx(weak_accuracy, abs=1e-4)
 
 
 def test_w2s_config_errors(tmp_path, tiny_bert_dir):
@@ -264,13 +292,53 @@ def test_w2s_config_errors(tmp_path, tiny_bert_dir):
         load(weak={"ensemble": [{"student": tiny_bert_dir}]})
     with pytest.raises(ConfigError, match="data.train not found"):
         load(data={"train": "nope.jsonl", "test": "test.jsonl"})
-    with pytest.raises(ConfigError, match="seeds must be"):
-        load(seeds=[])
+    for seeds in ([], [0, 0], [True], ["1"]):
+        with pytest.raises(ConfigError, match="seeds must be"):
+            load(seeds=seeds)
+    with pytest.raises(ConfigError, match="may not set"):
+        load(weak={"student": tiny_bert_dir, "progress": True})
+    with pytest.raises(ConfigError, match="may not set"):
+        load(weak={"label": {"model": "x", "labels": "a,b", "calibration_from": "train.jsonl"}})
+    with pytest.raises(ConfigError, match="bootstrap"):
+        load(bootstrap="many")
+    # a test row that is also a train row (same text) would leak its gold label: refused
+    train = read_lines(tmp_path / "train.jsonl")
+    write_jsonl(
+        tmp_path / "leaky.jsonl",
+        [{"text": train[3]["text"], "gold": train[3]["gold"]}, {"text": "x", "gold": "negative"}],
+    )
+    with pytest.raises(ConfigError, match="is also in"):
+        run_w2s(
+            load(data={"train": "train.jsonl", "test": "leaky.jsonl", "labels": ["negative", "positive"]})
+        )
+    write_jsonl(tmp_path / "blank.jsonl", [{"text": "  ", "gold": "negative"}])
+    with pytest.raises(ConfigError, match="line 1: no text"):
+        run_w2s(
+            load(data={"train": "train.jsonl", "test": "blank.jsonl", "labels": ["negative", "positive"]})
+        )
     # a gold value outside the label set is an error naming the line, found before any training
     write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine", "gold": 0}, {"text": "odd", "gold": "maybe"}])
     config = load(data={"train": "bad.jsonl", "test": "bad.jsonl", "labels": ["negative", "positive"]})
     with pytest.raises(ConfigError, match="line 2: gold 'maybe' is not one of"):
         run_w2s(config)
+
+
+def test_w2s_refuses_weak_labels_that_lost_rows(tmp_path, tiny_bert_dir):
+    from unittest import mock
+
+    import llmst.train as train_module
+
+    real = train_module.predict_file
+
+    def loses_a_row(model, source, out, config):  # fault injection: one row of B goes missing
+        real(model, source, out, config)
+        if out.name == "weak.B.jsonl":
+            out.write_text("".join(out.read_text().splitlines(keepends=True)[:-1]))
+
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[])
+    with mock.patch.object(train_module, "predict_file", side_effect=loses_a_row):
+        with pytest.raises(ConfigError, match="weak.B.jsonl has 19 rows"):
+            run_w2s(load_w2s_config(path))
 
 
 def test_w2s_weak_members_read_the_debate_transcript(tmp_path, tiny_bert_dir):
@@ -305,7 +373,18 @@ def test_w2s_weak_members_read_the_debate_transcript(tmp_path, tiny_bert_dir):
     )
     strong = json.loads((run / "transfer-xent" / "llmst_student.json").read_text())
     assert strong["text_fields"] == ["text"]  # the strong model never sees the transcript
-    assert report["mean"]["weak"]["accuracy"] >= 0
+    weak_test = read_lines(run / "weak0.test.jsonl")  # the weak test predictions read it too
+    assert [r["id"] for r in weak_test] == test_ids and all(r["debate"] for r in weak_test)
+    assert report["mean"]["weak"]["accuracy"] == pytest.approx(
+        np.mean(
+            [max(r["probs"], key=r["probs"].get) == r["gold"] for r in read_lines(run / "weak.test.jsonl")]
+        ),
+        abs=1e-4,
+    )
+
+    write_jsonl(tmp_path / "debates.jsonl", [*debates, debates[0]])  # two transcripts for one row: an error
+    with pytest.raises(ConfigError, match="a second transcript"):
+        run_w2s(load_w2s_config(path))
 
     write_jsonl(tmp_path / "debates.jsonl", debates[:-1])  # one test row lost its transcript: an error
     with pytest.raises(ConfigError, match="has no transcript"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -9,6 +10,12 @@ from llmst.models import DEFAULT_LABELER
 
 BackendName = Literal["hf", "openai", "vllm"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to (not including) the first occurrence of any `stop` string."""
+    found = [index for index in (text.find(s) for s in stop) if index >= 0]
+    return text[: min(found)] if found else text
 
 
 @dataclass(frozen=True)

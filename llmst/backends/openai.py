@@ -34,12 +34,13 @@ from tenacity import (
     wait_random,
 )
 
-from llmst.backends.base import ScoreRequest, normalize_base_url, truncate_with_tokenizer
+from llmst.backends.base import ScoreRequest, cut_at_stop, normalize_base_url, truncate_with_tokenizer
 from llmst.errors import BackendError, ConfigError
 
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs
 PROBE_ATTEMPTS = 3  # start-up probe of /v1/models: fail fast when nothing listens
 PROBE_TIMEOUT = 10.0
+MAX_STOP_STRINGS = 4  # the OpenAI completions API's limit (vLLM takes more)
 
 Prompt = str | list[int]
 
@@ -368,6 +369,9 @@ class OpenAIBackend:
         stop: list[str] | None = None,
     ) -> list[list[str]]:
         greedy = temperature <= 0  # deterministic: vLLM rejects n > 1 here, so ask once and repeat
+        # the OpenAI API takes at most 4 stop strings: the server stops at the first 4, the rest are cut here
+        stop = list(stop or [])
+        sent, extra = stop[:MAX_STOP_STRINGS], stop[MAX_STOP_STRINGS:]
 
         def make(prompt: str):
             async def call(client) -> list[str]:
@@ -376,9 +380,9 @@ class OpenAIBackend:
                     "n": 1 if greedy else n,
                     "temperature": max(temperature, 0.0),
                     "max_tokens": max_tokens,
-                    **({"stop": list(stop)} if stop else {}),
+                    **({"stop": sent} if sent else {}),
                 }
-                texts = [choice["text"] for choice in await self._completions(client, payload)]
+                texts = [cut_at_stop(c["text"], extra) for c in await self._completions(client, payload)]
                 return texts * n if greedy else texts
 
             return call

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from llmst.backends.base import cut_at_stop
 from llmst.errors import ConfigError
 from llmst.label.task import sandboxed_template
 
@@ -69,12 +70,7 @@ class DebatePrompts:
 
     def cut(self, text: str) -> str:
         """A completion cut at the first stop string (the model starting the next speaker's turn), stripped."""
-        end = len(text)
-        for stop in self.stop:
-            found = text.find(stop)
-            if found >= 0:
-                end = min(end, found)
-        return text[:end].strip()
+        return cut_at_stop(text, self.stop).strip()
 
     def prompt_hash(self) -> str:
         payload = json.dumps(

@@ -89,7 +89,10 @@ def _mean_pgr(scores: Sequence[dict[str, dict[str, float]]], name: str, min_gap:
     return pgr(means["weak"], means["transfer"], means["ceiling"], min_gap)
 
 
-def _draws(seeds: Sequence[Scored], n_boot: int, rng_seed: int):
+_SeedScores = dict[str, dict[str, float]]  # {metric: {role: score}}
+
+
+def _draws(seeds: Sequence[Scored], n_boot: int, rng_seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Bootstrap draws, a function of (rows per seed, n_boot, rng_seed) only: variants scored on the same test
     rows get the same draws, so their differences are paired. Yields per draw the chosen seeds and, for every
     seed, that seed's row indices."""
@@ -99,7 +102,7 @@ def _draws(seeds: Sequence[Scored], n_boot: int, rng_seed: int):
     return rows, chosen
 
 
-def _boot_scores(seeds: Sequence[Scored], rows) -> list[list[dict[str, dict[str, float]]]]:
+def _boot_scores(seeds: Sequence[Scored], rows: Sequence[np.ndarray]) -> list[list[_SeedScores]]:
     """[seed][draw] -> {metric: {role: score}} on that seed's resampled rows."""
     out = []
     for scored, indices in zip(seeds, rows, strict=True):
@@ -115,7 +118,9 @@ def _boot_scores(seeds: Sequence[Scored], rows) -> list[list[dict[str, dict[str,
     return out
 
 
-def _entry(scores, pgrs, cis) -> dict[str, object]:
+def _entry(
+    scores: _SeedScores, pgrs: dict[str, float | None], cis: dict[str, list[float] | None]
+) -> dict[str, object]:
     out: dict[str, object] = {
         role: {name: round(scores[name][role], 4) for name in METRICS} for role in ROLES
     }
@@ -126,7 +131,9 @@ def _entry(scores, pgrs, cis) -> dict[str, object]:
     return out
 
 
-def _pooled_draws(seeds, n_boot, rng_seed, min_gap) -> dict[str, list[float | None]]:
+def _pooled_draws(
+    seeds: Sequence[Scored], n_boot: int, rng_seed: int, min_gap: float
+) -> dict[str, list[float | None]]:
     rows, chosen = _draws(seeds, n_boot, rng_seed)
     boot = _boot_scores(seeds, rows)
     return {
@@ -173,7 +180,7 @@ def compare(
 ) -> dict[str, object]:
     """Pooled PGR of `first` minus that of `second` (same seeds and test rows), with a paired 95% interval."""
     if len(first) != len(second) or any(
-        len(a.gold) != len(b.gold) for a, b in zip(first, second, strict=False)
+        not np.array_equal(a.gold, b.gold) for a, b in zip(first, second, strict=False)
     ):
         raise ValueError("compare: both variants must be scored on the same seeds and test rows")
     a = _pooled_draws(first, n_boot, rng_seed, min_gap)

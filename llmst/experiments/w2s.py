@@ -37,7 +37,7 @@ from llmst.experiments.orchestration import log, run_stage
 from llmst.experiments.w2s_config import W2SConfig
 from llmst.experiments.w2s_report import plot_pgr, report_markdown
 from llmst.readers import iter_checked
-from llmst.records import PendingOutputs, label_index, record_text, write_json_atomic
+from llmst.records import PendingOutputs, label_index, probs_by_id, record_text, write_json_atomic
 from llmst.stage import signature
 
 DEBATE_FIELD = "debate"
@@ -63,8 +63,9 @@ def _gold_rows(source: str, data: dict[str, Any], labels: list[str] | None) -> t
     text or with a gold value outside the label set is an error naming its line, never dropped."""
     raw = []
     for line, record in iter_checked(source):
-        if record_text(record, data["text_fields"]) is None:
-            raise ConfigError(f"{source}, line {line}: no text field(s) {data['text_fields']}")
+        text = record_text(record, data["text_fields"])
+        if text is None or not text.strip():
+            raise ConfigError(f"{source}, line {line}: no text in field(s) {data['text_fields']}")
         if record.get(data["gold_field"]) in (None, ""):
             raise ConfigError(f"{source}, line {line}: no gold label in field '{data['gold_field']}'")
         raw.append((line, record))
@@ -87,6 +88,18 @@ def _gold_rows(source: str, data: dict[str, Any], labels: list[str] | None) -> t
     return rows, labels
 
 
+def _check_disjoint(train: list[dict], test: list[dict], data: dict[str, Any]) -> None:
+    """A test row that is also a train row (same id, or same text) would leak gold labels into training."""
+    text_of = lambda row: "\n".join(str(row[f]) for f in data["text_fields"])  # noqa: E731
+    test_ids, test_texts = {row["id"] for row in test}, {text_of(row) for row in test}
+    for row in train:
+        if row["id"] in test_ids or text_of(row) in test_texts:
+            raise ConfigError(
+                f"w2s: train row {row['id']!r} is also in {data['test']} (same id or same text)",
+                hint="train and test must be disjoint; drop the shared rows from one of them",
+            )
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with PendingOutputs() as pending:
@@ -94,13 +107,17 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         pending.commit()
 
 
-def _read_probs(path: Path, ids: list[str], labels: list[str]) -> np.ndarray:
-    """(N, K) probabilities of a labeled file, in the order of `ids`; a missing row is an error."""
-    by_id = {str(r["id"]): r["probs"] for _, r in iter_checked(path)}
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise ConfigError(f"{path}: {len(missing)} test rows have no prediction (e.g. {missing[0]!r})")
-    return np.array([[float(by_id[i][name]) for name in labels] for i in ids])
+def _check_same_rows(labeled: Path, source: Path) -> None:
+    """The weak labels of B cover exactly B's rows: a row a labeler rejected would silently shrink transfer."""
+    expected = {str(row["id"]) for _, row in iter_checked(source)}
+    found = {str(row["id"]) for _, row in iter_checked(labeled)}
+    if found != expected:
+        missing = sorted(expected - found)
+        raise ConfigError(
+            f"w2s: {labeled} has {len(found)} rows, {source} {len(expected)}"
+            + (f" (e.g. {missing[0]!r} has no weak label)" if missing else ""),
+            hint=f"see {labeled}.rejects.jsonl",
+        )
 
 
 class _Seed:
@@ -156,7 +173,7 @@ class _Seed:
         folder = self.folder / "split"
         a, b = folder / "A.jsonl", folder / "B.jsonl"
         data = self.config.data
-        options = {"n_train": self.config.n_train, "seed": self.seed, "labels": self.labels, **data}
+        options = {**data, "n_train": self.config.n_train, "seed": self.seed, "labels": self.labels}
         sig = signature("w2s-split", options, {"train": data["train"]})
 
         def write(_fresh: bool) -> None:
@@ -215,6 +232,7 @@ class _Seed:
                 model = self.train(name, a, self._train_config(member, text_fields))
                 self.predict(model, b, on_b)
                 self.predict(model, test, on_test)
+            _check_same_rows(on_b, b)
             outputs.append((on_b, on_test))
         if len(outputs) == 1:
             return outputs[0]
@@ -227,7 +245,13 @@ class _Seed:
         sig = signature("w2s-context", {"field": DEBATE_FIELD}, {"rows": rows, "debates": debates})
 
         def write(_fresh: bool) -> None:
-            transcripts = {str(r["id"]): transcript_text(r) for _, r in iter_checked(debates)}
+            transcripts: dict[str, str] = {}
+            for line, record in iter_checked(debates):
+                if str(record["id"]) in transcripts:
+                    raise ConfigError(
+                        f"w2s: {debates} line {line}: a second transcript for id {record['id']!r}"
+                    )
+                transcripts[str(record["id"])] = transcript_text(record)
             joined = []
             for line, row in iter_checked(rows):
                 if str(row["id"]) not in transcripts:
@@ -287,11 +311,11 @@ def load_scored(config: W2SConfig, labels: list[str]) -> dict[str, list[pgr_stat
     for seed in config.seeds:
         folder = out_dir / f"seed{seed}"
         fixed = {  # weak.test.jsonl: the single weak model's, or the ensemble's mean
-            "weak": _read_probs(folder / "weak.test.jsonl", ids, labels),
-            "ceiling": _read_probs(folder / "ceiling.test.jsonl", ids, labels),
+            "weak": probs_by_id(folder / "weak.test.jsonl", ids, labels),
+            "ceiling": probs_by_id(folder / "ceiling.test.jsonl", ids, labels),
         }
         for name in scored:
-            transfer = _read_probs(folder / f"transfer-{name}.test.jsonl", ids, labels)
+            transfer = probs_by_id(folder / f"transfer-{name}.test.jsonl", ids, labels)
             scored[name].append(pgr_stats.Scored(gold, {**fixed, "transfer": transfer}))
     return scored
 
@@ -303,12 +327,12 @@ def run_w2s(config: W2SConfig) -> dict[str, Any]:
     if config.source:
         shutil.copyfile(config.source, out_dir / "config.yaml")
     started = time.perf_counter()
-    test_rows, labels = _gold_rows(config.data["test"], config.data, config.data["labels"])
-    if config.data["labels"] is None:  # the label set is that of the train rows
-        _, labels = _gold_rows(config.data["train"], config.data, None)
-        test_rows, _ = _gold_rows(config.data["test"], config.data, labels)
+    # the label set is data.labels, else that of the train rows
+    train_rows, labels = _gold_rows(config.data["train"], config.data, config.data["labels"])
+    test_rows, _ = _gold_rows(config.data["test"], config.data, labels)
+    _check_disjoint(train_rows, test_rows, config.data)
     test = out_dir / "test.jsonl"
-    test_sig = signature("w2s-test", {"labels": labels, **config.data}, {"test": config.data["test"]})
+    test_sig = signature("w2s-test", {**config.data, "labels": labels}, {"test": config.data["test"]})
     run_stage("test rows", test, test_sig, lambda _fresh: _write_jsonl(test, test_rows), owner="w2s")
     variants = config.variants()
     for seed in config.seeds:

@@ -14,7 +14,14 @@ TransferLoss = Literal["xent", "hard", "logconf"]
 TRANSFER_LOSSES = get_args(TransferLoss)
 WEAK_KINDS = ("student", "label", "ensemble")
 # Options w2s sets itself on every student it trains (per seed and per role); a config may not set them.
-_OWNED_TRAIN_OPTIONS = {"labels", "text_fields", "seed", "soft_labels", "loss", "gold", "gold_share"}
+_OWNED_TRAIN_OPTIONS = {
+    *("labels", "text_fields", "seed", "soft_labels", "loss", "gold", "gold_share", "progress", "overwrite")
+}
+_OWNED_LABEL_OPTIONS = {"calibration_from", "progress", "overwrite"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _train_options(options: dict[str, Any], section: str) -> dict[str, Any]:
@@ -24,7 +31,8 @@ def _train_options(options: dict[str, Any], section: str) -> dict[str, Any]:
     if owned:
         raise ConfigError(
             f"w2s: '{section}' may not set {sorted(owned)}",
-            hint="w2s sets them itself (labels and text fields from 'data', seed from 'seeds', loss from 'loss')",
+            hint="w2s sets them itself (labels and text fields from 'data', seed from 'seeds', loss from 'loss'; "
+            "no progress bars, outputs replaced by signature)",
         )
     build(TrainConfig, options, section, owner="w2s")  # one clear error now, not after an hour of training
     return dict(options)
@@ -39,6 +47,12 @@ def _weak_member(spec: Any, section: str) -> dict[str, Any]:
         if set(spec) != {"label"} or not isinstance(spec["label"], dict):
             raise ConfigError(
                 f"w2s: '{section}' with 'label' takes only {{label: {{model: ..., task: ...}}}}"
+            )
+        owned = _OWNED_LABEL_OPTIONS & set(spec["label"])
+        if owned:
+            raise ConfigError(
+                f"w2s: '{section}.label' may not set {sorted(owned)}",
+                hint="w2s labels the test rows with B's calibration itself and runs without progress bars",
             )
         build(LabelConfig, spec["label"], f"{section}.label", owner="w2s", progress=False)
         return {"label": dict(spec["label"])}
@@ -97,13 +111,24 @@ class W2SConfig:
             raise ConfigError(
                 f"w2s: loss must be one or more distinct of {list(TRANSFER_LOSSES)}, not {self.loss}"
             )
-        if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != len(self.seeds):
+        if (
+            not isinstance(self.seeds, list)
+            or not self.seeds
+            or not all(_is_int(seed) for seed in self.seeds)
+            or len(set(self.seeds)) != len(self.seeds)
+        ):
             raise ConfigError(
                 "w2s: seeds must be a non-empty list of distinct integers", hint="seeds: [0, 1, 2]"
             )
-        if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < 4):
+        if self.n_train is not None and (not _is_int(self.n_train) or self.n_train < 4):
             raise ConfigError("w2s: n_train must be an integer >= 4 (it is split in halves A and B)")
-        if not 0 <= self.min_gap < 1 or self.bootstrap < 100:
+        if (
+            not isinstance(self.min_gap, int | float)
+            or isinstance(self.min_gap, bool)
+            or not 0 <= self.min_gap < 1
+            or not _is_int(self.bootstrap)
+            or self.bootstrap < 100
+        ):
             raise ConfigError("w2s: min_gap must be in [0, 1) and bootstrap >= 100")
         if not isinstance(self.weak, dict) or not isinstance(self.strong, dict):
             raise ConfigError("w2s: 'weak' and 'strong' must be mappings")

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 
-def _num(value: float | None) -> str:
+def format_value(value: float | None) -> str:
+    """A PGR or metric to 3 decimals; None (PGR undefined: no gap to recover) as `undefined`."""
     return "undefined" if value is None else f"{value:.3f}"
 
 
-def _ci(value: list[float] | None) -> str:
+def format_interval(value: list[float] | None) -> str:
+    """A 95% interval as `[lo, hi]`; empty when there is none."""
     return "" if value is None else f"[{value[0]:.3f}, {value[1]:.3f}]"
 
 
@@ -30,7 +32,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         cells = [name, seed]
         for metric in ("accuracy", "auroc"):
             cells += [f"{entry[role][metric]:.4f}" for role in ("weak", "transfer", "ceiling")]
-            cells += [_num(entry["pgr"][metric]), _ci(entry["pgr"][f"{metric}_ci"])]
+            cells += [format_value(entry["pgr"][metric]), format_interval(entry["pgr"][f"{metric}_ci"])]
         return "| " + " | ".join(cells) + " |"
 
     for name, summary in report["variants"].items():
@@ -44,8 +46,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["| variant | ΔPGR (acc) | 95% CI | ΔPGR (AUC) | 95% CI |", "|---|---|---|---|---|"]
         for name, diff in versus.items():
             lines.append(
-                f"| {name} | {_num(diff['accuracy'])} | {_ci(diff['accuracy_ci'])} | {_num(diff['auroc'])} | "
-                f"{_ci(diff['auroc_ci'])} |"
+                f"| {name} | {format_value(diff['accuracy'])} | {format_interval(diff['accuracy_ci'])} | {format_value(diff['auroc'])} | "
+                f"{format_interval(diff['auroc_ci'])} |"
             )
     return "\n".join(lines) + "\n"
 

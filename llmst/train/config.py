@@ -57,11 +57,14 @@ class TrainConfig:
         metadata={"help": "classifier (sequence classification head) or generative (TRL SFT)."},
     )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (merged into the saved model)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale of the adapters)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_r: int = field(default=8, metadata=stage.only_if("LoRA rank.", "lora", True))
+    lora_alpha: int = field(
+        default=16, metadata=stage.only_if("LoRA alpha (scale of the adapters).", "lora", True)
+    )
+    lora_dropout: float = field(default=0.05, metadata=stage.only_if("LoRA dropout.", "lora", True))
     lora_target: str = field(
-        default="all-linear", metadata={"help": "LoRA targets: all-linear or module names."}
+        default="all-linear",
+        metadata=stage.only_if("LoRA targets: all-linear or module names.", "lora", True),
     )
     text_fields: list[str] | None = field(
         default=None, metadata={"help": "Text field(s), comma-separated (default: text)."}
@@ -81,10 +84,16 @@ class TrainConfig:
         },
     )
     logconf_weight: float = field(
-        default=0.75, metadata={"help": "logconf: final weight of the student's hardened predictions."}
+        default=0.75,
+        metadata=stage.only_if(
+            "logconf: final weight of the student's hardened predictions.", "loss", "logconf"
+        ),
     )
     logconf_warmup: float = field(
-        default=0.2, metadata={"help": "logconf: share of the steps over which that weight ramps up from 0."}
+        default=0.2,
+        metadata=stage.only_if(
+            "logconf: share of the steps over which that weight ramps up from 0.", "loss", "logconf"
+        ),
     )
     gold: str | None = field(
         default=None, metadata={"help": "Small gold-labeled file mixed into every batch."}

@@ -36,8 +36,11 @@ from llmst.label.fewshot import Example, stratified_sample
 from llmst.label.run import label_corpus
 from llmst.label.task import ADHOC_FAMILIES, VERBALIZER_STYLES, Task, adhoc_task, load_task
 from llmst.readers import iter_checked
-from llmst.records import label_index, write_json_atomic
+from llmst.records import label_index, probs_by_id, write_json_atomic
 from llmst.tune.config import TuneConfig
+
+# a tuning row the labeler rejected cannot be scored
+_ROW_HINT = "every tuning row needs its text field(s); fix or drop it"
 
 BOOTSTRAP = 500
 
@@ -147,19 +150,6 @@ def _bootstrap_f1(gold: np.ndarray, pred: np.ndarray, k: int, seed: int) -> tupl
     return float(low), float(high)
 
 
-def _fold_probs(labeled: Path, ids: list[str], labels: list[str]) -> np.ndarray:
-    by_id = {}
-    for _line, record in iter_checked(labeled):
-        by_id[str(record["id"])] = [float(record["probs"][name]) for name in labels]
-    missing = [rid for rid in ids if rid not in by_id]
-    if missing:
-        raise ConfigError(
-            f"tuning row {missing[0]} was rejected by the labeler (see {labeled}.rejects.jsonl)",
-            hint="every tuning row needs its text field(s); fix or drop it",
-        )
-    return np.array([by_id[rid] for rid in ids])
-
-
 def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, Any]:
     """Score every candidate by cross-validation on the gold rows of `dev`; write the best as a task YAML
     (OUT), its `llmst label` options (OUT.options.yaml) and every candidate (OUT.report.json)."""
@@ -221,14 +211,14 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                     ids = [rows[i]["id"] for i in fold]
                     raw = work / "labeled" / f"{number:02d}-s{shots}-f{f}.jsonl"
                     label_corpus(fold_files[f], raw, base, backend=backend)
-                    logprobs = np.log(np.clip(_fold_probs(raw, ids, labels), 1e-300, None))
+                    logprobs = np.log(np.clip(probs_by_id(raw, ids, labels, _ROW_HINT), 1e-300, None))
                     contextual = None
                     if "contextual" in config.calibrations:
                         ctx = raw.with_name(raw.stem + "-contextual.jsonl")
                         label_corpus(
                             fold_files[f], ctx, replace(base, calibrate="contextual"), backend=backend
                         )
-                        contextual = _fold_probs(ctx, ids, labels)
+                        contextual = probs_by_id(ctx, ids, labels, _ROW_HINT)
                     train_gold = np.delete(gold, fold)  # the other folds' gold labels
                     for calibration in config.calibrations:
                         probs[calibration][fold] = _calibrated(logprobs, calibration, contextual, train_gold)
