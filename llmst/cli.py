@@ -26,6 +26,7 @@ from llmst.errors import LlmstError
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
+from llmst.pairs.config import SampleConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -45,8 +46,13 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Bundled and local models: list, install, prepare.", no_args_is_help=True)
 tasks_app = typer.Typer(help="Shipped labeling tasks (prompts/).", no_args_is_help=True)
+pairs_app = typer.Typer(
+    help="Text pairs: sample candidate pairs (leak-guarded) for teachers to score and bi-encoders to learn.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(pairs_app, name="pairs")
 
 
 @app.callback()
@@ -205,6 +211,32 @@ add_config_command(
     arguments=[
         _argument("input", str, "Questions: a question field and an answers field with two candidates."),
         _out("Output JSONL of debate records."),
+    ],
+)
+
+
+def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
+    """Candidate pairs from a sentence corpus (one --fields) or a pair / query-passage corpus (two): bm25 or
+    semantic top-k neighbours, random partners, or recombine (each side-a sentence with its top-k side-b ones).
+
+    The leak guard: no pair of an --exclude file comes out, in either order (with --exclude-sentences, no pair
+    with one of its sentences either); candidates already paired in INPUT are dropped unless --no-new-only.
+    Writes pair records (id, text_a, text_b, sampler, sampler_rank, sampler_score), OUT.rejects.jsonl and
+    OUT.report.json (counts of what was dropped and why); prints the report.
+    """
+    from llmst.pairs.sample import sample_pairs
+
+    _echo_json(sample_pairs(input, out, config))
+
+
+add_config_command(
+    pairs_app,
+    "sample",
+    SampleConfig,
+    pairs_sample_cmd,
+    arguments=[
+        _argument("input", str, "Sentences or pairs: .jsonl, .csv, .tsv, .parquet, a saved HF dataset, ..."),
+        _out("Output JSONL of candidate pair records."),
     ],
 )
 add_config_command(

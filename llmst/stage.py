@@ -34,7 +34,8 @@ def runtime(help: str, **extra: Any) -> dict[str, Any]:
 
 
 def only_if(help: str, field: str, value: Any, **extra: Any) -> dict[str, Any]:
-    """Field metadata of an option that matters only while option `field` equals `value`.
+    """Field metadata of an option that matters only while option `field` equals `value` (or is one of
+    `value`, a tuple).
 
     Otherwise the option is left out of the signature, so e.g. `--logconf-weight` does not re-key every
     `--loss ce` run. The option still parses and validates either way.
@@ -63,8 +64,10 @@ def signature_fields(config: Any) -> dict[str, Any]:
         if item.metadata.get("runtime"):
             continue
         condition = item.metadata.get("only_if")
-        if condition and getattr(config, condition[0]) != condition[1]:
-            continue
+        if condition:
+            current, wanted = getattr(config, condition[0]), condition[1]
+            if current not in (wanted if isinstance(wanted, tuple) else (wanted,)):
+                continue
         values[item.name] = getattr(config, item.name)
     return json.loads(json.dumps(values, default=str))
 

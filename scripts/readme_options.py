@@ -15,6 +15,7 @@ from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
+from llmst.pairs.config import SampleConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -27,6 +28,7 @@ CONFIGS = {
     "evaluate": EvaluateConfig,
     "tune": TuneConfig,
     "debate": DebateConfig,
+    "pairs sample": SampleConfig,
 }
 
 

@@ -17,9 +17,11 @@ from conftest import write_jsonl
 
 from llmst.aggregate.config import AggregateConfig
 from llmst.cli_options import options_markdown
+from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
+from llmst.pairs.config import SampleConfig
 from llmst.stage import fingerprint, is_current, runtime, signature, signature_fields, write_marker
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
@@ -35,6 +37,8 @@ COMMAND_CONFIGS = {
     "predict": PredictConfig,
     "evaluate": EvaluateConfig,
     "tune": TuneConfig,
+    "debate": DebateConfig,
+    "pairs sample": SampleConfig,
 }
 CONFIG_MODULES = [
     "llmst.label.config",
@@ -43,6 +47,8 @@ CONFIG_MODULES = [
     "llmst.train.config",
     "llmst.evaluate.config",
     "llmst.tune.config",
+    "llmst.debate.config",
+    "llmst.pairs.config",
 ]
 
 
@@ -149,7 +155,7 @@ def test_configs_and_cli_do_not_import_torch(module):
 def test_every_config_field_documented_and_every_choice_listed_in_help(command, tmp_path):
     config_cls = COMMAND_CONFIGS[command]
     hints = typing.get_type_hints(config_cls)
-    result = run([command, "--help"], tmp_path)
+    result = run([*command.split(), "--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     help_text = re.sub(r"\s+", " ", result.stdout)
     for item in dataclasses.fields(config_cls):
