@@ -171,11 +171,12 @@ def train_cmd(*, config: TrainConfig, labeled: str, out: Path) -> None:
     from dataclasses import asdict
 
     from llmst.train import train
+    from llmst.train.run import CARD_METRICS
 
     summary = train(labeled, out, config)
     if int(os.environ.get("RANK", "0")) == 0:
         payload = asdict(summary)
-        payload["metrics"] = {k: v for k, v in summary.metrics.items() if k in ("accuracy", "macro_f1", "n")}
+        payload["metrics"] = {k: v for k, v in summary.metrics.items() if k in CARD_METRICS}
         _echo_json(payload)
 
 

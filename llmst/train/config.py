@@ -13,10 +13,18 @@ from typing import Any, Literal, get_args
 from llmst import stage
 from llmst.errors import ConfigError
 
-StudentKind = Literal["classifier", "generative"]
-Loss = Literal["ce", "doubly-robust", "logconf"]
+StudentKind = Literal["classifier", "generative", "cross-encoder", "bi-encoder"]
+Loss = Literal["ce", "doubly-robust", "logconf", "bce", "mse", "cosent", "angle"]
 STUDENT_KINDS = get_args(StudentKind)
 LOSSES = get_args(Loss)
+PAIR_KINDS = ("cross-encoder", "bi-encoder")
+# The losses each kind trains with; the first is its default.
+KIND_LOSSES = {
+    "classifier": ("ce", "doubly-robust", "logconf"),
+    "generative": ("ce",),
+    "cross-encoder": ("bce", "mse"),
+    "bi-encoder": ("cosent", "angle", "mse"),
+}
 
 
 def _names(value: list[str] | str | None, option: str) -> list[str] | None:
@@ -54,7 +62,10 @@ class TrainConfig:
     )
     kind: StudentKind = field(
         default="classifier",
-        metadata={"help": "classifier (sequence classification head) or generative (TRL SFT)."},
+        metadata={
+            "help": "classifier (sequence classification head), generative (TRL SFT), or for text pairs "
+            "cross-encoder (sentence-transformers CrossEncoder) or bi-encoder (SentenceTransformer)."
+        },
     )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (merged into the saved model)."})
     lora_r: int = field(default=8, metadata=stage.only_if("LoRA rank.", "lora", True))
@@ -76,12 +87,21 @@ class TrainConfig:
     weight_field: str | None = field(
         default=None, metadata={"help": "Per-row loss weight field, e.g. confidence."}
     )
-    loss: Loss = field(
-        default="ce",
+    loss: Loss | None = field(
+        default=None,
         metadata={
-            "help": "ce, doubly-robust (needs --gold and --gold-share) or logconf (weak-to-strong: also "
-            "fit the student's own hardened predictions)."
+            "help": "classifier: ce (default), doubly-robust (needs --gold and --gold-share) or logconf "
+            "(weak-to-strong: also fit the student's own hardened predictions); cross-encoder: bce (default) "
+            "or mse on --score-field; bi-encoder: cosent (default), angle, or mse (cosine vs score)."
         },
+    )
+    score_field: str = field(
+        default="score",
+        metadata=stage.only_if(
+            "cross-encoder, bi-encoder: the pair's target field (a teacher's score; label for gold pairs).",
+            "kind",
+            PAIR_KINDS,
+        ),
     )
     logconf_weight: float = field(
         default=0.75,
@@ -133,8 +153,15 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown student kind '{self.kind}'", hint="use one of: " + ", ".join(STUDENT_KINDS)
             )
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss '{self.loss}'", hint="use one of: " + ", ".join(LOSSES))
+        if self.loss is None:
+            self.loss = KIND_LOSSES[self.kind][0]
+        if self.loss not in KIND_LOSSES[self.kind]:
+            raise ConfigError(
+                f"--kind {self.kind} does not train with --loss {self.loss}",
+                hint="use one of: " + ", ".join(KIND_LOSSES[self.kind]),
+            )
+        if self.kind in PAIR_KINDS:
+            self._check_pair_options()
         if not 0.0 <= self.gold_share < 1.0:
             raise ConfigError("--gold-share must be in [0, 1)")
         if self.gold_share > 0 and not self.gold:
@@ -165,6 +192,27 @@ class TrainConfig:
             self.learning_rate = 2e-4 if self.lora else 5e-5
         if self.learning_rate <= 0:
             raise ConfigError("--learning-rate must be > 0")
+
+    def _check_pair_options(self) -> None:
+        self.text_fields = self.text_fields or ["text_a", "text_b"]
+        if len(self.text_fields) != 2:
+            raise ConfigError(f"--kind {self.kind} reads two text fields, not {self.text_fields}")
+        given = [
+            option
+            for option, value in (
+                ("--labels", self.labels),
+                ("--soft-labels", self.soft_labels),
+                ("--weight-field", self.weight_field),
+                ("--gold", self.gold),
+                ("--lora", self.lora),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"--kind {self.kind} trains on pair scores: {', '.join(given)} do not apply",
+                hint="the target of each pair is --score-field (default score)",
+            )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -103,25 +103,38 @@ def write_student_card(folder: Path, meta: dict[str, Any]) -> None:
     """`llmst_student.json` (what `llmst predict` needs) and a short README.md model card."""
     (folder / STUDENT_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     metrics = meta.get("metrics") or {}
+    pairs = meta.get("score_field") is not None
     lines = [
         "---",
-        "library_name: transformers",
+        f"library_name: {'sentence-transformers' if pairs else 'transformers'}",
         "tags: [llmst, pseudo-labels, self-training]",
         "---",
         f"# {meta['kind']} student trained by llmst",
         "",
         f"- Base model: `{meta['base_model']}`" + (" with LoRA (merged)" if meta.get("lora") else ""),
-        f"- Labels: {', '.join(meta['labels'])}",
+    ]
+    if not pairs:
+        lines.append(f"- Labels: {', '.join(meta['labels'])}")
+    lines += [
         f"- Training data: `{meta['data']}` ({meta['rows']} rows)",
         f"- Teacher (labeler): {', '.join(meta.get('teachers') or ['unknown'])}",
         f"- Filter: {meta.get('filter') or 'none recorded'}",
-        f"- Targets: {'soft (probs)' if meta.get('soft_labels') else 'hard labels'}; loss: {meta['loss']}",
     ]
+    if pairs:
+        lines.append(f"- Targets: pair scores (field `{meta['score_field']}`); loss: {meta['loss']}")
+    else:
+        lines.append(
+            f"- Targets: {'soft (probs)' if meta.get('soft_labels') else 'hard labels'}; loss: {meta['loss']}"
+        )
     if meta.get("gold"):
         lines.append(f"- Gold rows mixed in: `{meta['gold']}` at share {meta['gold_share']}")
     for key, value in metrics.items():
         lines.append(f"- {key}: {value}")
-    lines += ["", "Relabel a corpus: `llmst predict THIS_FOLDER INPUT.jsonl -o OUT.jsonl`.", ""]
+    usage = {
+        "bi-encoder": "Embed texts: `SentenceTransformer(THIS_FOLDER).encode(texts)` (sentence-transformers).",
+        "cross-encoder": "Score pairs: `CrossEncoder(THIS_FOLDER).predict(pairs)` (sentence-transformers).",
+    }.get(meta["kind"], "Relabel a corpus: `llmst predict THIS_FOLDER INPUT.jsonl -o OUT.jsonl`.")
+    lines += ["", usage, ""]
     if meta.get("loss_config"):
         lines += ["## Loss", "", "```json", json.dumps(meta["loss_config"], indent=2), "```", ""]
     if meta.get("citation"):

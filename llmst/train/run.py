@@ -28,14 +28,15 @@ import torch
 
 from llmst import stage
 from llmst.errors import ConfigError
-from llmst.train.config import TrainConfig, train_signature
+from llmst.train.config import PAIR_KINDS, TrainConfig, train_signature
 from llmst.train.data import TrainingRows, batch_plan, label_names_of, load_gold, load_pseudo_labeled
 from llmst.train.model import unwrap_for_saving, write_student_card
 
 CHECKPOINTS = "checkpoints"
+CARD_METRICS = ("accuracy", "macro_f1", "spearman", "pearson", "n")  # the eval metrics a model card shows
 RUN_MARKER = "llmst_run.json"
 # Modules that register the built-in kinds; imported by name on first use (they import this module).
-BUILTIN_KIND_MODULES = ("llmst.train.classifier", "llmst.train.sft")
+BUILTIN_KIND_MODULES = ("llmst.train.classifier", "llmst.train.sft", "llmst.train.pair_students")
 
 TrainFn = Callable[[str | Path, Path, TrainConfig], "TrainSummary"]
 _KINDS: dict[str, TrainFn] = {}
@@ -179,6 +180,11 @@ def fsdp_requested() -> bool:
 
 
 def _check_distributed(config: TrainConfig) -> None:
+    if config.kind in PAIR_KINDS and fsdp_requested():
+        raise ConfigError(
+            f"--kind {config.kind} under FSDP is not supported",
+            hint="train pair students with DDP (torchrun)",
+        )
     if config.lora and fsdp_requested():
         raise ConfigError(
             "LoRA under FSDP is not supported yet (adapters would be merged from sharded weights)",
@@ -233,11 +239,16 @@ def prepare_run(labeled: str | Path, out: Path, config: TrainConfig) -> Prepared
         gold_share=config.gold_share,
         seed=config.seed,
     )
+    return PreparedRun(names, text_fields, pseudo, gold, plan, claim_output(labeled, out, config))
+
+
+def claim_output(labeled: str | Path, out: Path, config: TrainConfig) -> str | None:
+    """Claim `out` for this run (refusing a finished model unless --overwrite); the checkpoint to resume from."""
     _check_distributed(config)
     fingerprint = run_fingerprint(labeled, config)
     resume_from = _prepare_output(labeled, out, config, fingerprint)
     _mark_run(out, fingerprint)
-    return PreparedRun(names, text_fields, pseudo, gold, plan, resume_from)
+    return resume_from
 
 
 def training_arguments(out: Path, config: TrainConfig, planned: int) -> dict[str, Any]:
@@ -325,9 +336,11 @@ def run_and_save(
     resume_from: str | None,
     extra_files: dict[str, str] | None = None,
     state_prefix: str = "model.",
+    evaluate: Callable[[Path], dict[str, Any]] | None = None,
 ) -> TrainSummary:
     """Train (resuming if asked), then on the main process save the plain HF model, the card and
-    `extra_files`, score `config.eval`, drop the checkpoints and, last, write the signature marker."""
+    `extra_files`, score `config.eval` (with `evaluate(out)`, default the label metrics of
+    `evaluate_student`), drop the checkpoints and, last, write the signature marker."""
     if not config.progress:  # --quiet: keep stdout for the JSON summary
         from transformers.trainer_callback import PrinterCallback
 
@@ -344,7 +357,11 @@ def run_and_save(
         if trainer.accelerator.is_main_process:
             state_dict = {k[len(state_prefix) :]: v for k, v in full.items() if k.startswith(state_prefix)}
     if trainer.accelerator.is_main_process:
-        unwrap_for_saving(model).save_pretrained(out, state_dict=state_dict)
+        saving = unwrap_for_saving(model)
+        if state_dict is None:  # sentence-transformers models take no state_dict (and never run under FSDP)
+            saving.save_pretrained(out)
+        else:
+            saving.save_pretrained(out, state_dict=state_dict)
         tokenizer.save_pretrained(out)
         for name, text in (extra_files or {}).items():
             (out / name).write_text(text)
@@ -353,7 +370,7 @@ def run_and_save(
             rows=rows,
             gold=config.gold,
             gold_share=config.gold_share,
-            teachers=_teachers(labeled),
+            teachers=meta.get("teachers") or _teachers(labeled),
             filter=_filter_summary(labeled),
             config=config.to_json(),
             train_runtime_seconds=round(seconds, 1),
@@ -361,10 +378,13 @@ def run_and_save(
         )
         write_student_card(out, meta)
         if config.eval:
-            from llmst.train.predict import evaluate_student
+            if evaluate is None:
+                from llmst.train.predict import evaluate_student
 
-            metrics = evaluate_student(out, config.eval, gold_field=config.eval_gold_field)
-            meta["metrics"] = {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics}
+                metrics = evaluate_student(out, config.eval, gold_field=config.eval_gold_field)
+            else:
+                metrics = evaluate(out)
+            meta["metrics"] = {k: metrics[k] for k in CARD_METRICS if k in metrics}
             write_student_card(out, meta)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         stage.write_marker(out, train_signature(labeled, config), stage="train", data=str(labeled))
