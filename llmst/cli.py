@@ -26,7 +26,7 @@ from llmst.errors import LlmstError
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
-from llmst.pairs.config import SampleConfig
+from llmst.pairs.config import SampleConfig, ScoreConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -230,6 +230,29 @@ def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
     _echo_json(sample_pairs(input, out, config))
 
 
+def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
+    """Score text pairs with teachers: cross-encoders (cross-encoder:PATH|HUB_ID) or LLM judges (llm:MODEL:
+    P(Yes), or the expected grade of a graded judge task), each into `scores`, combined into `score`.
+
+    With --calibrate-on GOLD_PAIRS each teacher is first mapped onto the gold scale (isotonic or linear), so
+    teachers on different scales can be averaged. Each teacher's scores are cached and resumable (kill it,
+    rerun the same command); pairs a teacher cannot score go to OUT.rejects.jsonl. Prints a JSON report.
+    """
+    from llmst.pairs.score import score_pairs
+
+    _echo_json(score_pairs(pairs, out, config))
+
+
+add_config_command(
+    pairs_app,
+    "score",
+    ScoreConfig,
+    pairs_score_cmd,
+    arguments=[
+        _argument("pairs", str, "Pair records (text_a, text_b): llmst pairs sample output or any pair file."),
+        _out("Output JSONL of scored pair records."),
+    ],
+)
 add_config_command(
     pairs_app,
     "sample",

@@ -28,7 +28,7 @@ from llmst.stage import read_options_file
 
 CONFIG_OPTION = "config_file"
 # Option spellings that differ from the field name, the same in every command.
-OPTION_NAMES = {"text_fields": "--text-field", "context_fields": "--context-field"}
+OPTION_NAMES = {"text_fields": "--text-field", "context_fields": "--context-field", "teachers": "--teacher"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,10 @@ from llmst.backends import Backend, backend_model_identity, make_backend, spec_m
 from llmst.cache import AnswerCache, cache_key
 from llmst.debate.config import DebateConfig
 from llmst.debate.protocol import DebatePrompts, assign, load_prompts, speakers, turn_variables
-from llmst.label.checkpoint import open_checkpoint
 from llmst.models import llmst_home
-from llmst.progress import count_rows, progress_bar
 from llmst.readers import Reject, Row, read_records
-from llmst.records import JsonlAppender, chunked, keep_input_fields, record_id, write_json_atomic
+from llmst.records import keep_input_fields, record_id
+from llmst.resumable import ResumableOutput, run_resumable
 
 
 @dataclass
@@ -166,9 +164,7 @@ def run_debate(
     source: str | Path, output: str | Path, config: DebateConfig, backend: Backend | None = None
 ) -> DebateSummary:
     """Generate transcripts for every row of `source` into `output` (JSONL); resumable (module docstring)."""
-    source, out_path = str(source), Path(output)
-    rejects_path = out_path.with_name(out_path.name + ".rejects.jsonl")
-    checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
+    source, out = str(source), ResumableOutput(Path(output))
     prompts = load_prompts(config.prompts)
     rows_iter = read_records(source)  # a bad input path fails before the model loads
     own_backend = backend is None
@@ -177,9 +173,7 @@ def run_debate(
     if config.cache:
         cache = AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
     try:
-        return _run(
-            source, out_path, rejects_path, checkpoint_path, rows_iter, prompts, config, backend, cache
-        )
+        return _run(source, out, rows_iter, prompts, config, backend, cache)
     finally:
         if cache is not None:
             cache.close()
@@ -187,7 +181,7 @@ def run_debate(
             backend.close()
 
 
-def _run(source, out_path, rejects_path, checkpoint_path, rows_iter, prompts, config, backend, cache):
+def _run(source, output: ResumableOutput, rows_iter, prompts, config, backend, cache):
     started = time.perf_counter()
     prompt_hash = prompts.prompt_hash()
     options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
@@ -195,64 +189,46 @@ def _run(source, out_path, rejects_path, checkpoint_path, rows_iter, prompts, co
         "input": stage.fingerprint(source),
         "job": cache_key(options=options, prompt_hash=prompt_hash, model=backend_model_identity(backend)),
     }
-    summary = DebateSummary(output=str(out_path), rejects=str(rejects_path), prompt_hash=prompt_hash)
-    checkpoint = open_checkpoint(
-        out_path, rejects_path, checkpoint_path, job, config.overwrite, what="debate"
-    )
-    stage.clear_marker(out_path)
-    skip = checkpoint["rows_consumed"]
-    summary.resumed_rows = checkpoint["labeled"]
-    total = count_rows(source)
-    if config.limit is not None:
-        total = min(total, config.limit) if total is not None else config.limit
-    rows = islice(rows_iter, config.limit) if config.limit is not None else rows_iter
-    rows = islice(rows, skip, None)
+    summary = DebateSummary(output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash)
     generate = _Generator(backend, config, prompts, cache)
-    writer, reject_writer = JsonlAppender(out_path), JsonlAppender(rejects_path)
-    done = 0
-    try:
-        with progress_bar(config.progress, total, what=config.protocol, unit="") as bar:
-            bar_task = bar.add_task(config.protocol, total=total, completed=skip, rate="-")
-            for chunk in chunked(rows, backend.chunk_size):
-                parsed = [_parse(item, config, backend) if isinstance(item, Row) else item for item in chunk]
-                good = [p for p in parsed if isinstance(p, _Question)]
-                bad = [p for p in parsed if isinstance(p, Reject)]
-                transcripts = _debate_chunk(good, config, prompts, generate) if good else []
-                for question, turns in zip(good, transcripts, strict=True):
-                    writer.write(
-                        {
-                            **keep_input_fields(question.row.record),
-                            "id": question.id,
-                            "question": question.question,
-                            "answers": question.answers,
-                            "assigned": question.assigned,
-                            "protocol": config.protocol,
-                            "turns": turns,
-                            "model": backend.model_id,
-                            "prompt_hash": prompt_hash,
-                        }
-                    )
-                for reject in sorted(bad, key=lambda r: r.line):
-                    reject_writer.write(reject.to_json())
-                checkpoint["rows_consumed"] += len(chunk)
-                checkpoint["labeled"] += len(good)
-                checkpoint["rejected"] += len(bad)
-                checkpoint["output_bytes"] = writer.flush()
-                checkpoint["rejects_bytes"] = reject_writer.flush()
-                write_json_atomic(checkpoint_path, checkpoint)
-                done += len(chunk)
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.update(
-                    bar_task,
-                    advance=len(chunk),
-                    rate=f"{done / elapsed:.2f} q/s, {generate.tokens / elapsed:.0f} tok/s",
-                )
-    finally:
-        writer.close()
-        reject_writer.close()
-    checkpoint["complete"] = True
-    write_json_atomic(checkpoint_path, checkpoint)
-    summary.questions, summary.rejected = checkpoint["labeled"], checkpoint["rejected"]
+
+    def process(chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        parsed = [_parse(item, config, backend) if isinstance(item, Row) else item for item in chunk]
+        good = [p for p in parsed if isinstance(p, _Question)]
+        transcripts = _debate_chunk(good, config, prompts, generate) if good else []
+        records = [
+            {
+                **keep_input_fields(question.row.record),
+                "id": question.id,
+                "question": question.question,
+                "answers": question.answers,
+                "assigned": question.assigned,
+                "protocol": config.protocol,
+                "turns": turns,
+                "model": backend.model_id,
+                "prompt_hash": prompt_hash,
+            }
+            for question, turns in zip(good, transcripts, strict=True)
+        ]
+        return records, [p for p in parsed if isinstance(p, Reject)]
+
+    stage.clear_marker(output.out)
+    state = run_resumable(
+        source,
+        output,
+        job,
+        process,
+        rows=rows_iter,
+        chunk_size=backend.chunk_size,
+        overwrite=config.overwrite,
+        limit=config.limit,
+        progress=config.progress,
+        what=config.protocol,
+        rate=lambda done, elapsed: f"{done / elapsed:.2f} q/s, {generate.tokens / elapsed:.0f} tok/s",
+    )
+    done = state["processed"]
+    summary.resumed_rows = state["resumed"]
+    summary.questions, summary.rejected = state["labeled"], state["rejected"]
     summary.generated, summary.from_cache, summary.tokens = (
         generate.generated,
         generate.from_cache,
@@ -263,5 +239,5 @@ def _run(source, out_path, rejects_path, checkpoint_path, rows_iter, prompts, co
         summary.tokens_per_second = round(generate.tokens / summary.seconds, 1)
         summary.questions_per_second = round(done / summary.seconds, 3)
     summary.signature = _signature(source, config, backend_model_identity(backend), prompt_hash)
-    stage.write_marker(out_path, summary.signature, stage="debate", rows=summary.questions, input=source)
+    stage.write_marker(output.out, summary.signature, stage="debate", rows=summary.questions, input=source)
     return summary

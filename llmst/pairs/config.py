@@ -92,6 +92,96 @@ class SampleConfig:
         return self.method == "semantic" or (self.method == "recombine" and self.rank_by == "semantic")
 
 
+TEACHER_KINDS = ("cross-encoder", "llm")
+
+
+def parse_teacher(spec: str) -> tuple[str, str]:
+    """`cross-encoder:PATH|HUB_ID` or `llm:MODEL` as (kind, model)."""
+    kind, _, model = str(spec).partition(":")
+    if kind not in TEACHER_KINDS or not model:
+        raise ConfigError(
+            f"--teacher {spec!r}: expected cross-encoder:PATH|HUB_ID or llm:MODEL",
+            hint="e.g. --teacher cross-encoder:models/stsb-ce or --teacher llm:qwen2.5-coder-0.5b-instruct",
+        )
+    return kind, model
+
+
+def teacher_name(spec: str) -> str:
+    """A teacher's key in `scores`: the last part of its model path or id."""
+    return Path(parse_teacher(spec)[1].rstrip("/")).name
+
+
+@dataclass
+class ScoreConfig:
+    """How teachers score text pairs (`llmst pairs score`): cross-encoders or LLM judges, optionally mapped onto
+    a gold scale, combined into `score`."""
+
+    teachers: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher(s), comma-separated: cross-encoder:PATH|HUB_ID (sentence-transformers CrossEncoder) "
+            "or llm:MODEL (an LLM judge on --backend; P(Yes), or the expected grade of a graded --judge-task)."
+        },
+    )
+    judge_task: str = field(
+        default="pair-similarity",
+        metadata={
+            "help": "llm teachers: task YAML over text_a/text_b: pair-similarity (Yes/No), "
+            "pair-similarity-scale (0-5) or a file; labels yes/no or numbers."
+        },
+    )
+    backend: Literal["hf", "openai", "vllm"] = field(
+        default="hf", metadata={"help": "llm teachers: hf, openai (a vLLM server) or vllm."}
+    )
+    base_url: str | None = field(
+        default=None, metadata={"help": "llm teachers: server URL for --backend openai."}
+    )
+    calibrate_on: str | None = field(
+        default=None,
+        metadata={
+            "help": "Gold pairs (text_a, text_b, --gold-field): each teacher is mapped onto their scale."
+        },
+    )
+    calibration: Literal["isotonic", "linear"] = field(
+        default="isotonic",
+        metadata={"help": "With --calibrate-on: how a teacher is mapped onto the gold scale."},
+    )
+    gold_field: str = field(default="label", metadata={"help": "Gold score field of --calibrate-on."})
+    fields: list[str] | None = field(
+        default=None,
+        metadata={"help": "The two text fields of PAIRS, comma-separated (default text_a,text_b)."},
+    )
+    max_length: int = field(
+        default=256, metadata={"help": "cross-encoder teachers: tokens per pair at most."}
+    )
+    limit: int | None = field(default=None, metadata={"help": "Only the first N pairs."})
+    batch_size: int = field(default=32, metadata=stage.runtime("Pairs per forward pass."))
+    cache: bool = field(default=True, metadata=stage.runtime("Cache teacher scores (sqlite)."))
+    cache_path: str | None = field(default=None, metadata=stage.runtime("Cache file (default: LLMST_HOME)."))
+    overwrite: bool = field(default=False, metadata=stage.runtime("Replace OUT instead of resuming it."))
+    progress: bool = field(default=True, metadata=stage.runtime("Progress bars."))
+
+    def __post_init__(self) -> None:
+        self.teachers = parse_names(self.teachers, "--teacher")
+        self.fields = parse_names(self.fields, "--fields") or ["text_a", "text_b"]
+        check_choices(self)
+        if not self.teachers:
+            raise ConfigError(
+                "pairs score needs --teacher", hint="e.g. --teacher cross-encoder:models/stsb-ce"
+            )
+        names = [teacher_name(t) for t in self.teachers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two teachers share the name {names}: give them distinct folders or ids")
+        if len(self.fields) != 2:
+            raise ConfigError("--fields takes the two text fields of a pair")
+        if self.calibrate_on and not Path(self.calibrate_on).exists():
+            raise ConfigError(f"--calibrate-on file not found: {self.calibrate_on}")
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
+        if self.max_length < 8 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError("--max-length must be >= 8, --batch-size and --limit >= 1")
+
+
 def sample_signature(source: str | Path, config: SampleConfig) -> str:
     """The signature `sample_pairs(source, out, config)` records for `out` (cheap: no torch)."""
     from llmst.models import model_fingerprint

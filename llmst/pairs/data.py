@@ -16,6 +16,7 @@ import numpy as np
 
 from llmst.errors import ConfigError
 from llmst.readers import Reject, read_records
+from llmst.records import record_id
 
 
 @dataclass
@@ -68,7 +69,7 @@ def read_scored_pairs(
                 f"{path}, line {item.line}: {score_field} {record.get(score_field)!r} is not a number",
                 hint="score the pairs first (llmst pairs score), or name the target field (--score-field)",
             )
-        ids.append(str(record.get("id") if record.get("id") not in (None, "") else f"line-{item.line}"))
+        ids.append(record_id(record, "\n".join(texts)))  # as every teacher and `llmst label` name the row
         text_a.append(texts[0])
         text_b.append(texts[1])
         scores.append(score)

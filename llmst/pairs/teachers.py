@@ -1,0 +1,189 @@
+"""Teachers of `llmst pairs score`: each scores every pair of a file into its own file (`{id, score}` per pair),
+resumably, so that a killed run loses nothing and a rerun reuses what is done.
+
+- `cross-encoder:PATH|HUB_ID`: sentence-transformers `CrossEncoder.predict` (its default activation, so a
+  one-label model scores in 0..1), chunk by chunk through `llmst.resumable`, each score cached by the model's
+  fingerprint and the pair's texts.
+- `llm:MODEL`: an LLM judge, which is `llmst label` over the pairs with a judge task (so caching, resume and
+  rejects are label's own): the score is P(yes) of a yes/no task, or the expected grade of a numeric scale
+  rescaled to 0..1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmst import stage
+from llmst.cache import AnswerCache, cache_key
+from llmst.errors import ConfigError
+from llmst.pairs.config import ScoreConfig, parse_teacher
+from llmst.readers import Reject, Row, iter_checked
+from llmst.records import record_id, record_text
+from llmst.resumable import ResumableOutput, run_resumable
+
+
+def pair_row_id(record: dict[str, Any], fields: list[str]) -> str:
+    """The id every teacher gives a pair row: its id field, else the hash `llmst label` gives its texts."""
+    return record_id(record, record_text(record, fields) or "")
+
+
+def _pair_texts(item: Row, fields: list[str]) -> tuple[str, str] | Reject:
+    texts = [item.record.get(name) for name in fields]
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        return Reject(item.line, f"no text in field(s) {fields}")
+    return texts[0], texts[1]
+
+
+def teacher_identity(spec: str, config: ScoreConfig) -> str:
+    """What a teacher's scores depend on, without loading it: the model's fingerprint (or served name and URL)
+    and, for a judge, the judge task's prompt."""
+    from llmst.models import model_fingerprint
+
+    kind, model = parse_teacher(spec)
+    if kind == "cross-encoder":
+        return f"cross-encoder:{model_fingerprint(model)}:{config.max_length}"
+    from llmst.label.run import label_signature
+
+    return f"llm:{label_signature('-', judge_config(model, config, Path('-'), overwrite=False))}"
+
+
+def judge_config(model: str, config: ScoreConfig, out: Path, overwrite: bool):
+    """The `llmst label` options of an LLM judge (no calibration: --calibrate-on maps it onto the gold scale)."""
+    from llmst.label.config import LabelConfig
+
+    return LabelConfig(
+        model=model,
+        task=config.judge_task,
+        backend=config.backend,
+        base_url=config.base_url,
+        calibrate="none",
+        limit=config.limit,
+        cache=config.cache,
+        cache_path=config.cache_path,
+        overwrite=overwrite,
+        progress=config.progress,
+    )
+
+
+def judge_values(names: list[str]) -> np.ndarray:
+    """The score of each label of a judge task: yes/no -> 1/0; numbers -> rescaled to 0..1."""
+    lowered = [name.strip().lower() for name in names]
+    if sorted(lowered) == ["no", "yes"]:
+        return np.array([1.0 if name == "yes" else 0.0 for name in lowered])
+    try:
+        values = np.array([float(name) for name in names])
+    except ValueError:
+        raise ConfigError(
+            f"judge task labels {names} are neither yes/no nor numbers",
+            hint="use pair-similarity, pair-similarity-scale, or labels such as 0..5",
+        ) from None
+    if values.max() == values.min():
+        raise ConfigError(f"judge task labels {names} are all the same number")
+    return (values - values.min()) / (values.max() - values.min())
+
+
+def score_with_teacher(spec: str, source: str, out: Path, config: ScoreConfig, overwrite: bool) -> Path:
+    """Score every pair of `source` with teacher `spec` into `out` (`{id, score}` records; rejects beside it)."""
+    kind, model = parse_teacher(spec)
+    sig = stage.signature(
+        "pairs-teacher",
+        {"teacher": teacher_identity(spec, config), "fields": config.fields, "limit": config.limit},
+        {"input": source},
+    )
+    if not overwrite and stage.is_current(out, sig):
+        return out
+    if kind == "llm":
+        _judge(model, source, out, config, overwrite)
+    else:
+        _cross_encoder(model, source, out, config, overwrite)
+    stage.write_marker(out, sig, stage="pairs-teacher", teacher=spec)
+    return out
+
+
+def _judge(model: str, source: str, out: Path, config: ScoreConfig, overwrite: bool) -> None:
+    from llmst.label.run import label_corpus
+
+    labeled = out.with_name(out.name.removesuffix(".jsonl") + ".labeled.jsonl")
+    label_config = judge_config(model, config, labeled, overwrite)
+    # the judge task's text fields are text_a, text_b: other pair fields are renamed by the task, not here
+    if config.fields != ["text_a", "text_b"]:
+        raise ConfigError("llm teachers read the fields text_a, text_b", hint="rename the pair fields first")
+    label_corpus(source, labeled, label_config)
+    records = list(iter_checked(labeled))
+    names = list(records[0][1]["probs"]) if records else []
+    values = judge_values(names) if names else np.zeros(0)
+    from llmst.records import PendingOutputs
+
+    with PendingOutputs() as pending:
+        pending.write_jsonl(
+            out,
+            (
+                {"id": r["id"], "score": round(float(np.dot([r["probs"][n] for n in names], values)), 6)}
+                for _, r in records
+            ),
+        )
+        rejects = Path(f"{labeled}.rejects.jsonl")
+        pending.write_jsonl(
+            out.with_name(out.name + ".rejects.jsonl"),
+            (r for _, r in iter_checked(rejects)) if rejects.exists() else [],
+        )
+        pending.commit()
+
+
+def _cross_encoder(model: str, source: str, out: Path, config: ScoreConfig, overwrite: bool) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from llmst.models import llmst_home, model_fingerprint, resolve_model
+
+    encoder = CrossEncoder(resolve_model(model).path, max_length=config.max_length)
+    fingerprint = model_fingerprint(model)
+    cache = None
+    if config.cache:
+        cache = AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
+
+    def process(chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        good, bad = [], []
+        for item in chunk:
+            texts = _pair_texts(item, config.fields) if isinstance(item, Row) else item
+            (bad if isinstance(texts, Reject) else good).append((item, texts))
+        keys = [cache_key(model=fingerprint, max_length=config.max_length, pair=list(t)) for _, t in good]
+        found = cache.get_many(keys) if cache else {}
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        if missing:
+            scores = encoder.predict(
+                [good[i][1] for i in missing], batch_size=config.batch_size, show_progress_bar=False
+            )
+            new = {keys[i]: float(s) for i, s in zip(missing, np.atleast_1d(scores), strict=True)}
+            found.update(new)
+            if cache:
+                cache.put_many(new)
+        records = [
+            {"id": pair_row_id(item.record, config.fields), "score": round(found[key], 6)}
+            for (item, _), key in zip(good, keys, strict=True)
+        ]
+        return records, [texts for _, texts in bad]
+
+    job = {
+        "input": stage.fingerprint(source),
+        "job": cache_key(teacher=fingerprint, fields=config.fields, max_length=config.max_length),
+    }
+    try:
+        stage.clear_marker(out)
+        run_resumable(
+            source,
+            ResumableOutput(out),
+            job,
+            process,
+            chunk_size=max(config.batch_size * 4, 64),
+            overwrite=overwrite,
+            limit=config.limit,
+            progress=config.progress,
+            what=f"scoring ({Path(model).name})",
+            rate=lambda done, elapsed: f"{done / elapsed:.1f} pairs/s",
+        )
+    finally:
+        if cache is not None:
+            cache.close()
