@@ -26,7 +26,7 @@ from llmst.errors import LlmstError
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
-from llmst.pairs.config import SampleConfig, ScoreConfig
+from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -217,7 +217,7 @@ add_config_command(
 
 
 def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
-    """Candidate pairs from a sentence corpus (one --fields) or a pair / query-passage corpus (two): bm25 or
+    """Candidate pairs from a sentence corpus (one --text-field) or a pair / query-passage corpus (two): bm25 or
     semantic top-k neighbours, random partners, or recombine (each side-a sentence with its top-k side-b ones).
 
     The leak guard: no pair of an --exclude file comes out, in either order (with --exclude-sentences, no pair
@@ -243,6 +243,25 @@ def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
     _echo_json(score_pairs(pairs, out, config))
 
 
+def evaluate_pairs_cmd(*, config: EvaluatePairsConfig, model: str, pairs: str) -> None:
+    """How well a pair model follows gold pair scores: Spearman and Pearson correlation of a bi-encoder's
+    cosine (sentence-transformers' EmbeddingSimilarityEvaluator) or a cross-encoder's score
+    (CrossEncoderCorrelationEvaluator) with --gold-field. Prints JSON; --report-dir adds a scatter plot."""
+    from llmst.pairs.evaluate import evaluate_pairs_report
+
+    _echo_json(evaluate_pairs_report(model, pairs, config))
+
+
+add_config_command(
+    app,
+    "evaluate-pairs",
+    EvaluatePairsConfig,
+    evaluate_pairs_cmd,
+    arguments=[
+        _argument("model", str, "A bi-encoder or cross-encoder: llmst train output, bundled name or folder."),
+        _argument("pairs", str, "Gold pairs: text_a, text_b and a score field (--gold-field)."),
+    ],
+)
 add_config_command(
     pairs_app,
     "score",

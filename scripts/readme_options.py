@@ -15,7 +15,7 @@ from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
-from llmst.pairs.config import SampleConfig
+from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -29,6 +29,8 @@ CONFIGS = {
     "tune": TuneConfig,
     "debate": DebateConfig,
     "pairs sample": SampleConfig,
+    "pairs score": ScoreConfig,
+    "evaluate-pairs": EvaluatePairsConfig,
 }
 
 

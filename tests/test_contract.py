@@ -21,7 +21,7 @@ from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
-from llmst.pairs.config import SampleConfig
+from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.stage import fingerprint, is_current, runtime, signature, signature_fields, write_marker
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
@@ -39,6 +39,8 @@ COMMAND_CONFIGS = {
     "tune": TuneConfig,
     "debate": DebateConfig,
     "pairs sample": SampleConfig,
+    "pairs score": ScoreConfig,
+    "evaluate-pairs": EvaluatePairsConfig,
 }
 CONFIG_MODULES = [
     "llmst.label.config",

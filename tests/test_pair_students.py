@@ -161,3 +161,52 @@ def test_two_rank_torchrun_trains_a_bi_encoder(tiny_bert_dir, tmp_path):
     assert (tmp_path / "two" / "modules.json").exists() and (
         tmp_path / "two" / "llmst_signature.json"
     ).exists()
+
+
+def test_evaluate_pairs_cli_matches_scipy_and_writes_a_scatter(tiny_bert_dir, tmp_path):
+    from scipy.stats import spearmanr
+
+    from llmst.pairs.evaluate import predicted_scores
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(48))
+    held_rows = [{**r, "label": r.pop("score")} for r in _pairs(30, 500)]
+    held = write_jsonl(tmp_path / "held.jsonl", held_rows)
+    train(data, tmp_path / "bi", _config(tiny_bert_dir, "bi-encoder", epochs=2))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmst",
+            "evaluate-pairs",
+            str(tmp_path / "bi"),
+            str(held),
+            "--report-dir",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    cosines = predicted_scores(
+        tmp_path / "bi", [r["text_a"] for r in held_rows], [r["text_b"] for r in held_rows], "bi-encoder", 16
+    )
+    expected = spearmanr([r["label"] for r in held_rows], cosines).statistic
+    assert report["kind"] == "bi-encoder" and report["spearman"] == pytest.approx(expected, abs=1e-3)
+    assert (tmp_path / "r" / "scatter.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["n"] == 30
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmst",
+            "evaluate-pairs",
+            str(tmp_path / "bi"),
+            str(data),
+            "--gold-field",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "nope None is not a number" in missing.stderr

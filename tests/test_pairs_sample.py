@@ -94,7 +94,7 @@ def test_random_is_seeded_and_never_pairs_a_sentence_with_itself(tmp_path):
     for seed in (0, 0, 1):
         out = tmp_path / f"r{len(runs)}.jsonl"
         sample_pairs(
-            source, out, SampleConfig(method="random", fields="text", top_k=2, seed=seed, progress=False)
+            source, out, SampleConfig(method="random", text_fields="text", top_k=2, seed=seed, progress=False)
         )
         runs.append([(r["text_a"], r["text_b"]) for r in read_lines(out)])
     assert runs[0] == runs[1] and runs[0] != runs[2]
@@ -109,7 +109,7 @@ def test_semantic_and_recombine_with_the_bundled_encoder(tmp_path):
         ("The stock market fell sharply today.", "Shares dropped steeply on Wall Street."),
     ]
     sentences = write_jsonl(tmp_path / "sentences.jsonl", [{"text": t} for pair in paraphrases for t in pair])
-    config = SampleConfig(method="semantic", fields="text", top_k=1, progress=False)
+    config = SampleConfig(method="semantic", text_fields="text", top_k=1, progress=False)
     sample_pairs(sentences, tmp_path / "sem.jsonl", config)
     # each sentence's nearest neighbour is its paraphrase, also where no word is shared (bm25 cannot)
     assert _keys(tmp_path / "sem.jsonl") == {pair_key(*pair) for pair in paraphrases}
@@ -165,7 +165,7 @@ def test_signature_follows_what_changes_the_pairs(tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     source = write_jsonl(tmp_path / "pool.jsonl", POOL)
     for args, message in (
-        (["--method", "recombine", "--fields", "text_a"], "needs two sides"),
+        (["--method", "recombine", "--text-field", "text_a"], "needs two sides"),
         (["--method", "mmr"], "mmr"),
         (["--exclude", str(tmp_path / "missing.jsonl")], "--exclude file not found"),
         (["--top-k", "0"], "--top-k must be >= 1"),

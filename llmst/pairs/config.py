@@ -29,7 +29,7 @@ class SampleConfig:
             "side-a sentence with its top-k side-b sentences)."
         },
     )
-    fields: list[str] | None = field(
+    text_fields: list[str] | None = field(
         default=None,
         metadata={
             "help": "Sentence field(s) of INPUT, comma-separated: one pool, or two sides (default text_a,text_b)."
@@ -54,7 +54,7 @@ class SampleConfig:
         default=None,
         metadata={
             "help": "Evaluation pair file(s), comma-separated: their pairs never come out, in either order "
-            "(the leak guard; fields text_a,text_b or --fields)."
+            "(the leak guard; fields text_a,text_b or --text-field)."
         },
     )
     exclude_sentences: bool = field(
@@ -71,13 +71,15 @@ class SampleConfig:
     progress: bool = field(default=True, metadata=stage.runtime("Progress bars."))
 
     def __post_init__(self) -> None:
-        self.fields = parse_names(self.fields, "--fields") or ["text_a", "text_b"]
+        self.text_fields = parse_names(self.text_fields, "--text-field") or ["text_a", "text_b"]
         self.exclude = parse_names(self.exclude, "--exclude")
         check_choices(self)
-        if len(self.fields) > 2 or len(set(self.fields)) != len(self.fields):
-            raise ConfigError("--fields takes one sentence field or two distinct ones (side a, side b)")
-        if self.method == "recombine" and len(self.fields) != 2:
-            raise ConfigError("--method recombine needs two sides: --fields text_a,text_b (query,passage)")
+        if len(self.text_fields) > 2 or len(set(self.text_fields)) != len(self.text_fields):
+            raise ConfigError("--text-field takes one sentence field or two distinct ones (side a, side b)")
+        if self.method == "recombine" and len(self.text_fields) != 2:
+            raise ConfigError(
+                "--method recombine needs two sides: --text-field text_a,text_b (query,passage)"
+            )
         if self.top_k < 1:
             raise ConfigError("--top-k must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -147,7 +149,7 @@ class ScoreConfig:
         metadata={"help": "With --calibrate-on: how a teacher is mapped onto the gold scale."},
     )
     gold_field: str = field(default="label", metadata={"help": "Gold score field of --calibrate-on."})
-    fields: list[str] | None = field(
+    text_fields: list[str] | None = field(
         default=None,
         metadata={"help": "The two text fields of PAIRS, comma-separated (default text_a,text_b)."},
     )
@@ -163,7 +165,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         self.teachers = parse_names(self.teachers, "--teacher")
-        self.fields = parse_names(self.fields, "--fields") or ["text_a", "text_b"]
+        self.text_fields = parse_names(self.text_fields, "--text-field") or ["text_a", "text_b"]
         check_choices(self)
         if not self.teachers:
             raise ConfigError(
@@ -172,8 +174,8 @@ class ScoreConfig:
         names = [teacher_name(t) for t in self.teachers]
         if len(set(names)) != len(names):
             raise ConfigError(f"two teachers share the name {names}: give them distinct folders or ids")
-        if len(self.fields) != 2:
-            raise ConfigError("--fields takes the two text fields of a pair")
+        if len(self.text_fields) != 2:
+            raise ConfigError("--text-field takes the two text fields of a pair")
         if self.calibrate_on and not Path(self.calibrate_on).exists():
             raise ConfigError(f"--calibrate-on file not found: {self.calibrate_on}")
         if self.backend == "openai" and not self.base_url:
@@ -189,3 +191,31 @@ def sample_signature(source: str | Path, config: SampleConfig) -> str:
     inputs = {"input": source, **{f"exclude{i}": path for i, path in enumerate(config.exclude or [])}}
     encoder = model_fingerprint(config.encoder) if config.uses_encoder() else None
     return stage.signature("pairs-sample", config, inputs, encoder=encoder)
+
+
+@dataclass
+class EvaluatePairsConfig:
+    """How a pair model is scored against gold pair scores (`llmst evaluate-pairs`)."""
+
+    kind: Literal["bi-encoder", "cross-encoder"] | None = field(
+        default=None,
+        metadata={
+            "help": "bi-encoder (cosine of embeddings) or cross-encoder; default: from the model folder."
+        },
+    )
+    text_fields: list[str] | None = field(
+        default=None, metadata={"help": "The two text fields, comma-separated (default text_a,text_b)."}
+    )
+    gold_field: str = field(default="label", metadata={"help": "Gold score field of PAIRS."})
+    report_dir: str | None = field(
+        default=None, metadata={"help": "Write report.json and a scatter plot (scatter.png) here."}
+    )
+    batch_size: int = field(default=64, metadata=stage.runtime("Pairs (or texts) per forward pass."))
+
+    def __post_init__(self) -> None:
+        self.text_fields = parse_names(self.text_fields, "--text-field") or ["text_a", "text_b"]
+        check_choices(self)
+        if len(self.text_fields) != 2:
+            raise ConfigError("--text-field takes the two text fields of a pair")
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")

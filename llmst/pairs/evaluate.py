@@ -73,3 +73,59 @@ def evaluate_pairs(
         "pearson": round(float(pearson), 4),
         "n": len(gold),
     }
+
+
+def predicted_scores(
+    model: str | Path, text_a: list[str], text_b: list[str], kind: PairModelKind, batch_size: int
+):
+    """Each pair's model score (cosine of the embeddings, or the cross-encoder's score), for plots."""
+    import numpy as np
+
+    from llmst.models import resolve_model
+
+    path = resolve_model(str(model)).path
+    if kind == "bi-encoder":
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(path)
+        a, b = (encoder.encode(t, batch_size=batch_size, normalize_embeddings=True) for t in (text_a, text_b))
+        return np.sum(a * b, axis=1)
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    return CrossEncoder(path).predict(list(zip(text_a, text_b, strict=True)), batch_size=batch_size)
+
+
+def evaluate_pairs_report(model: str | Path, pairs: str | Path, config) -> dict[str, Any]:
+    """`llmst evaluate-pairs`: the correlations, and with `config.report_dir` report.json and scatter.png."""
+    result = evaluate_pairs(
+        model,
+        pairs,
+        kind=config.kind,
+        fields=config.text_fields,
+        score_field=config.gold_field,
+        batch_size=config.batch_size,
+    )
+    result.update(model=str(model), pairs=str(pairs))
+    if config.report_dir:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from llmst.records import write_json_atomic
+
+        folder = Path(config.report_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        gold = read_scored_pairs(pairs, config.text_fields, config.gold_field)
+        predicted = predicted_scores(model, gold.text_a, gold.text_b, result["kind"], config.batch_size)
+        figure, axis = plt.subplots(figsize=(5, 5))
+        axis.scatter(gold.scores, predicted, s=6, alpha=0.4)
+        axis.set_xlabel(f"gold ({config.gold_field})")
+        axis.set_ylabel("cosine" if result["kind"] == "bi-encoder" else "cross-encoder score")
+        axis.set_title(f"{Path(str(model)).name}: Spearman {result['spearman']:.3f}, n={result['n']}")
+        figure.tight_layout()
+        figure.savefig(folder / "scatter.png", dpi=120)
+        plt.close(figure)
+        write_json_atomic(folder / "report.json", result)
+        result["report_dir"] = str(folder)
+    return result

@@ -57,8 +57,8 @@ class Corpus:
     and its bad rows."""
 
     def __init__(self, source: str | Path, config: SampleConfig):
-        self.sides: list[list[str]] = [[] for _ in config.fields]
-        seen: list[set[str]] = [set() for _ in config.fields]
+        self.sides: list[list[str]] = [[] for _ in config.text_fields]
+        seen: list[set[str]] = [set() for _ in config.text_fields]
         self.pairs: set[PairKey] = set()
         self.rejects: list[dict[str, Any]] = []
         rows = read_records(source)
@@ -68,9 +68,11 @@ class Corpus:
             if isinstance(item, Reject):
                 self.rejects.append(item.to_json())
                 continue
-            texts = _texts(item.record, config.fields)
+            texts = _texts(item.record, config.text_fields)
             if texts is None:
-                self.rejects.append({"line": item.line, "reason": f"no text in field(s) {config.fields}"})
+                self.rejects.append(
+                    {"line": item.line, "reason": f"no text in field(s) {config.text_fields}"}
+                )
                 continue
             for side, text in enumerate(texts):
                 if normalize(text) not in seen[side]:
@@ -163,7 +165,9 @@ def _candidates(corpus: Corpus, config: SampleConfig) -> tuple[list[str], list[s
         queries = targets = corpus.pool()
         ranker, k, name = config.method, config.top_k + 1, config.method  # one more: a sentence finds itself
     if not queries or not targets:
-        raise ConfigError("pairs sample: INPUT holds no usable sentences", hint=f"fields {config.fields}")
+        raise ConfigError(
+            "pairs sample: INPUT holds no usable sentences", hint=f"fields {config.text_fields}"
+        )
     if ranker == "bm25":
         ranked = _bm25(queries, targets, k, config.progress)
     elif ranker == "semantic":
@@ -180,7 +184,7 @@ def sample_pairs(source: str | Path, out: str | Path, config: SampleConfig) -> d
     out = Path(out)
     check_output(out, [source, *(config.exclude or [])])
     corpus = Corpus(source, config)
-    excluded_pairs, excluded_sentences = read_exclusions(config.exclude or [], config.fields)
+    excluded_pairs, excluded_sentences = read_exclusions(config.exclude or [], config.text_fields)
     queries, targets, ranked, sampler = _candidates(corpus, config)
     dropped: Counter[str] = Counter()
     records, seen = [], set()

@@ -50,7 +50,7 @@ def fit_mapping(raw: np.ndarray, gold: np.ndarray, method: str):
 
 
 def _calibration(spec: str, out: Path, config: ScoreConfig):
-    gold = read_scored_pairs(config.calibrate_on, config.fields, config.gold_field)
+    gold = read_scored_pairs(config.calibrate_on, config.text_fields, config.gold_field)
     path = out.with_name(f"{out.name}.teacher-{teacher_name(spec)}.gold.jsonl")
     score_with_teacher(spec, config.calibrate_on, path, config, config.overwrite)
     by_id = _scores_by_id(path)
@@ -87,7 +87,7 @@ def score_pairs(source: str | Path, out: str | Path, config: ScoreConfig) -> dic
         if isinstance(item, Reject):
             rejects.append(item.to_json())
             continue
-        row_id = pair_row_id(item.record, config.fields)
+        row_id = pair_row_id(item.record, config.text_fields)
         missing = [name for name, scores in raw.items() if row_id not in scores]
         if missing:
             rejects.append(

@@ -90,7 +90,7 @@ def score_with_teacher(spec: str, source: str, out: Path, config: ScoreConfig, o
     kind, model = parse_teacher(spec)
     sig = stage.signature(
         "pairs-teacher",
-        {"teacher": teacher_identity(spec, config), "fields": config.fields, "limit": config.limit},
+        {"teacher": teacher_identity(spec, config), "fields": config.text_fields, "limit": config.limit},
         {"input": source},
     )
     if not overwrite and stage.is_current(out, sig):
@@ -109,7 +109,7 @@ def _judge(model: str, source: str, out: Path, config: ScoreConfig, overwrite: b
     labeled = out.with_name(out.name.removesuffix(".jsonl") + ".labeled.jsonl")
     label_config = judge_config(model, config, labeled, overwrite)
     # the judge task's text fields are text_a, text_b: other pair fields are renamed by the task, not here
-    if config.fields != ["text_a", "text_b"]:
+    if config.text_fields != ["text_a", "text_b"]:
         raise ConfigError("llm teachers read the fields text_a, text_b", hint="rename the pair fields first")
     label_corpus(source, labeled, label_config)
     records = list(iter_checked(labeled))
@@ -147,7 +147,7 @@ def _cross_encoder(model: str, source: str, out: Path, config: ScoreConfig, over
     def process(chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
         good, bad = [], []
         for item in chunk:
-            texts = _pair_texts(item, config.fields) if isinstance(item, Row) else item
+            texts = _pair_texts(item, config.text_fields) if isinstance(item, Row) else item
             (bad if isinstance(texts, Reject) else good).append((item, texts))
         keys = [cache_key(model=fingerprint, max_length=config.max_length, pair=list(t)) for _, t in good]
         found = cache.get_many(keys) if cache else {}
@@ -161,14 +161,14 @@ def _cross_encoder(model: str, source: str, out: Path, config: ScoreConfig, over
             if cache:
                 cache.put_many(new)
         records = [
-            {"id": pair_row_id(item.record, config.fields), "score": round(found[key], 6)}
+            {"id": pair_row_id(item.record, config.text_fields), "score": round(found[key], 6)}
             for (item, _), key in zip(good, keys, strict=True)
         ]
         return records, [texts for _, texts in bad]
 
     job = {
         "input": stage.fingerprint(source),
-        "job": cache_key(teacher=fingerprint, fields=config.fields, max_length=config.max_length),
+        "job": cache_key(teacher=fingerprint, fields=config.text_fields, max_length=config.max_length),
     }
     try:
         stage.clear_marker(out)
