@@ -3,11 +3,12 @@
 Rows are read in chunks; after every chunk the output and rejects files are flushed and fsynced and the
 checkpoint (`OUT.progress.json`: rows consumed, bytes written) is replaced atomically. A run killed at any point
 (kill -9 included) and rerun with the same job resumes after the last checkpoint, with the files cut back to it:
-nothing is lost or written twice. Another input or job is refused (`label.checkpoint.open_checkpoint`).
+nothing is lost or written twice. Another input or job is refused (`open_checkpoint`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,13 +16,73 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from llmst.label.checkpoint import open_checkpoint
+from llmst import stage
+from llmst.errors import ConfigError
 from llmst.progress import count_rows, progress_bar
 from llmst.readers import Reject, Row, read_records
 from llmst.records import JsonlAppender, chunked, write_json_atomic
 
 # process(chunk) -> (records to write, rejects); rows of the chunk not in either are a bug
 ChunkFn = Callable[[list[Row | Reject]], tuple[list[dict[str, Any]], list[Reject]]]
+
+
+def _truncate_to(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)
+
+
+def open_checkpoint(
+    out_path: Path,
+    rejects_path: Path,
+    checkpoint_path: Path,
+    job: dict[str, str],
+    overwrite: bool,
+    what: str = "labeling",
+):
+    """The label job's checkpoint: fresh, or the one to resume (output files cut back to it); refuses
+    to resume an output that another job (other input content, model or options) started."""
+    fresh = {
+        **job,
+        "rows_consumed": 0,
+        "labeled": 0,
+        "rejected": 0,
+        "output_bytes": 0,
+        "rejects_bytes": 0,
+        "label_counts": {},
+        "complete": False,
+    }
+    if overwrite:
+        for path in (out_path, rejects_path, checkpoint_path):
+            path.unlink(missing_ok=True)
+        stage.clear_marker(out_path)
+        return fresh
+    if checkpoint_path.exists():
+        try:
+            state = json.loads(checkpoint_path.read_text())
+        except ValueError:
+            state = {}
+        if "input" in state and state["input"] != job["input"]:
+            raise ConfigError(
+                f"{out_path} was started on other input content: the input file changed since, "
+                "and resuming would mix two corpora",
+                hint="pass --overwrite to label the new input from the start, or choose another -o",
+            )
+        if state.get("job") != job["job"]:
+            raise ConfigError(
+                f"{out_path} was written by a different {what} job (other model, dtype, device, task or "
+                "options)",
+                hint="pass --overwrite to replace it, or choose another -o",
+            )
+        _truncate_to(out_path, state["output_bytes"])
+        _truncate_to(rejects_path, state["rejects_bytes"])
+        state["complete"] = False
+        return state
+    if out_path.exists() and out_path.stat().st_size > 0:
+        raise ConfigError(f"{out_path} already exists", hint="pass --overwrite to replace it")
+    for path in (out_path, rejects_path):
+        path.unlink(missing_ok=True)
+    return fresh
 
 
 @dataclass
@@ -39,6 +100,74 @@ class ResumableOutput:
         return self.out.with_name(self.out.name + ".progress.json")
 
 
+class ResumableRun:
+    """One run of a resumable stage: the checkpoint is opened (fresh, or the one to resume) on creation, so a
+    stage can look at `skip` before it loads or fits anything; `run` then processes the remaining rows."""
+
+    def __init__(
+        self,
+        source: str,
+        output: ResumableOutput,
+        job: dict[str, str],
+        *,
+        overwrite: bool,
+        limit: int | None,
+        what: str,
+    ):
+        self.source, self.output, self.limit, self.what = source, output, limit, what
+        self.state = open_checkpoint(output.out, output.rejects, output.checkpoint, job, overwrite, what=what)
+        self.skip = self.state["rows_consumed"]
+        self.resumed = self.state["labeled"]
+
+    def run(
+        self,
+        process: ChunkFn,
+        *,
+        rows: Iterator[Row | Reject] | None = None,
+        chunk_size: int,
+        progress: bool,
+        rate: Callable[[int, float], str],
+        extra_state: Callable[[], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Process the rows after the checkpoint; after every chunk, flush both files and save the checkpoint
+        (with `extra_state()`, e.g. running label counts). Returns the final checkpoint plus `resumed` (records
+        found done) and `processed` (rows read in this run)."""
+        checkpoint, output = self.state, self.output
+        total = count_rows(self.source)
+        if self.limit is not None:
+            total = min(total, self.limit) if total is not None else self.limit
+        rows = rows if rows is not None else read_records(self.source)
+        rows = islice(rows, self.limit) if self.limit is not None else rows
+        rows = islice(rows, self.skip, None)
+        writer, reject_writer = JsonlAppender(output.out), JsonlAppender(output.rejects)
+        started, done = time.perf_counter(), 0
+        try:
+            with progress_bar(progress, total, what=self.what, unit="") as bar:
+                task = bar.add_task(self.what, total=total, completed=self.skip, rate="-")
+                for chunk in chunked(rows, chunk_size):
+                    records, rejects = process(chunk)
+                    for record in records:
+                        writer.write(record)
+                    for reject in sorted(rejects, key=lambda r: r.line):
+                        reject_writer.write(reject.to_json())
+                    checkpoint["rows_consumed"] += len(chunk)
+                    checkpoint["labeled"] += len(records)
+                    checkpoint["rejected"] += len(rejects)
+                    checkpoint.update(extra_state() if extra_state else {})
+                    checkpoint["output_bytes"] = writer.flush()
+                    checkpoint["rejects_bytes"] = reject_writer.flush()
+                    write_json_atomic(output.checkpoint, checkpoint)
+                    done += len(chunk)
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    bar.update(task, advance=len(chunk), rate=rate(done, elapsed))
+        finally:
+            writer.close()
+            reject_writer.close()
+        checkpoint["complete"] = True
+        write_json_atomic(output.checkpoint, checkpoint)
+        return {**checkpoint, "resumed": self.resumed, "processed": done}
+
+
 def run_resumable(
     source: str,
     output: ResumableOutput,
@@ -53,41 +182,6 @@ def run_resumable(
     what: str,
     rate: Callable[[int, float], str],
 ) -> dict[str, Any]:
-    """Run `process` over the rows of `source` (resuming a checkpoint of the same `job`); returns the final
-    checkpoint (`labeled`: records written in all runs, `rejected`, `resumed`: records found done)."""
-    checkpoint = open_checkpoint(output.out, output.rejects, output.checkpoint, job, overwrite, what=what)
-    skip = checkpoint["rows_consumed"]
-    resumed = checkpoint["labeled"]
-    total = count_rows(source)
-    if limit is not None:
-        total = min(total, limit) if total is not None else limit
-    rows = rows if rows is not None else read_records(source)
-    rows = islice(rows, limit) if limit is not None else rows
-    rows = islice(rows, skip, None)
-    writer, reject_writer = JsonlAppender(output.out), JsonlAppender(output.rejects)
-    started, done = time.perf_counter(), 0
-    try:
-        with progress_bar(progress, total, what=what, unit="") as bar:
-            task = bar.add_task(what, total=total, completed=skip, rate="-")
-            for chunk in chunked(rows, chunk_size):
-                records, rejects = process(chunk)
-                for record in records:
-                    writer.write(record)
-                for reject in sorted(rejects, key=lambda r: r.line):
-                    reject_writer.write(reject.to_json())
-                checkpoint["rows_consumed"] += len(chunk)
-                checkpoint["labeled"] += len(records)
-                checkpoint["rejected"] += len(rejects)
-                checkpoint["output_bytes"] = writer.flush()
-                checkpoint["rejects_bytes"] = reject_writer.flush()
-                write_json_atomic(output.checkpoint, checkpoint)
-                done += len(chunk)
-                bar.update(
-                    task, advance=len(chunk), rate=rate(done, max(time.perf_counter() - started, 1e-9))
-                )
-    finally:
-        writer.close()
-        reject_writer.close()
-    checkpoint["complete"] = True
-    write_json_atomic(output.checkpoint, checkpoint)
-    return {**checkpoint, "resumed": resumed, "processed": done}
+    """Open the checkpoint of `job` and run `process` over the rows after it (`ResumableRun`)."""
+    run = ResumableRun(source, output, job, overwrite=overwrite, limit=limit, what=what)
+    return run.run(process, rows=rows, chunk_size=chunk_size, progress=progress, rate=rate)

@@ -18,7 +18,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +34,19 @@ from llmst.label.calibrate import (
     record_calibration,
     softmax,
 )
-from llmst.label.checkpoint import open_checkpoint
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
 from llmst.label.prior_fit import fit_prior
 from llmst.label.task import Task
 from llmst.models import llmst_home
-from llmst.progress import count_rows, progress_bar
 from llmst.readers import Reject, Row, read_records
 from llmst.records import (
-    JsonlAppender,
-    chunked,
     keep_input_fields,
     label_fields,
     record_id,
     record_text,
-    write_json_atomic,
 )
+from llmst.resumable import ResumableOutput, ResumableRun
 
 __all__ = ["LabelConfig", "LabelSummary", "Labeler", "label_corpus", "label_signature"]
 
@@ -302,9 +297,7 @@ def label_corpus(
         from llmst.label.ensemble import label_ensemble
 
         return label_ensemble(source, output, config, backend)
-    source, out_path = str(source), Path(output)
-    rejects_path = out_path.with_name(out_path.name + ".rejects.jsonl")
-    checkpoint_path = out_path.with_name(out_path.name + ".progress.json")
+    source, out = str(source), ResumableOutput(Path(output))
     task = config.build_task()
     rows_iter = read_records(source, config.encoding)  # validates the input path before any model is loaded
     if config.calibration_from:  # a bad --calibration-from fails before the model loads
@@ -318,9 +311,7 @@ def label_corpus(
             cache = AnswerCache(
                 Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite"
             )
-        return _label(
-            source, out_path, rejects_path, checkpoint_path, task, rows_iter, config, backend, cache
-        )
+        return _label(source, out, task, rows_iter, config, backend, cache)
     finally:
         if cache is not None:
             cache.close()
@@ -328,7 +319,7 @@ def label_corpus(
             backend.close()
 
 
-def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, config, backend, cache):
+def _label(source, output: ResumableOutput, task, rows_iter, config, backend, cache):
     started = time.perf_counter()
     fewshot = None
     examples = _few_shot_examples(config, task)
@@ -336,17 +327,16 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
         fewshot = FewShotSelector(examples, task, shots=config.shots, select=config.select, seed=config.seed)
     prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
     job = _job_identity(config, source, prompt_hash, backend)
-    summary = LabelSummary(output=str(out_path), rejects=str(rejects_path), prompt_hash=prompt_hash)
+    summary = LabelSummary(output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash)
 
-    checkpoint = open_checkpoint(out_path, rejects_path, checkpoint_path, job, config.overwrite)
-    stage.clear_marker(out_path)  # complete again only when this run finishes
-    skip = checkpoint["rows_consumed"]
-    if config.limit is not None and skip > config.limit:
+    run = ResumableRun(source, output, job, overwrite=config.overwrite, limit=config.limit, what="labeling")
+    stage.clear_marker(output.out)  # complete again only when this run finishes
+    if config.limit is not None and run.skip > config.limit:
         raise ConfigError(
-            f"{out_path} already holds the first {skip} input rows, more than --limit {config.limit}",
+            f"{output.out} already holds the first {run.skip} input rows, more than --limit {config.limit}",
             hint="pass --overwrite to relabel only the first rows, or raise --limit",
         )
-    summary.resumed_rows = checkpoint["labeled"]
+    summary.resumed_rows = run.resumed
     labeler = Labeler(config, task, backend, fewshot)
     scorer = _Scorer(backend, task, cache)
     names = task.label_names
@@ -354,53 +344,34 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     method, bias = _calibration(source, config, task, fewshot, labeler, scorer, summary)
     calibration_fields = record_calibration(method, bias, names)
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
+    counts: Counter[str] = Counter(run.state.get("label_counts", {}))
 
-    total = count_rows(source)
-    if config.limit is not None:
-        total = min(total, config.limit) if total is not None else config.limit
-    rows = islice(rows_iter, config.limit) if config.limit is not None else rows_iter
-    rows = islice(rows, skip, None)
-    writer, reject_writer = JsonlAppender(out_path), JsonlAppender(rejects_path)
-    chunk_size = backend.chunk_size
-    counts: Counter[str] = Counter(checkpoint.get("label_counts", {}))
-    try:
-        with progress_bar(config.progress, total) as bar:
-            bar_task = bar.add_task("label", total=total, completed=skip, rate="-")
-            for chunk in chunked(rows, chunk_size):
-                valid = [item for item in chunk if isinstance(item, Row)]
-                prepared, bad = labeler.prepare(valid)
-                bad += [item for item in chunk if isinstance(item, Reject)]
-                if prepared:
-                    logprobs = scorer.label_logprobs(
-                        [p.prompt for p in prepared], [p.prefix_chars for p in prepared]
-                    )
-                    probs = softmax(logprobs + bias)
-                    for item, row_probs in zip(prepared, probs, strict=True):
-                        record = _labeled_record(item, row_probs, names, task, backend, prompt_hash)
-                        record.update(calibration_fields)
-                        counts[record["label"]] += 1
-                        summary.truncated += int(item.truncated)
-                        writer.write(record)
-                for reject in sorted(bad, key=lambda r: r.line):
-                    reject_writer.write(reject.to_json())
-                checkpoint["rows_consumed"] += len(chunk)
-                checkpoint["labeled"] += len(prepared)
-                checkpoint["rejected"] += len(bad)
-                checkpoint["label_counts"] = dict(counts)
-                checkpoint["output_bytes"] = writer.flush()
-                checkpoint["rejects_bytes"] = reject_writer.flush()
-                write_json_atomic(checkpoint_path, checkpoint)
-                summary.rows_read += len(chunk)
-                elapsed = time.perf_counter() - started
-                bar.update(bar_task, advance=len(chunk), rate=f"{summary.rows_read / elapsed:.1f}")
-    finally:
-        writer.close()
-        reject_writer.close()
+    def process(chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        prepared, bad = labeler.prepare([item for item in chunk if isinstance(item, Row)])
+        bad += [item for item in chunk if isinstance(item, Reject)]
+        records = []
+        if prepared:
+            logprobs = scorer.label_logprobs([p.prompt for p in prepared], [p.prefix_chars for p in prepared])
+            for item, row_probs in zip(prepared, softmax(logprobs + bias), strict=True):
+                record = _labeled_record(item, row_probs, names, task, backend, prompt_hash)
+                record.update(calibration_fields)
+                counts[record["label"]] += 1
+                summary.truncated += int(item.truncated)
+                records.append(record)
+        return records, bad
+
+    state = run.run(
+        process,
+        rows=rows_iter,
+        chunk_size=backend.chunk_size,
+        progress=config.progress,
+        rate=lambda done, elapsed: f"{done / elapsed:.1f} docs/s",
+        extra_state=lambda: {"label_counts": dict(counts)},
+    )
+    summary.rows_read = state["processed"]
     scorer.forget()
-    checkpoint["complete"] = True
-    write_json_atomic(checkpoint_path, checkpoint)
-    summary.labeled = checkpoint["labeled"]
-    summary.rejected = checkpoint["rejected"]
+    summary.labeled = state["labeled"]
+    summary.rejected = state["rejected"]
     summary.label_counts = dict(counts)
     summary.from_cache = scorer.counts[FROM_CACHE]
     summary.reused_from_prior_fit = scorer.counts[REUSED]
@@ -410,7 +381,7 @@ def _label(source, out_path, rejects_path, checkpoint_path, task, rows_iter, con
     if model_rows and summary.seconds > 0:
         summary.docs_per_second = round(model_rows / summary.seconds, 2)
     summary.signature = _signature(source, config, backend_model_identity(backend), prompt_hash)
-    stage.write_marker(out_path, summary.signature, stage="label", rows=summary.labeled, input=source)
+    stage.write_marker(output.out, summary.signature, stage="label", rows=summary.labeled, input=source)
     return summary
 
 
