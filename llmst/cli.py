@@ -244,9 +244,11 @@ def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
 
 
 def evaluate_pairs_cmd(*, config: EvaluatePairsConfig, model: str, pairs: str) -> None:
-    """How well a pair model follows gold pair scores: Spearman and Pearson correlation of a bi-encoder's
-    cosine (sentence-transformers' EmbeddingSimilarityEvaluator) or a cross-encoder's score
-    (CrossEncoderCorrelationEvaluator) with --gold-field. Prints JSON; --report-dir adds a scatter plot."""
+    """Score a pair model against gold pair scores: Spearman and Pearson correlation.
+
+    The bi-encoder's score is its cosine (sentence-transformers' EmbeddingSimilarityEvaluator), the
+    cross-encoder's its prediction (CrossEncoderCorrelationEvaluator), against --gold-field. Prints JSON;
+    --report-dir adds report.json and a scatter plot."""
     from llmst.pairs.evaluate import evaluate_pairs_report
 
     _echo_json(evaluate_pairs_report(model, pairs, config))
