@@ -11,6 +11,7 @@ input field and adds `id`, `scores: {teacher: raw score}`, `calibrated: {teacher
 from __future__ import annotations
 
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,7 @@ def score_pairs(source: str | Path, out: str | Path, config: ScoreConfig) -> dic
             mappings[name] = _calibration(spec, out, config)
     records, seen = [], set()
     rows = read_records(source)
-    for item in (
-        rows if config.limit is None else (r for _, r in zip(range(config.limit), rows, strict=False))
-    ):
+    for item in rows if config.limit is None else islice(rows, config.limit):
         if isinstance(item, Reject):
             rejects.append(item.to_json())
             continue
