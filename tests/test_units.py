@@ -127,7 +127,11 @@ def test_shipped_tasks_load():
     assert {"sentiment", "ag_news", "trec"} <= set(available_tasks())
     for name in available_tasks():
         task = load_task(name)
-        assert len(task.labels) >= 2 and task.render({"text": "hello"}, "hello")
+        record = {field: f"<{field} value>" for field in task.text_fields}
+        prompt = task.render(record, " | ".join(record.values()))
+        assert len(task.labels) >= 2
+        # every text field reaches the prompt (a pair judge renders both sides)
+        assert all(value in prompt for value in record.values()), name
 
 
 def test_unknown_task_lists_available():
