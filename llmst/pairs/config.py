@@ -10,7 +10,7 @@ from llmst import stage
 from llmst.errors import ConfigError
 from llmst.option_values import check_choices, parse_names
 
-SampleMethod = Literal["bm25", "semantic", "random", "recombine"]
+SampleMethod = Literal["bm25", "semantic", "random", "recombine", "hard-negatives"]
 
 
 @dataclass
@@ -25,8 +25,9 @@ class SampleConfig:
     method: SampleMethod = field(
         default="bm25",
         metadata={
-            "help": "bm25 (lexical top-k, bm25s), semantic (bi-encoder top-k), random, or recombine (each "
-            "side-a sentence with its top-k side-b sentences)."
+            "help": "bm25 (lexical top-k, bm25s), semantic (bi-encoder top-k), random, recombine (each "
+            "side-a sentence with its top-k side-b sentences), or hard-negatives (each query/positive pair "
+            "plus the query's top-k passages by --encoder that are not its positives: mine_hard_negatives)."
         },
     )
     text_fields: list[str] | None = field(
@@ -35,7 +36,12 @@ class SampleConfig:
             "help": "Sentence field(s) of INPUT, comma-separated: one pool, or two sides (default text_a,text_b)."
         },
     )
-    top_k: int = field(default=3, metadata={"help": "Partners per sentence (top-k, or k random ones)."})
+    top_k: int = field(
+        default=3,
+        metadata={
+            "help": "Partners per sentence (top-k, or k random ones); hard-negatives: negatives per query."
+        },
+    )
     rank_by: Literal["semantic", "bm25"] = field(
         default="semantic",
         metadata=stage.only_if(
@@ -45,9 +51,28 @@ class SampleConfig:
     encoder: str = field(
         default="minilm-l6",
         metadata=stage.only_if(
-            "semantic, recombine: bi-encoder (bundled name, sentence-transformers folder or hub id).",
+            "semantic, recombine, hard-negatives: bi-encoder (bundled name, sentence-transformers folder or "
+            "hub id).",
             "method",
-            ("semantic", "recombine"),
+            ("semantic", "recombine", "hard-negatives"),
+        ),
+    )
+    positive_field: str | None = field(
+        default=None,
+        metadata=stage.only_if(
+            "hard-negatives: field marking INPUT's positive pairs (true or > 0, e.g. a gold label); the "
+            "other rows' passages only join the corpus. Default: every row is a positive pair.",
+            "method",
+            "hard-negatives",
+        ),
+    )
+    corpus: str | None = field(
+        default=None,
+        metadata=stage.only_if(
+            "hard-negatives: more candidate passages, a file with the passage field (or text), besides "
+            "INPUT's own.",
+            "method",
+            "hard-negatives",
         ),
     )
     exclude: list[str] | None = field(
@@ -63,7 +88,11 @@ class SampleConfig:
     )
     new_only: bool = field(
         default=True,
-        metadata={"help": "Drop candidates that are already a pair of INPUT (e.g. its gold pairs)."},
+        metadata=stage.only_if(
+            "Drop candidates that are already a pair of INPUT (e.g. its gold pairs).",
+            "method",
+            ("bm25", "semantic", "random", "recombine"),
+        ),
     )
     seed: int = field(default=0, metadata=stage.only_if("Seed of random sampling.", "method", "random"))
     limit: int | None = field(default=None, metadata={"help": "Only the first N rows of INPUT."})
@@ -76,10 +105,12 @@ class SampleConfig:
         check_choices(self)
         if len(self.text_fields) > 2 or len(set(self.text_fields)) != len(self.text_fields):
             raise ConfigError("--text-field takes one sentence field or two distinct ones (side a, side b)")
-        if self.method == "recombine" and len(self.text_fields) != 2:
+        if self.method in ("recombine", "hard-negatives") and len(self.text_fields) != 2:
             raise ConfigError(
-                "--method recombine needs two sides: --text-field text_a,text_b (query,passage)"
+                f"--method {self.method} needs two sides: --text-field text_a,text_b (query,passage)"
             )
+        if self.corpus and not Path(self.corpus).exists():
+            raise ConfigError(f"--corpus file not found: {self.corpus}")
         if self.top_k < 1:
             raise ConfigError("--top-k must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -91,7 +122,9 @@ class SampleConfig:
                 raise ConfigError(f"--exclude file not found: {path}")
 
     def uses_encoder(self) -> bool:
-        return self.method == "semantic" or (self.method == "recombine" and self.rank_by == "semantic")
+        return self.method in ("semantic", "hard-negatives") or (
+            self.method == "recombine" and self.rank_by == "semantic"
+        )
 
 
 TEACHER_KINDS = ("cross-encoder", "llm")
@@ -189,13 +222,33 @@ def sample_signature(source: str | Path, config: SampleConfig) -> str:
     from llmst.models import model_fingerprint
 
     inputs = {"input": source, **{f"exclude{i}": path for i, path in enumerate(config.exclude or [])}}
+    if config.method == "hard-negatives" and config.corpus:
+        inputs["corpus"] = config.corpus
     encoder = model_fingerprint(config.encoder) if config.uses_encoder() else None
     return stage.signature("pairs-sample", config, inputs, encoder=encoder)
 
 
 @dataclass
 class EvaluatePairsConfig:
-    """How a pair model is scored against gold pair scores (`llmst evaluate-pairs`)."""
+    """How a pair model is scored against gold pairs (`llmst evaluate-pairs`): correlation with gold scores,
+    or retrieval metrics over query/passage pairs."""
+
+    metrics: Literal["correlation", "retrieval"] = field(
+        default="correlation",
+        metadata={
+            "help": "correlation (Spearman, Pearson with --gold-field) or retrieval (MAP, MRR@10, nDCG@10: "
+            "pairs sharing text_a are one query, a passage is relevant when --gold-field > 0)."
+        },
+    )
+    corpus: Literal["all", "candidates"] = field(
+        default="all",
+        metadata=stage.only_if(
+            "retrieval: rank all passages of PAIRS for every query (bi-encoders), or only each query's own "
+            "candidates (re-ranking; bi- and cross-encoders).",
+            "metrics",
+            "retrieval",
+        ),
+    )
 
     kind: Literal["bi-encoder", "cross-encoder"] | None = field(
         default=None,
@@ -208,7 +261,8 @@ class EvaluatePairsConfig:
     )
     gold_field: str = field(default="label", metadata={"help": "Gold score field of PAIRS."})
     report_dir: str | None = field(
-        default=None, metadata={"help": "Write report.json and a scatter plot (scatter.png) here."}
+        default=None,
+        metadata={"help": "Write report.json and a plot here (scatter.png; retrieval: metrics.png)."},
     )
     batch_size: int = field(default=64, metadata=stage.runtime("Pairs (or texts) per forward pass."))
 

@@ -1,7 +1,11 @@
-"""How well a pair model's scores follow gold pair scores: Spearman and Pearson correlation.
+"""How well a pair model's scores follow gold pair scores: Spearman and Pearson correlation; and, for
+query/passage sets, how well it retrieves: MAP, MRR@10 and nDCG@10.
 
 The bi-encoder's score is the cosine of the two embeddings (sentence-transformers' `EmbeddingSimilarityEvaluator`),
-the cross-encoder's its predicted score (`CrossEncoderCorrelationEvaluator`).
+the cross-encoder's its predicted score (`CrossEncoderCorrelationEvaluator`). Retrieval (`evaluate_retrieval`)
+reads the same pair file as query groups (pairs sharing `text_a`; a passage is relevant when its gold score is
+> 0): `corpus="all"` ranks every passage of the file for every query (`InformationRetrievalEvaluator`, bi-encoders),
+`corpus="candidates"` only each query's own passages (`RerankingEvaluator`, `CrossEncoderRerankingEvaluator`).
 """
 
 from __future__ import annotations
@@ -75,6 +79,126 @@ def evaluate_pairs(
     }
 
 
+def retrieval_sets(
+    pairs: str | Path, fields: Sequence[str] = ("text_a", "text_b"), gold_field: str = "label"
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
+    """Queries `{qid: text}`, corpus `{cid: text}` (every distinct passage of the file) and each query's
+    candidates `{qid: {cid: gold}}`. Texts are matched after collapsing whitespace and case; ids follow the
+    file's order (zero-padded, so sentence-transformers' tie-break by id keeps that order)."""
+    from llmst.pairs.sample import normalize
+
+    gold = read_scored_pairs(pairs, fields, gold_field)
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    qids: dict[str, str] = {}
+    cids: dict[str, str] = {}
+    candidates: dict[str, dict[str, float]] = {}
+    for query, passage, value in zip(gold.text_a, gold.text_b, gold.scores.tolist(), strict=True):
+        qid = qids.setdefault(normalize(query), f"q{len(qids):07d}")
+        cid = cids.setdefault(normalize(passage), f"c{len(cids):07d}")
+        queries.setdefault(qid, query)
+        corpus.setdefault(cid, passage)
+        seen = candidates.setdefault(qid, {})
+        seen[cid] = max(seen.get(cid, value), value)  # a passage listed twice: relevant if either says so
+    return queries, corpus, candidates
+
+
+def evaluate_retrieval(
+    model: str | Path,
+    pairs: str | Path,
+    *,
+    kind: PairModelKind | None = None,
+    fields: Sequence[str] = ("text_a", "text_b"),
+    gold_field: str = "label",
+    corpus: Literal["all", "candidates"] = "all",
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """MAP, MRR@10 and nDCG@10 (0..1) of `model` on the queries of `pairs` (module docstring)."""
+    from llmst.models import resolve_model
+
+    queries, passages, candidates = retrieval_sets(pairs, fields, gold_field)
+    kind = kind or pair_model_kind(model)
+    path = resolve_model(str(model)).path
+    relevant = {q: {c for c, g in found.items() if g > 0} for q, found in candidates.items()}
+    scored = [q for q in queries if relevant[q]]
+    result: dict[str, Any] = {"kind": kind, "corpus": corpus, "queries": len(scored)}
+    result["queries_without_relevant"] = len(queries) - len(scored)
+    if not scored:
+        raise ConfigError(
+            f"{pairs}: no query has a relevant passage ({gold_field} > 0)",
+            hint="retrieval metrics need gold labels such as 1 (relevant) / 0 on query/passage pairs",
+        )
+    if corpus == "all":
+        if kind != "bi-encoder":
+            raise ConfigError(
+                "--corpus all ranks every passage for every query: for bi-encoders only",
+                hint="score a cross-encoder on each query's own passages: --corpus candidates",
+            )
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+        from sentence_transformers.util import cos_sim
+
+        evaluator = InformationRetrievalEvaluator(
+            {q: queries[q] for q in scored},
+            passages,
+            {q: relevant[q] for q in scored},
+            mrr_at_k=[10],
+            ndcg_at_k=[10],
+            accuracy_at_k=[1, 10],
+            precision_recall_at_k=[10],
+            map_at_k=[len(passages)],  # MAP over the whole ranking
+            batch_size=batch_size,
+            write_csv=False,
+            score_functions={"cosine": cos_sim},
+        )
+        found = evaluator(SentenceTransformer(path))
+        metrics = {
+            "map": found[f"cosine_map@{len(passages)}"],
+            "mrr@10": found["cosine_mrr@10"],
+            "ndcg@10": found["cosine_ndcg@10"],
+            "accuracy@1": found["cosine_accuracy@1"],
+            "recall@10": found["cosine_recall@10"],
+        }
+        result["corpus_size"] = len(passages)
+    else:
+        samples = []
+        for q in scored:
+            negatives = [passages[c] for c, g in candidates[q].items() if g <= 0]
+            if negatives:  # a query whose every candidate is relevant ranks perfectly whatever the model
+                samples.append(
+                    {
+                        "query": queries[q],
+                        "positive": [passages[c] for c in relevant[q]],
+                        "negative": negatives,
+                    }
+                )
+        result["queries"], result["queries_without_negative"] = len(samples), len(scored) - len(samples)
+        if not samples:
+            raise ConfigError(f"{pairs}: no query has both a relevant and an irrelevant candidate")
+        if kind == "bi-encoder":
+            from sentence_transformers import SentenceTransformer
+            from sentence_transformers.sentence_transformer.evaluation import RerankingEvaluator
+            from sentence_transformers.util import cos_sim
+
+            evaluator = RerankingEvaluator(
+                samples, at_k=10, batch_size=batch_size, write_csv=False, similarity_fct=cos_sim
+            )
+            found = evaluator(SentenceTransformer(path))
+        else:
+            from sentence_transformers.cross_encoder import CrossEncoder
+            from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+            evaluator = CrossEncoderRerankingEvaluator(
+                samples, at_k=10, batch_size=batch_size, write_csv=False
+            )
+            found = evaluator(CrossEncoder(path))
+        metrics = {"map": found["map"], "mrr@10": found["mrr@10"], "ndcg@10": found["ndcg@10"]}
+        result["candidates"] = sum(len(s["positive"]) + len(s["negative"]) for s in samples)
+    result.update({name: round(float(value), 4) for name, value in metrics.items()})
+    result["n"] = result["queries"]
+    return result
+
+
 def predicted_scores(
     model: str | Path, text_a: list[str], text_b: list[str], kind: PairModelKind, batch_size: int
 ):
@@ -96,7 +220,10 @@ def predicted_scores(
 
 
 def evaluate_pairs_report(model: str | Path, pairs: str | Path, config) -> dict[str, Any]:
-    """`llmst evaluate-pairs`: the correlations, and with `config.report_dir` report.json and scatter.png."""
+    """`llmst evaluate-pairs`: the correlations, and with `config.report_dir` report.json and scatter.png; or
+    the retrieval metrics (`config.metrics == "retrieval"`), with report.json and a bar chart (metrics.png)."""
+    if config.metrics == "retrieval":
+        return _retrieval_report(model, pairs, config)
     result = evaluate_pairs(
         model,
         pairs,
@@ -125,6 +252,41 @@ def evaluate_pairs_report(model: str | Path, pairs: str | Path, config) -> dict[
         axis.set_title(f"{Path(str(model)).name}: Spearman {result['spearman']:.3f}, n={result['n']}")
         figure.tight_layout()
         figure.savefig(folder / "scatter.png", dpi=120)
+        plt.close(figure)
+        write_json_atomic(folder / "report.json", result)
+        result["report_dir"] = str(folder)
+    return result
+
+
+def _retrieval_report(model: str | Path, pairs: str | Path, config) -> dict[str, Any]:
+    result = evaluate_retrieval(
+        model,
+        pairs,
+        kind=config.kind,
+        fields=config.text_fields,
+        gold_field=config.gold_field,
+        corpus=config.corpus,
+        batch_size=config.batch_size,
+    )
+    result.update(model=str(model), pairs=str(pairs))
+    if config.report_dir:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from llmst.records import write_json_atomic
+
+        folder = Path(config.report_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = ["map", "mrr@10", "ndcg@10"]
+        figure, axis = plt.subplots(figsize=(5, 3.5))
+        bars = axis.bar(names, [result[name] for name in names])
+        axis.bar_label(bars, fmt="%.3f")
+        axis.set_ylim(0, 1.05)
+        axis.set_title(f"{Path(str(model)).name}: {result['queries']} queries, corpus {config.corpus}")
+        figure.tight_layout()
+        figure.savefig(folder / "metrics.png", dpi=120)
         plt.close(figure)
         write_json_atomic(folder / "report.json", result)
         result["report_dir"] = str(folder)

@@ -2,9 +2,10 @@
 
 Methods (Thakur et al. 2021, Augmented SBERT): `bm25` (lexical top-k by bm25s, no server), `semantic` (top-k by
 cosine of a bi-encoder, `sentence_transformers.util.semantic_search`), `random` (k random partners), and
-`recombine` (each side-a sentence with the side-b sentences ranked highest for it). The leak guard drops every
-candidate that is a pair of an `--exclude` file in either order (and, with `--exclude-sentences`, every pair
-with one of its sentences); the report counts each reason a candidate was dropped. Texts are compared after
+`recombine` (each side-a sentence with the side-b sentences ranked highest for it); and for retrieval
+distillation `hard-negatives` (each query's positives plus its mined hard negatives, `llmst.pairs.hard_negatives`).
+The leak guard drops every candidate that is a pair of an `--exclude` file in either order (and, with
+`--exclude-sentences`, every pair with one of its sentences); the report counts each reason a candidate was dropped. Texts are compared after
 whitespace collapsing and case folding, so a re-spaced or re-cased copy of an evaluation pair is caught too.
 """
 
@@ -182,9 +183,27 @@ def sample_pairs(source: str | Path, out: str | Path, config: SampleConfig) -> d
     then the signature marker; returns the report."""
     started = time.perf_counter()
     out = Path(out)
-    check_output(out, [source, *(config.exclude or [])])
-    corpus = Corpus(source, config)
+    check_output(out, [source, *(config.exclude or []), config.corpus])
     excluded_pairs, excluded_sentences = read_exclusions(config.exclude or [], config.text_fields)
+    if config.method == "hard-negatives":
+        from llmst.pairs.hard_negatives import mine
+
+        records, dropped, rejects, extras = mine(source, config, excluded_pairs, excluded_sentences)
+        report = {
+            "input": str(source),
+            "out": str(out),
+            "method": config.method,
+            **extras,
+            "candidates": len(records) + sum(dropped.values()),
+            "written": len(records),
+            "dropped": {reason: dropped[reason] for reason in sorted(dropped)},
+            "rejected": len(rejects),
+            "excluded_pairs": len(excluded_pairs),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        _write(out, records, rejects, report, source, config)
+        return report
+    corpus = Corpus(source, config)
     queries, targets, ranked, sampler = _candidates(corpus, config)
     dropped: Counter[str] = Counter()
     records, seen = [], set()
@@ -234,11 +253,15 @@ def sample_pairs(source: str | Path, out: str | Path, config: SampleConfig) -> d
         "excluded_pairs": len(excluded_pairs),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    _write(out, records, corpus.rejects, report, source, config)
+    return report
+
+
+def _write(out: Path, records, rejects, report, source: str | Path, config: SampleConfig) -> None:
     stage.clear_marker(out)
     with PendingOutputs() as pending:
         pending.write_jsonl(out, records)
-        pending.write_jsonl(out.with_name(out.name + ".rejects.jsonl"), corpus.rejects)
+        pending.write_jsonl(out.with_name(out.name + ".rejects.jsonl"), rejects)
         pending.write_json(out.with_name(out.name + ".report.json"), report)
         pending.commit()
     stage.write_marker(out, sample_signature(source, config), stage="pairs-sample")
-    return report

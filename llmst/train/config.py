@@ -14,16 +14,20 @@ from llmst import stage
 from llmst.errors import ConfigError
 
 StudentKind = Literal["classifier", "generative", "cross-encoder", "bi-encoder"]
-Loss = Literal["ce", "doubly-robust", "logconf", "bce", "mse", "cosent", "angle"]
+Loss = Literal[
+    "ce", "doubly-robust", "logconf", "bce", "mse", "cosent", "angle", "marginmse", "kldiv", "cprd"
+]
 STUDENT_KINDS = get_args(StudentKind)
 LOSSES = get_args(Loss)
 PAIR_KINDS = ("cross-encoder", "bi-encoder")
+# Bi-encoder losses over query groups (query, positive, negatives) with teacher scores (llmst.pairs.groups).
+LISTWISE_LOSSES = ("marginmse", "kldiv", "cprd")
 # The losses each kind trains with; the first is its default.
 KIND_LOSSES = {
     "classifier": ("ce", "doubly-robust", "logconf"),
     "generative": ("ce",),
     "cross-encoder": ("bce", "mse"),
-    "bi-encoder": ("cosent", "angle", "mse"),
+    "bi-encoder": ("cosent", "angle", "mse", *LISTWISE_LOSSES),
 }
 
 
@@ -92,7 +96,9 @@ class TrainConfig:
         metadata={
             "help": "classifier: ce (default), doubly-robust (needs --gold and --gold-share) or logconf "
             "(weak-to-strong: also fit the student's own hardened predictions); cross-encoder: bce (default) "
-            "or mse on --score-field; bi-encoder: cosent (default), angle, or mse (cosine vs score)."
+            "or mse on --score-field; bi-encoder: cosent (default), angle, or mse (cosine vs score), or on query "
+            "groups (pairs sharing text_a) with teacher scores: marginmse, kldiv, or cprd (the teacher's order "
+            "among hard negatives plus a contrastive loss for the positive)."
         },
     )
     score_field: str = field(
@@ -101,6 +107,48 @@ class TrainConfig:
             "cross-encoder, bi-encoder: the pair's target field (a teacher's score; label for gold pairs).",
             "kind",
             PAIR_KINDS,
+        ),
+    )
+    negatives: int = field(
+        default=3,
+        metadata=stage.only_if(
+            "marginmse, kldiv, cprd: negatives per query, the teacher's highest-scored of its other pairs "
+            "(queries with fewer are left out and counted).",
+            "loss",
+            LISTWISE_LOSSES,
+        ),
+    )
+    positive_field: str | None = field(
+        default=None,
+        metadata=stage.only_if(
+            "marginmse, kldiv, cprd: field marking a query's positive pair(s) (true or > 0: positive from "
+            "pairs sample --method hard-negatives, or a gold label); default: each query's teacher-best pair.",
+            "loss",
+            LISTWISE_LOSSES,
+        ),
+    )
+    temperature: float = field(
+        default=0.05,
+        metadata=stage.only_if(
+            "kldiv, cprd: the student's score of a passage is cosine / temperature.",
+            "loss",
+            ("kldiv", "cprd"),
+        ),
+    )
+    teacher_temperature: float | None = field(
+        default=None,
+        metadata=stage.only_if(
+            "kldiv: the teacher's softmax is over score / teacher temperature (default: --temperature).",
+            "loss",
+            "kldiv",
+        ),
+    )
+    rank_weight: float = field(
+        default=1.0,
+        metadata=stage.only_if(
+            "cprd: weight of the ranking term (teacher order among negatives) next to the contrastive one.",
+            "loss",
+            "cprd",
         ),
     )
     logconf_weight: float = field(
@@ -162,6 +210,10 @@ class TrainConfig:
             )
         if self.kind in PAIR_KINDS:
             self._check_pair_options()
+        if self.negatives < 1 or self.temperature <= 0 or self.rank_weight < 0:
+            raise ConfigError("--negatives must be >= 1, --temperature > 0 and --rank-weight >= 0")
+        if self.teacher_temperature is not None and self.teacher_temperature <= 0:
+            raise ConfigError("--teacher-temperature must be > 0")
         if not 0.0 <= self.gold_share < 1.0:
             raise ConfigError("--gold-share must be in [0, 1)")
         if self.gold_share > 0 and not self.gold:

@@ -8,6 +8,12 @@ a plain sentence-transformers model (`CrossEncoder(folder)` / `SentenceTransform
 Losses (sentence-transformers' own): cross-encoder `bce` (BinaryCrossEntropyLoss; targets in [0, 1]) and `mse`
 (MSE of the sigmoid score); bi-encoder `cosent` (CoSENTLoss: only the order of the scores matters), `angle`
 (AnglELoss) and `mse` (CosineSimilarityLoss: MSE of the cosine against the score, targets in [0, 1]).
+
+Retrieval distillation (bi-encoder, on query groups of pair records: `llmst.pairs.groups`): `marginmse`
+(MarginMSELoss on cosines: the student's margin cos(q, p) - cos(q, n) fits the teacher's score margin),
+`kldiv` (DistillKLDivLoss: the student's softmax over cosine / temperature fits the teacher's softmax over
+score / teacher temperature) and `cprd` (llmst's PartialRankingDistillLoss: a contrastive loss for the positive
+plus the teacher's order among the hard negatives).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from llmst.errors import ConfigError
 from llmst.models import resolve_model
 from llmst.pairs.data import ScoredPairs, read_scored_pairs
-from llmst.train.config import TrainConfig
+from llmst.train.config import LISTWISE_LOSSES, TrainConfig
 from llmst.train.run import (
     TrainSummary,
     claim_output,
@@ -47,6 +53,50 @@ def _load(labeled: str | Path, config: TrainConfig) -> ScoredPairs:
     return pairs
 
 
+def _load_groups(labeled: str | Path, config: TrainConfig):
+    from transformers import set_seed
+
+    from llmst.pairs.groups import read_query_groups
+
+    set_seed(config.seed)
+    groups = read_query_groups(
+        labeled,
+        config.text_fields,
+        config.score_field,
+        negatives=config.negatives,
+        positive_field=config.positive_field,
+        limit=config.limit,
+    )
+    if config.loss == "marginmse" and (groups.scores.min() < 0 or groups.scores.max() > 1):
+        raise ConfigError(
+            f"--loss marginmse fits cosine margins to score margins, so it needs teacher scores in [0, 1]; "
+            f"{config.score_field} spans [{groups.scores.min():g}, {groups.scores.max():g}]",
+            hint="score with a one-label cross-encoder (sigmoid scores), rescale, or use --loss kldiv / cprd",
+        )
+    return groups
+
+
+def retrieval_loss(model, config: TrainConfig):
+    """The listwise loss of `config.loss` (marginmse, kldiv or cprd) for a SentenceTransformer `model`."""
+    from functools import partial
+
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from llmst.train.partial_ranking import PartialRankingDistillLoss, scaled_pairwise_cos_sim
+
+    if config.loss == "marginmse":
+        return losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+    if config.loss == "kldiv":
+        return losses.DistillKLDivLoss(
+            model,
+            similarity_fct=partial(scaled_pairwise_cos_sim, scale=1.0 / config.temperature),
+            temperature=1.0,
+            teacher_temperature=config.teacher_temperature or config.temperature,
+        )
+    return PartialRankingDistillLoss(model, temperature=config.temperature, rank_weight=config.rank_weight)
+
+
 def _dataset(pairs: ScoredPairs):
     from datasets import Dataset
 
@@ -59,7 +109,12 @@ def _arguments(args_cls, out: Path, config: TrainConfig, rows: int):
     return args_cls(**{**options, "num_train_epochs": config.epochs})
 
 
-def _meta(kind: str, config: TrainConfig, pairs: ScoredPairs, loss: Any) -> dict[str, Any]:
+def _meta(kind: str, config: TrainConfig, pairs, loss: Any) -> dict[str, Any]:
+    extra = {}
+    if config.loss in LISTWISE_LOSSES:  # QueryGroups: what was left out, and the loss's settings
+        extra = {"query_groups": pairs.counts, "negatives": config.negatives}
+        extra["positive_field"] = config.positive_field
+        extra["loss_config"] = loss.get_config_dict() if hasattr(loss, "get_config_dict") else None
     return {
         "kind": kind,
         "base_model": resolve_model(config.student).spec,
@@ -70,6 +125,7 @@ def _meta(kind: str, config: TrainConfig, pairs: ScoredPairs, loss: Any) -> dict
         "loss": f"{config.loss} ({type(loss).__name__})",
         "score_range": [float(pairs.scores.min()), float(pairs.scores.max())],
         "citation": getattr(loss, "citation", None),
+        **extra,
     }
 
 
@@ -77,6 +133,12 @@ def _train(kind: str, model, trainer, labeled: str | Path, out: Path, config: Tr
     from llmst.pairs.evaluate import evaluate_pairs
 
     def evaluate(folder: Path) -> dict[str, Any]:
+        if config.loss in LISTWISE_LOSSES:  # a retrieval student is scored as one: MAP, MRR@10, nDCG@10
+            from llmst.pairs.evaluate import evaluate_retrieval
+
+            return evaluate_retrieval(
+                folder, config.eval, kind=kind, fields=config.text_fields, gold_field=config.eval_gold_field
+            )
         return evaluate_pairs(
             folder, config.eval, kind=kind, fields=config.text_fields, score_field=config.eval_gold_field
         )
@@ -126,6 +188,7 @@ def train_cross_encoder(labeled: str | Path, out: Path, config: TrainConfig) -> 
 
 @register_student_kind("bi-encoder")
 def train_bi_encoder(labeled: str | Path, out: Path, config: TrainConfig) -> TrainSummary:
+    from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -133,17 +196,25 @@ def train_bi_encoder(labeled: str | Path, out: Path, config: TrainConfig) -> Tra
     )
     from sentence_transformers.sentence_transformer import losses
 
-    pairs = _load(labeled, config)
+    if config.loss in LISTWISE_LOSSES:
+        pairs = _load_groups(labeled, config)
+        dataset = Dataset.from_dict(pairs.columns())
+    else:
+        pairs = _load(labeled, config)
+        dataset = _dataset(pairs)
     resume = claim_output(labeled, out, config)
     model = SentenceTransformer(resolve_model(config.student).path)
     model.max_seq_length = config.max_length
-    loss = {"cosent": losses.CoSENTLoss, "angle": losses.AnglELoss, "mse": losses.CosineSimilarityLoss}[
-        config.loss
-    ](model)
+    if config.loss in LISTWISE_LOSSES:
+        loss = retrieval_loss(model, config)
+    else:
+        loss = {"cosent": losses.CoSENTLoss, "angle": losses.AnglELoss, "mse": losses.CosineSimilarityLoss}[
+            config.loss
+        ](model)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=_arguments(SentenceTransformerTrainingArguments, out, config, len(pairs)),
-        train_dataset=_dataset(pairs),
+        train_dataset=dataset,
         loss=loss,
     )
     return _train("bi-encoder", model, trainer, labeled, out, config, pairs, resume)

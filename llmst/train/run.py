@@ -33,7 +33,8 @@ from llmst.train.data import TrainingRows, batch_plan, label_names_of, load_gold
 from llmst.train.model import unwrap_for_saving, write_student_card
 
 CHECKPOINTS = "checkpoints"
-CARD_METRICS = ("accuracy", "macro_f1", "spearman", "pearson", "n")  # the eval metrics a model card shows
+# the eval metrics a model card shows (labels; pair correlation; retrieval)
+CARD_METRICS = ("accuracy", "macro_f1", "spearman", "pearson", "map", "mrr@10", "ndcg@10", "n")
 RUN_MARKER = "llmst_run.json"
 # Modules that register the built-in kinds; imported by name on first use (they import this module).
 BUILTIN_KIND_MODULES = ("llmst.train.classifier", "llmst.train.sft", "llmst.train.pair_students")
