@@ -26,6 +26,7 @@ from llmst.errors import LlmstError
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
+from llmst.label.merge import MergeConfig
 from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
@@ -92,6 +93,16 @@ def label_cmd(*, config: LabelConfig, input: str, out: Path) -> None:
     from llmst.label.run import label_corpus
 
     _echo_json(label_corpus(input, out, config).to_json())
+
+
+def merge_cmd(*, config: MergeConfig, shards: list[str], out: Path) -> None:
+    """Join the N shard outputs of one `llmst label --shard I/N` job into one file, in input order.
+
+    Refuses missing, incomplete, repeated or mixed shards and duplicate ids. Writes OUT, OUT.rejects.jsonl
+    and the unsharded job's signature; prints a JSON summary."""
+    from llmst.label.merge import run_merge
+
+    _echo_json(run_merge(shards, out, config))
 
 
 def debate_cmd(*, config: DebateConfig, input: str, out: Path) -> None:
@@ -204,6 +215,8 @@ add_config_command(
         _out("Output JSONL of labeled records."),
     ],
 )
+_SHARDS = _argument("shards", list[str], "Shard outputs of one job: files, a quoted glob, or a manifest.")
+add_config_command(app, "merge", MergeConfig, merge_cmd, arguments=[_SHARDS, _out("Merged JSONL output.")])
 add_config_command(
     app,
     "debate",

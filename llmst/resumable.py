@@ -68,6 +68,14 @@ def open_checkpoint(
                 "and resuming would mix two corpora",
                 hint="pass --overwrite to label the new input from the start, or choose another -o",
             )
+        if state.get("shard") != job.get("shard"):  # the job hash differs too; this says how
+            theirs, ours = (
+                f"shard {s}" if s else "the whole input" for s in (state.get("shard"), job.get("shard"))
+            )
+            raise ConfigError(
+                f"{out_path} was started on {theirs}, not {ours}: resuming would mix two shards",
+                hint="give each shard its own -o (e.g. out.shard0.jsonl), or pass --overwrite to replace it",
+            )
         if state.get("job") != job["job"]:
             raise ConfigError(
                 f"{out_path} was written by a different {what} job (other model, dtype, device, task or "
@@ -128,10 +136,12 @@ class ResumableRun:
         progress: bool,
         rate: Callable[[int, float], str],
         extra_state: Callable[[], dict[str, Any]] | None = None,
+        keep: Callable[[Row | Reject], bool] | None = None,
     ) -> dict[str, Any]:
         """Process the rows after the checkpoint; after every chunk, flush both files and save the checkpoint
-        (with `extra_state()`, e.g. running label counts). Returns the final checkpoint plus `resumed` (records
-        found done) and `processed` (rows read in this run)."""
+        (with `extra_state()`, e.g. running label counts). With `keep` (a `--shard`), only the rows it keeps
+        reach `process`; the others are consumed and counted (`other_shards`), never written. Returns the final
+        checkpoint plus `resumed` (records found done) and `processed` (rows read in this run)."""
         checkpoint, output = self.state, self.output
         total = count_rows(self.source)
         if self.limit is not None:
@@ -140,32 +150,58 @@ class ResumableRun:
         rows = islice(rows, self.limit) if self.limit is not None else rows
         rows = islice(rows, self.skip, None)
         writer, reject_writer = JsonlAppender(output.out), JsonlAppender(output.rejects)
-        started, done = time.perf_counter(), 0
+        started, done, kept = time.perf_counter(), 0, 0
         try:
             with progress_bar(progress, total, what=self.what, unit="") as bar:
                 task = bar.add_task(self.what, total=total, completed=self.skip, rate="-")
-                for chunk in chunked(rows, chunk_size):
-                    records, rejects = process(chunk)
+                for chunk, consumed, dropped in _kept_chunks(rows, chunk_size, keep):
+                    records, rejects = process(chunk) if chunk else ([], [])
                     for record in records:
                         writer.write(record)
                     for reject in sorted(rejects, key=lambda r: r.line):
                         reject_writer.write(reject.to_json())
-                    checkpoint["rows_consumed"] += len(chunk)
+                    checkpoint["rows_consumed"] += consumed
                     checkpoint["labeled"] += len(records)
                     checkpoint["rejected"] += len(rejects)
+                    if keep is not None:
+                        checkpoint["other_shards"] = checkpoint.get("other_shards", 0) + dropped
                     checkpoint.update(extra_state() if extra_state else {})
                     checkpoint["output_bytes"] = writer.flush()
                     checkpoint["rejects_bytes"] = reject_writer.flush()
                     write_json_atomic(output.checkpoint, checkpoint)
-                    done += len(chunk)
+                    done, kept = done + consumed, kept + len(chunk)
                     elapsed = max(time.perf_counter() - started, 1e-9)
-                    bar.update(task, advance=len(chunk), rate=rate(done, elapsed))
+                    bar.update(task, advance=consumed, rate=rate(kept, elapsed))
         finally:
             writer.close()
             reject_writer.close()
         checkpoint["complete"] = True
         write_json_atomic(output.checkpoint, checkpoint)
         return {**checkpoint, "resumed": self.resumed, "processed": done}
+
+
+def _kept_chunks(
+    rows: Iterator[Row | Reject], size: int, keep: Callable[[Row | Reject], bool] | None
+) -> Iterator[tuple[list[Row | Reject], int, int]]:
+    """(chunk of at most `size` kept rows, input rows consumed up to its last row, rows dropped among them);
+    a last chunk may be empty when only dropped rows remain (they still advance the checkpoint)."""
+    if keep is None:
+        for chunk in chunked(rows, size):
+            yield chunk, len(chunk), 0
+        return
+    chunk: list[Row | Reject] = []
+    consumed = dropped = 0
+    for item in rows:
+        consumed += 1
+        if keep(item):
+            chunk.append(item)
+        else:
+            dropped += 1
+        if len(chunk) == size:
+            yield chunk, consumed, dropped
+            chunk, consumed, dropped = [], 0, 0
+    if consumed:
+        yield chunk, consumed, dropped
 
 
 def run_resumable(

@@ -43,6 +43,12 @@ def only_if(help: str, field: str, value: Any, **extra: Any) -> dict[str, Any]:
     return {"help": help, "only_if": (field, value), **extra}
 
 
+def only_if_set(help: str, **extra: Any) -> dict[str, Any]:
+    """Field metadata of an option that is part of the signature only when it is set (not None), so adding
+    it (e.g. `--shard`) leaves the signatures of the outputs made without it unchanged."""
+    return {"help": help, "only_if_set": True, **extra}
+
+
 def check_encoding(encoding: str) -> None:
     """A ConfigError unless `encoding` names a codec Python knows (the `--encoding` of text inputs)."""
     import codecs
@@ -62,6 +68,8 @@ def signature_fields(config: Any) -> dict[str, Any]:
     values = {}
     for item in dataclasses.fields(config):
         if item.metadata.get("runtime"):
+            continue
+        if item.metadata.get("only_if_set") and getattr(config, item.name) is None:
             continue
         condition = item.metadata.get("only_if")
         if condition:

@@ -15,12 +15,14 @@ from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
+from llmst.label.merge import MergeConfig
 from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
 CONFIGS = {
     "label": LabelConfig,
+    "merge": MergeConfig,
     "filter": FilterConfig,
     "aggregate": AggregateConfig,
     "train": TrainConfig,

@@ -21,6 +21,7 @@ from llmst.debate.config import DebateConfig
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
+from llmst.label.merge import MergeConfig
 from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.stage import fingerprint, is_current, runtime, signature, signature_fields, write_marker
 from llmst.train.config import PredictConfig, TrainConfig
@@ -31,6 +32,7 @@ PACKAGE = ROOT / "llmst"
 LLMST = [sys.executable, "-m", "llmst"]
 COMMAND_CONFIGS = {
     "label": LabelConfig,
+    "merge": MergeConfig,
     "filter": FilterConfig,
     "aggregate": AggregateConfig,
     "train": TrainConfig,
@@ -44,6 +46,7 @@ COMMAND_CONFIGS = {
 }
 CONFIG_MODULES = [
     "llmst.label.config",
+    "llmst.label.merge",
     "llmst.filter.config",
     "llmst.aggregate.config",
     "llmst.train.config",

@@ -15,7 +15,8 @@ from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
 from llmst.option_values import check_choices, normalize_prior, prior_shares
-from llmst.stage import check_encoding, runtime
+from llmst.shard import normalize_shard
+from llmst.stage import check_encoding, only_if_set, runtime
 
 if TYPE_CHECKING:
     from llmst.label.task import Task
@@ -175,6 +176,15 @@ class LabelConfig:
     limit: int | None = field(
         default=None, metadata={"help": "Label only the first N input rows (default: all)."}
     )
+    shard: str | None = field(
+        default=None,
+        metadata=only_if_set(
+            "I/N (0 <= I < N): label only the input rows whose id hashes to shard I of N, for job arrays; "
+            "the other rows are skipped (counted as other_shards) and `llmst merge` joins the N outputs. "
+            "--calibrate prior still fits on the first --prior-fit-rows rows of the whole input, so every "
+            "shard applies the same calibration."
+        ),
+    )
     seed: int = field(default=0, metadata={"help": "Seed for few-shot sampling."})
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
         default="auto", metadata={"help": "auto, bfloat16, float16 or float32 (hf, vllm)."}
@@ -192,6 +202,7 @@ class LabelConfig:
         self.labels = _split(self.labels, "--labels")
         self.text_fields = _split(self.text_fields, "--text-field")
         check_encoding(self.encoding)
+        self.shard = normalize_shard(self.shard)
         self.prior = normalize_prior(self.prior, ("uniform", "em"))
         if self.task is None and self.labels is None:
             raise ConfigError("give --task or --labels (what to label the corpus with)", hint=TASK_HINT)

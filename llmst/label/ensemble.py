@@ -25,7 +25,7 @@ from llmst.aggregate.stage import run_aggregate
 from llmst.backends import Backend, make_backend
 from llmst.errors import ConfigError
 from llmst.label.config import LabelConfig
-from llmst.label.run import LabelSummary, label_corpus, label_signature
+from llmst.label.run import LabelSummary, label_corpus, label_signature, shard_details
 from llmst.readers import iter_checked
 
 
@@ -141,6 +141,8 @@ def label_ensemble(
         rejected=first.rejected,
         truncated=max(s.truncated for s in summaries.values()),
         resumed_rows=first.resumed_rows,
+        other_shards=first.other_shards,
+        shard=config.shard,
         from_cache=sum(s.from_cache for s in summaries.values()),
         reused_from_prior_fit=sum(s.reused_from_prior_fit for s in summaries.values()),
         computed=sum(s.computed for s in summaries.values()),
@@ -154,7 +156,13 @@ def label_ensemble(
     summary.docs_per_second = round(scored / summary.seconds, 2) if scored and summary.seconds else None
     summary.label_counts = _label_counts(out)
     summary.signature = label_signature(source, config)
-    stage.write_marker(out, summary.signature, stage="label", rows=summary.labeled, input=str(source))
+    details = {}
+    if config.shard is not None:  # what `llmst merge` checks (the members' rejects are those of the rows)
+        job = label_signature(source, replace(config, shard=None))
+        details = shard_details(config.shard, job, Path(first.rejects).relative_to(out.parent), summary)
+    stage.write_marker(
+        out, summary.signature, stage="label", rows=summary.labeled, input=str(source), **details
+    )
     return summary
 
 

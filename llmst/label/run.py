@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,9 @@ from llmst.records import (
     record_text,
 )
 from llmst.resumable import ResumableOutput, ResumableRun
+from llmst.shard import INPUT_LINE, shard_filter
 
-__all__ = ["LabelConfig", "LabelSummary", "Labeler", "label_corpus", "label_signature"]
+__all__ = ["ChunkLabeler", "LabelConfig", "LabelSummary", "Labeler", "label_corpus", "label_signature"]
 
 CANDIDATE_TOKEN_ALLOWANCE = 16  # context tokens kept free for the longest verbalizer
 
@@ -73,6 +74,8 @@ class LabelSummary:
     rejected: int = 0
     truncated: int = 0
     resumed_rows: int = 0
+    other_shards: int = 0  # --shard: input rows of the other shards, skipped (rows_read counts them)
+    shard: str | None = None
     from_cache: int = 0
     reused_from_prior_fit: int = 0
     computed: int = 0
@@ -271,7 +274,9 @@ def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: B
     options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
     if config.calibration_from:  # the biases come from that file's content, not its name
         options["calibration_from"] = stage.fingerprint(config.calibration_from)
+    shard = {"shard": config.shard} if config.shard else {}  # a resume with another shard is refused
     return {
+        **shard,
         "input": stage.fingerprint(source),
         "job": cache_key(
             options=options,
@@ -327,7 +332,9 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
         fewshot = FewShotSelector(examples, task, shots=config.shots, select=config.select, seed=config.seed)
     prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
     job = _job_identity(config, source, prompt_hash, backend)
-    summary = LabelSummary(output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash)
+    summary = LabelSummary(
+        output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash, shard=config.shard
+    )
 
     run = ResumableRun(source, output, job, overwrite=config.overwrite, limit=config.limit, what="labeling")
     stage.clear_marker(output.out)  # complete again only when this run finishes
@@ -339,25 +346,16 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
     summary.resumed_rows = run.resumed
     labeler = Labeler(config, task, backend, fewshot)
     scorer = _Scorer(backend, task, cache)
-    names = task.label_names
 
     method, bias = _calibration(source, config, task, fewshot, labeler, scorer, summary)
-    calibration_fields = record_calibration(method, bias, names)
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
     counts: Counter[str] = Counter(run.state.get("label_counts", {}))
+    chunks = ChunkLabeler(labeler, scorer, method, bias, prompt_hash, input_line=config.shard is not None)
 
     def process(chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
-        prepared, bad = labeler.prepare([item for item in chunk if isinstance(item, Row)])
-        bad += [item for item in chunk if isinstance(item, Reject)]
-        records = []
-        if prepared:
-            logprobs = scorer.label_logprobs([p.prompt for p in prepared], [p.prefix_chars for p in prepared])
-            for item, row_probs in zip(prepared, softmax(logprobs + bias), strict=True):
-                record = _labeled_record(item, row_probs, names, task, backend, prompt_hash)
-                record.update(calibration_fields)
-                counts[record["label"]] += 1
-                summary.truncated += int(item.truncated)
-                records.append(record)
+        records, bad = chunks(chunk)
+        counts.update(record["label"] for record in records)
+        summary.truncated += sum(bool(record["truncated"]) for record in records)
         return records, bad
 
     state = run.run(
@@ -367,11 +365,13 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
         progress=config.progress,
         rate=lambda done, elapsed: f"{done / elapsed:.1f} docs/s",
         extra_state=lambda: {"label_counts": dict(counts)},
+        keep=shard_filter(config.shard, task.text_fields, config.id_field),
     )
     summary.rows_read = state["processed"]
     scorer.forget()
     summary.labeled = state["labeled"]
     summary.rejected = state["rejected"]
+    summary.other_shards = state.get("other_shards", 0)
     summary.label_counts = dict(counts)
     summary.from_cache = scorer.counts[FROM_CACHE]
     summary.reused_from_prior_fit = scorer.counts[REUSED]
@@ -380,9 +380,62 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
     model_rows = summary.computed + summary.prior_fit_computed
     if model_rows and summary.seconds > 0:
         summary.docs_per_second = round(model_rows / summary.seconds, 2)
-    summary.signature = _signature(source, config, backend_model_identity(backend), prompt_hash)
-    stage.write_marker(output.out, summary.signature, stage="label", rows=summary.labeled, input=source)
+    model = backend_model_identity(backend)
+    summary.signature = _signature(source, config, model, prompt_hash)
+    details = {}
+    if config.shard is not None:  # what `llmst merge` checks: one job, every shard once
+        unsharded = _signature(source, replace(config, shard=None), model, prompt_hash)
+        details = shard_details(config.shard, unsharded, output.rejects.name, summary)
+    stage.write_marker(
+        output.out, summary.signature, stage="label", rows=summary.labeled, input=source, **details
+    )
     return summary
+
+
+def shard_details(shard: str, job: str, rejects: Path | str, summary: LabelSummary) -> dict[str, Any]:
+    """The marker details of a shard output that `llmst merge` checks (`llmst.label.merge`)."""
+    return {
+        "shard": shard,
+        "partition": "hash",
+        "job": job,
+        "rejects": str(rejects),  # relative to the shard output's folder
+        "rejected": summary.rejected,
+        "calibration": summary.calibration,
+        "calibration_bias": summary.calibration_bias,
+    }
+
+
+class ChunkLabeler:
+    """Labels one chunk of reader items into (records, rejects): the scoring every engine runs (the local
+    loop here, the Ray workers of `llmst.label.ray_engine`), with a calibration fitted beforehand."""
+
+    def __init__(
+        self, labeler: Labeler, scorer: _Scorer, method: str, bias, prompt_hash: str, *, input_line=False
+    ):
+        self.labeler, self.scorer, self.prompt_hash = labeler, scorer, prompt_hash
+        self.bias = np.asarray(bias)
+        self.names = labeler.task.label_names
+        self.calibration_fields = record_calibration(method, self.bias, self.names)
+        self.input_line = input_line  # sharded records carry their input line (merge restores the order)
+
+    def __call__(self, chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        labeler = self.labeler
+        prepared, bad = labeler.prepare([item for item in chunk if isinstance(item, Row)])
+        bad += [item for item in chunk if isinstance(item, Reject)]
+        records = []
+        if prepared:
+            scores = self.scorer.label_logprobs(
+                [p.prompt for p in prepared], [p.prefix_chars for p in prepared]
+            )
+            for item, row_probs in zip(prepared, softmax(scores + self.bias), strict=True):
+                record = _labeled_record(
+                    item, row_probs, self.names, labeler.task, labeler.backend, self.prompt_hash
+                )
+                record.update(self.calibration_fields)
+                if self.input_line:
+                    record[INPUT_LINE] = item.row.line
+                records.append(record)
+        return records, bad
 
 
 def _labeled_record(item, row_probs, names, task, backend, prompt_hash) -> dict[str, Any]:
