@@ -231,7 +231,8 @@ add_config_command(
 
 def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
     """Candidate pairs from a sentence corpus (one --text-field) or a pair / query-passage corpus (two): bm25 or
-    semantic top-k neighbours, random partners, or recombine (each side-a sentence with its top-k side-b ones).
+    semantic top-k neighbours, random partners, recombine (each side-a sentence with its top-k side-b ones), or
+    hard-negatives (each query/positive pair plus the query's top-k mined negatives, marked positive: false).
 
     The leak guard: no pair of an --exclude file comes out, in either order (with --exclude-sentences, no pair
     with one of its sentences either); candidates already paired in INPUT are dropped unless --no-new-only.
@@ -257,11 +258,12 @@ def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
 
 
 def evaluate_pairs_cmd(*, config: EvaluatePairsConfig, model: str, pairs: str) -> None:
-    """Score a pair model against gold pair scores: Spearman and Pearson correlation.
+    """Score a pair model against gold pairs: Spearman and Pearson correlation, or (--metrics retrieval) MAP,
+    MRR@10 and nDCG@10 with pairs sharing text_a as queries and --gold-field > 0 as relevant.
 
-    The bi-encoder's score is its cosine (sentence-transformers' EmbeddingSimilarityEvaluator), the
-    cross-encoder's its prediction (CrossEncoderCorrelationEvaluator), against --gold-field. Prints JSON;
-    --report-dir adds report.json and a scatter plot."""
+    The bi-encoder's score is its cosine (EmbeddingSimilarityEvaluator, InformationRetrievalEvaluator), the
+    cross-encoder's its prediction (CrossEncoderCorrelationEvaluator, CrossEncoderRerankingEvaluator). Prints
+    JSON; --report-dir adds report.json and a plot."""
     from llmst.pairs.evaluate import evaluate_pairs_report
 
     _echo_json(evaluate_pairs_report(model, pairs, config))
@@ -274,7 +276,7 @@ add_config_command(
     evaluate_pairs_cmd,
     arguments=[
         _argument("model", str, "A bi-encoder or cross-encoder: llmst train output, bundled name or folder."),
-        _argument("pairs", str, "Gold pairs: text_a, text_b and a score field (--gold-field)."),
+        _argument("pairs", str, "Gold pairs: text_a, text_b and a score or relevance field (--gold-field)."),
     ],
 )
 add_config_command(
