@@ -294,6 +294,16 @@ def test_mined_hard_negatives_never_hold_a_positive_or_an_excluded_pair(tiny_ber
     )  # "THE SKY  is blue." is "The sky is blue."
     assert report["written"] + sum(report["dropped"].values()) == report["candidates"]
     assert len(read_lines(tmp_path / "hn.jsonl.rejects.jsonl")) == 2
+    # --corpus adds candidate passages (a re-spaced copy of a positive is still that positive); bad rows rejected
+    corpus = write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [{"text": "Hamlet was written around 1600."}, {"text": " the sky is BLUE. "}, {"text": ""}],
+    )
+    more = SampleConfig(**{**config.__dict__, "corpus": str(corpus)})
+    report = sample_pairs(source, tmp_path / "more.jsonl", more)
+    assert report["corpus"] == 9 and report["rejected"] == 3
+    mined = {r["text_b"] for r in read_lines(tmp_path / "more.jsonl") if not r["positive"]}
+    assert "Hamlet was written around 1600." in mined and " the sky is BLUE. " not in mined
 
 
 def test_hard_negatives_then_teacher_then_cprd_end_to_end(tiny_bert_dir, tmp_path):
