@@ -83,22 +83,34 @@ def estimate_prior(
     resamples: int = 200,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """EM estimate of the corpus prior, with a 95% bootstrap interval over rows: (estimate, low, high).
+    """EM estimate of the corpus prior, with a 95% bootstrap interval over rows: (estimate, low, high);
+    `resamples=0` skips the interval (low = high = estimate).
 
     The posteriors are softmax(label_logprobs + reference_bias), taken as calibrated under a uniform prior.
     Raw LLM scores are not (a model's own preference for a label would read as label shift), so llmst
-    passes the content-free bias (`contextual_bias`) as the reference.
+    passes the content-free bias (`contextual_bias`) as the reference. (Posteriors already fitted to a
+    uniform mean are EM's fixed point: the likelihood is concave in the prior and flat there, so the
+    reference is the only thing that lets EM see a shift.)
     """
     logits = np.asarray(label_logprobs, dtype=np.float64)
     if reference_bias is not None:
         logits = logits + np.asarray(reference_bias, dtype=np.float64)
     posteriors = softmax(logits)
     estimate = em_prior(posteriors)
+    if resamples <= 0:
+        return estimate, estimate.copy(), estimate.copy()
     rng = np.random.default_rng(seed)
     n = len(posteriors)
     draws = np.array([em_prior(posteriors[rng.integers(0, n, n)]) for _ in range(resamples)])
     low, high = np.percentile(draws, [2.5, 97.5], axis=0)
     return estimate, low, high
+
+
+def estimated_target(estimate: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """An EM prior estimate as a `prior_bias` target: every share at least `floor` (EM may drive a label to 0,
+    which no bias can reach), renormalised."""
+    shares = np.clip(np.asarray(estimate, dtype=np.float64), floor, None)
+    return shares / shares.sum()
 
 
 # ---- a fitted calibration travels with the labels -------------------------------------------------------

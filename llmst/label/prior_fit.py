@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from llmst.errors import ConfigError
-from llmst.label.calibrate import estimate_prior, prior_bias
+from llmst.label.calibrate import estimate_prior, estimated_target, prior_bias
 from llmst.label.config import LabelConfig
 from llmst.option_values import prior_shares
 from llmst.progress import progress_bar
@@ -48,7 +48,7 @@ def fit_prior(
             name: {"share": float(v), "low": float(lo), "high": float(hi)}
             for name, v, lo, hi in zip(names, value, low, high, strict=True)
         }
-        prior = np.clip(value, 1e-6, None) / np.clip(value, 1e-6, None).sum()
+        prior = estimated_target(value)
     else:
         prior = None if target == "uniform" else np.asarray(target, dtype=np.float64) / sum(target)
     if isinstance(target, list) and len(target) != scores.shape[1]:

@@ -30,7 +30,13 @@ import yaml
 from llmst.backends import make_backend
 from llmst.backends.base import BackendSpec
 from llmst.errors import ConfigError
-from llmst.label.calibrate import em_prior, prior_bias, softmax
+from llmst.label.calibrate import (
+    estimate_prior,
+    estimated_target,
+    prior_bias,
+    read_fitted_calibration,
+    softmax,
+)
 from llmst.label.config import LabelConfig, parse_label_descriptions
 from llmst.label.fewshot import Example, stratified_sample
 from llmst.label.run import label_corpus
@@ -124,21 +130,25 @@ def calibration_options(calibration: str, gold: np.ndarray, k: int) -> dict[str,
 
 
 def _calibrated(
-    logprobs: np.ndarray, calibration: str, contextual: np.ndarray | None, train_gold: np.ndarray
+    logprobs: np.ndarray,
+    calibration: str,
+    contextual: tuple[np.ndarray, np.ndarray] | None,
+    train_gold: np.ndarray,
 ) -> np.ndarray:
-    """Out-of-fold probabilities under one calibration; `train_gold`: the gold labels of the other folds
-    (the prior-gold targets come from them, never from the scored fold)."""
+    """Out-of-fold probabilities under one calibration; `contextual`: the fold's content-free-calibrated
+    probabilities and that bias; `train_gold`: the gold labels of the other folds (the prior-gold targets
+    come from them, never from the scored fold)."""
     k = logprobs.shape[1]
     if calibration == "prior":
         return softmax(logprobs + prior_bias(logprobs))
     if calibration in GOLD_POWER:
         target = gold_shares(train_gold, k, GOLD_POWER[calibration])
         return softmax(logprobs + prior_bias(logprobs, target))
-    if calibration == "prior-estimated":
-        estimate = np.clip(em_prior(softmax(logprobs)), 1e-6, None)
-        return softmax(logprobs + prior_bias(logprobs, estimate / estimate.sum()))
+    if calibration == "prior-estimated":  # as `llmst label --prior estimated` fits it
+        estimate, _, _ = estimate_prior(logprobs, contextual[1], resamples=0)  # type: ignore[index]
+        return softmax(logprobs + prior_bias(logprobs, estimated_target(estimate)))
     if calibration == "contextual":
-        return contextual  # type: ignore[return-value]
+        return contextual[0]  # type: ignore[index]
     return softmax(logprobs)
 
 
@@ -213,12 +223,15 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                     label_corpus(fold_files[f], raw, base, backend=backend)
                     logprobs = np.log(np.clip(probs_by_id(raw, ids, labels, _ROW_HINT), 1e-300, None))
                     contextual = None
-                    if "contextual" in config.calibrations:
+                    if {"contextual", "prior-estimated"} & set(config.calibrations):
                         ctx = raw.with_name(raw.stem + "-contextual.jsonl")
                         label_corpus(
                             fold_files[f], ctx, replace(base, calibrate="contextual"), backend=backend
                         )
-                        contextual = probs_by_id(ctx, ids, labels, _ROW_HINT)
+                        contextual = (
+                            probs_by_id(ctx, ids, labels, _ROW_HINT),
+                            read_fitted_calibration(str(ctx), labels)[1],
+                        )
                     train_gold = np.delete(gold, fold)  # the other folds' gold labels
                     for calibration in config.calibrations:
                         probs[calibration][fold] = _calibrated(logprobs, calibration, contextual, train_gold)
