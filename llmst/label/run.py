@@ -302,6 +302,10 @@ def label_corpus(
         from llmst.label.ensemble import label_ensemble
 
         return label_ensemble(source, output, config, backend)
+    if config.engine == "ray":  # the same job, its parts labeled by Ray workers
+        from llmst.label.ray_engine import label_with_ray
+
+        return label_with_ray(source, output, config, backend)
     source, out = str(source), ResumableOutput(Path(output))
     task = config.build_task()
     rows_iter = read_records(source, config.encoding)  # validates the input path before any model is loaded

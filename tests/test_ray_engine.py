@@ -1,0 +1,177 @@
+"""`llmst label --engine ray` on a real local Ray cluster (2 CPUs): the records equal the local engine's (ids,
+order, labels, probs within 1e-5, rejects, calibration, signature); a driver killed with SIGKILL mid-run and
+rerun loses no row and writes none twice; a finished job is not redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_lines
+
+from llmst import stage
+from llmst.errors import ConfigError
+from llmst.label.config import LabelConfig
+from llmst.label.merge import read_manifest
+from llmst.label.ray_engine import parts_dir
+from llmst.label.run import label_corpus, label_signature
+
+LLMST = [sys.executable, "-m", "llmst.cli"]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """`ray start --head --block` with 2 CPUs, stopped (by its process id) after the module's tests."""
+    port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    command = [
+        RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port), "--temp-dir", str(temp),
+        "--include-dashboard", "false", "--disable-usage-stats", "--object-store-memory", str(300 << 20),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        assert head.poll() is None, head.stderr.read().decode()
+        probe = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=env)
+        if probe.returncode == 0 and "CPU" in probe.stdout:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the Ray head did not start")
+    yield address
+    head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+
+
+def write_corpus(path: Path, n: int) -> Path:
+    """n rows (some long, so some are truncated) plus a malformed line, an empty text and a missing field."""
+    lines = [
+        json.dumps(
+            {"id": f"doc-{i}", "text": f"review {i}: {'fine' if i % 3 else 'poor'} film " + "so " * (i % 17)}
+        )
+        for i in range(n)
+    ]
+    lines.insert(7, '{"id": "broken", ')
+    lines.insert(30, json.dumps({"id": "empty", "text": ""}))
+    lines.insert(61, json.dumps({"id": "no-text", "title": "x"}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def config(tmp_path, tiny_model_dir, **kwargs) -> LabelConfig:
+    kwargs.setdefault("task", "sentiment")
+    kwargs.setdefault("model", tiny_model_dir)
+    kwargs.setdefault("dtype", "float32")
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("batch_size", 8)
+    kwargs.setdefault("calibrate", "prior")
+    kwargs.setdefault("prior_fit_rows", 100)
+    return LabelConfig(**kwargs)
+
+
+def probs(records: list[dict]) -> np.ndarray:
+    return np.array([[r["probs"]["negative"], r["probs"]["positive"]] for r in records])
+
+
+def test_engine_options_are_checked():
+    with pytest.raises(ConfigError, match="does not take --shard"):
+        LabelConfig(task="sentiment", engine="ray", shard="0/2")
+    with pytest.raises(ConfigError, match="--num-workers must be >= 1"):
+        LabelConfig(task="sentiment", engine="ray", num_workers=0)
+    with pytest.raises(ConfigError, match="--engine: unknown value 'spark'"):
+        LabelConfig(task="sentiment", engine="spark")
+    # the engine changes how, never what: one signature for both
+    local, ray = LabelConfig(task="sentiment"), LabelConfig(task="sentiment", engine="ray", num_workers=2)
+    assert stage.signature_fields(local) == stage.signature_fields(ray)
+
+
+def test_ray_records_equal_the_local_engine(tmp_path, tiny_model_dir, ray_cluster):
+    src = write_corpus(tmp_path / "in.jsonl", 300)
+    local_cfg = config(tmp_path, tiny_model_dir, cache=False)
+    local = label_corpus(src, tmp_path / "local.jsonl", local_cfg)
+    ray_cfg = replace(
+        local_cfg, engine="ray", ray_address=ray_cluster, num_workers=2, part_rows=64,
+        cache_path=str(tmp_path / "ray-cache.sqlite"), cache=True,
+    )  # fmt: skip
+    out = tmp_path / "ray.jsonl"
+    summary = label_corpus(src, out, ray_cfg)
+
+    expected, got = read_lines(tmp_path / "local.jsonl"), read_lines(out)
+    assert summary.labeled == local.labeled == 300 and summary.rejected == local.rejected == 3
+    assert [r["id"] for r in got] == [r["id"] for r in expected]  # one stable order: the input's
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert np.abs(probs(got) - probs(expected)).max() < 1e-5
+    assert [set(r) for r in got] == [set(r) for r in expected]
+    assert [r["truncated"] for r in got] == [r["truncated"] for r in expected]
+    assert summary.calibration_bias == local.calibration_bias  # fitted once, on the driver, as locally
+    assert {json.dumps(r["calibration_bias"]) for r in got} == {json.dumps(expected[0]["calibration_bias"])}
+    assert read_lines(tmp_path / "ray.jsonl.rejects.jsonl") == read_lines(
+        tmp_path / "local.jsonl.rejects.jsonl"
+    )
+    assert summary.label_counts == local.label_counts and summary.truncated == local.truncated
+    assert (
+        summary.rows_read == 303
+        and summary.from_cache + summary.computed + summary.reused_from_prior_fit == 300
+    )
+    # the same signature as the local engine's: a pipeline takes either output for the job's
+    assert summary.signature == local.signature == label_signature(src, local_cfg)
+    assert stage.is_current(out, local.signature)
+    parts = read_manifest(parts_dir(out) / "manifest.json")
+    assert len(parts) == 5 and all(stage.marker_path(p).exists() for p in parts)  # 303 input rows / 64
+    again = label_corpus(src, out, ray_cfg)  # a finished job: nothing to do
+    assert again.labeled == 300 and again.rows_read == 0 and again.computed == 0
+
+
+def test_killed_driver_then_rerun_loses_and_repeats_no_row(tmp_path, tiny_model_dir, ray_cluster):
+    src = write_corpus(tmp_path / "in.jsonl", 400)
+    out = tmp_path / "out.jsonl"
+    args = [
+        "label", str(src), "-o", str(out), "--task", "sentiment", "--model", tiny_model_dir, "--dtype", "float32",
+        "--batch-size", "2", "--calibrate", "none", "-q", "--no-cache",
+        "--engine", "ray", "--ray-address", ray_cluster, "--num-workers", "2", "--part-rows", "20",
+    ]  # fmt: skip
+    driver = subprocess.Popen(LLMST + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    folder = parts_dir(out)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        if folder.exists() and len(list(folder.glob("part-*.jsonl.signature.json"))) >= 3:
+            break
+        assert driver.poll() is None, driver.stderr.read().decode()
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done_before = len(list(folder.glob("part-*.jsonl.signature.json")))
+    assert 3 <= done_before < 21 and not out.exists(), "the kill should land mid-run"
+    result = subprocess.run(LLMST + args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["resumed_rows"] >= 3 * 19 and summary["labeled"] == 400 and summary["rejected"] == 3
+    final = read_lines(out)
+    assert [r["id"] for r in final] == [f"doc-{i}" for i in range(400)]  # every row once, in input order
+    local = tmp_path / "local.jsonl"
+    label_corpus(src, local, config(tmp_path, tiny_model_dir, calibrate="none", cache=False))
+    assert np.abs(probs(final) - probs(read_lines(local))).max() < 1e-5
