@@ -393,3 +393,43 @@ def test_w2s_weak_members_read_the_debate_transcript(tmp_path, tiny_bert_dir):
     open(path, "w").write(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="trained weak models only"):
         load_w2s_config(path)
+
+
+def test_w2s_conformal_selection_calibrates_on_a_gold_slice_of_a_held_out_of_weak_training(
+    tmp_path, tiny_bert_dir
+):
+    select = [{"method": "conformal", "conformal": "lac", "coverage": 0.5}]
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=select, calibration_rows=8)
+    report = run_w2s(load_w2s_config(path))
+    run = tmp_path / "run" / "seed0"
+    a, b = read_lines(run / "split" / "A.jsonl"), read_lines(run / "split" / "B.jsonl")
+    held_out = read_lines(run / "split" / "A-calibration.jsonl")
+    ids = [{r["id"] for r in part} for part in (a, held_out, b)]
+    assert [len(part) for part in ids] == [12, 8, 20]  # A's 20 rows: 12 train the weak model, 8 calibrate
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    card = json.loads((run / "weak" / "llmst_student.json").read_text())
+    assert card["rows"] == 12  # the weak model never saw the calibration slice
+    # the weak model labeled the slice, keeping its gold labels, and conformal selection calibrated on it
+    on_slice = read_lines(run / "weak.calibration.jsonl")
+    assert {r["id"] for r in on_slice} == ids[1] and all(r["gold"] == r["label"] for r in held_out)
+    assert {r["id"]: r["gold"] for r in on_slice} == {r["id"]: r["gold"] for r in held_out}
+    selection = json.loads((run / "kept-xent+conformal.jsonl.report.json").read_text())
+    calibration = selection["details"]["calibration"]
+    assert calibration["rows"] == 8 and calibration["file"] == str(run / "weak.calibration.jsonl")
+    assert "xent+conformal" in report["variants"]
+
+
+def test_w2s_calibrated_selection_needs_a_held_out_slice(tmp_path, tiny_bert_dir):
+    def load(**extra):
+        return load_w2s_config(_w2s_yaml(tmp_path, tiny_bert_dir, **extra))
+
+    conformal = {"method": "conformal", "target_precision": 0.9}
+    with pytest.raises(ConfigError, match="needs gold rows the weak model never trained on"):
+        load(select=[conformal])
+    with pytest.raises(ConfigError, match="may not set"):
+        load(select=[{**conformal, "calibration": "train.jsonl"}], calibration_rows=8)
+    with pytest.raises(ConfigError, match="calibration_rows must be"):
+        load(select=[conformal], calibration_rows=-1)
+    with pytest.raises(ConfigError, match="fewer than 2 rows of A"):
+        load(select=[conformal], calibration_rows=20, n_train=40)
+    assert load(select=[conformal], calibration_rows=8).calibration_rows == 8

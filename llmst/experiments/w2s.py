@@ -18,6 +18,8 @@ Config (YAML):
     strong: {student: mpnet-base, epochs: 2}  # any llmst train options (lora: true, ...)
     loss: [xent, logconf]          # xent (soft weak labels) | hard | logconf; one transfer model each
     select: [{method: per-class, fraction: 0.5}]   # llmst filter options; each its own transfer model
+    calibration_rows: 0            # > 0: that many gold rows of A are held out of weak training, labeled by
+                                   # the weak supervisor, and calibrate conformal/learned selection
     min_gap: 0.02                  # PGR is undefined when ceiling - weak is below this
 """
 
@@ -168,12 +170,16 @@ class _Seed:
         )
         return out
 
-    def split(self) -> tuple[Path, Path]:
-        """Halves A (weak training) and B (transfer) of a seeded shuffle of the gold train rows."""
+    def split(self) -> tuple[Path, Path, Path | None]:
+        """Halves A (weak training) and B (transfer) of a seeded shuffle of the gold train rows, and (with
+        `calibration_rows`) the first rows of A held out of weak training as a gold calibration slice."""
         folder = self.folder / "split"
-        a, b = folder / "A.jsonl", folder / "B.jsonl"
+        a, b, a_cal = folder / "A.jsonl", folder / "B.jsonl", folder / "A-calibration.jsonl"
+        held_out = self.config.calibration_rows
         data = self.config.data
         options = {**data, "n_train": self.config.n_train, "seed": self.seed, "labels": self.labels}
+        if held_out:  # only then: runs without a slice keep their signature
+            options["calibration_rows"] = held_out
         sig = signature("w2s-split", options, {"train": data["train"]})
 
         def write(_fresh: bool) -> None:
@@ -183,11 +189,13 @@ class _Seed:
                 raise ConfigError(f"w2s: n_train is {n} but {data['train']} has {len(rows)} rows")
             order = np.random.default_rng(self.seed).permutation(len(rows))[:n]
             chosen = [{**rows[i], "label": rows[i]["gold"]} for i in order]
-            _write_jsonl(a, chosen[: n // 2])
+            if held_out:
+                _write_jsonl(a_cal, chosen[:held_out])
+            _write_jsonl(a, chosen[held_out : n // 2])
             _write_jsonl(b, chosen[n // 2 :])
 
         run_stage(f"seed {self.seed}: split", folder, sig, write, owner="w2s")
-        return a, b
+        return a, b, (a_cal if held_out else None)
 
     def _label(self, options: dict[str, Any], source: Path, out: Path, calibration_from: Path | None) -> None:
         from llmst.label.config import LabelConfig
@@ -211,32 +219,38 @@ class _Seed:
                 hint="give data.labels in the labeler's order, or a task whose labels match the gold ones",
             )
 
-    def weak_labels(self, a: Path, b: Path) -> tuple[Path, Path]:
-        """The weak supervisor's labels of B and of the test rows (the ensemble's mean when several)."""
+    def weak_labels(self, a: Path, b: Path, a_cal: Path | None = None) -> dict[str, Path]:
+        """The weak supervisor's labels (the ensemble's mean when several) of B, of the test rows and, when
+        there is one, of A's gold calibration slice: `{"B": ..., "test": ..., "calibration": ...}`."""
         members = self.config.weak_members()
         text_fields = None
-        test = self.test
+        inputs = {"B": b, "test": self.test, **({"calibration": a_cal} if a_cal else {})}
         context = self.config.weak.get("context")
         if context:  # every weak member reads the debate transcript after the row's own text
-            a, b, test = (self._with_context(path, Path(context)) for path in (a, b, self.test))
+            a = self._with_context(a, Path(context))
+            inputs = {split: self._with_context(path, Path(context)) for split, path in inputs.items()}
             text_fields = [*self.config.data["text_fields"], DEBATE_FIELD]
-        outputs: list[tuple[Path, Path]] = []
+        outputs: dict[str, list[Path]] = {split: [] for split in inputs}
         for index, member in enumerate(members):
             name = "weak" if len(members) == 1 else f"weak{index}"
-            on_b, on_test = self.folder / f"{name}.B.jsonl", self.folder / f"{name}.test.jsonl"
+            labeled = {split: self.folder / f"{name}.{split}.jsonl" for split in inputs}
             if "label" in member:
-                self._label(member["label"], b, on_b, None)
-                # the test rows get B's fitted calibration: nothing is fitted on the test rows
-                self._label(member["label"], self.test, on_test, on_b)
+                self._label(member["label"], b, labeled["B"], None)
+                # every other split gets B's fitted calibration: nothing is fitted on test or gold rows
+                for split in [split for split in inputs if split != "B"]:
+                    self._label(member["label"], inputs[split], labeled[split], labeled["B"])
             else:
                 model = self.train(name, a, self._train_config(member, text_fields))
-                self.predict(model, b, on_b)
-                self.predict(model, test, on_test)
-            _check_same_rows(on_b, b)
-            outputs.append((on_b, on_test))
-        if len(outputs) == 1:
-            return outputs[0]
-        return self._average([o[0] for o in outputs], "B"), self._average([o[1] for o in outputs], "test")
+                for split, source in inputs.items():
+                    self.predict(model, source, labeled[split])
+            _check_same_rows(labeled["B"], b)
+            if a_cal:
+                _check_same_rows(labeled["calibration"], inputs["calibration"])
+            for split, path in labeled.items():
+                outputs[split].append(path)
+        if len(members) == 1:
+            return {split: paths[0] for split, paths in outputs.items()}
+        return {split: self._average(paths, split) for split, paths in outputs.items()}
 
     def _with_context(self, rows: Path, debates: Path) -> Path:
         """`rows` with each row's debate transcript (joined on id) in the field `debate`; a row without one is
@@ -280,11 +294,17 @@ class _Seed:
         )
         return out
 
-    def select(self, name: str, weak_b: Path, options: dict[str, Any]) -> Path:
+    def select(self, name: str, weak: dict[str, Path], options: dict[str, Any]) -> Path:
+        """The weak labels of B kept by one `llmst filter` selection; conformal and learned selection
+        calibrate on the weak labels of A's gold slice (rows the weak model never trained on)."""
+        from llmst.experiments.w2s_config import CALIBRATED_SELECTORS
         from llmst.filter.config import FilterConfig, filter_signature
         from llmst.filter.stage import run_filter
 
+        if options.get("method") in CALIBRATED_SELECTORS:
+            options = {**options, "calibration": str(weak["calibration"]), "gold_field": "gold"}
         filter_config = FilterConfig(**options)
+        weak_b = weak["B"]
         out = self.folder / f"kept-{name}.jsonl"
         run_stage(
             f"seed {self.seed}: select weak labels ({filter_config.method})",
@@ -337,12 +357,12 @@ def run_w2s(config: W2SConfig) -> dict[str, Any]:
     variants = config.variants()
     for seed in config.seeds:
         stages = _Seed(config, seed, labels, test)
-        a, b = stages.split()
-        weak_b, _ = stages.weak_labels(a, b)
+        a, b, a_cal = stages.split()
+        weak = stages.weak_labels(a, b, a_cal)
         ceiling = stages.train("ceiling", b, stages._train_config(config.strong))
         stages.predict(ceiling, test, stages.folder / "ceiling.test.jsonl")
         for name, loss, options in variants:
-            source = weak_b if options is None else stages.select(name, weak_b, options)
+            source = weak["B"] if options is None else stages.select(name, weak, options)
             model = stages.train(
                 f"transfer-{name}", source, stages._train_config(config.strong, **_transfer_options(loss))
             )

@@ -13,6 +13,7 @@ from llmst.experiments.orchestration import build, read_experiment_yaml, resolve
 TransferLoss = Literal["xent", "hard", "logconf"]
 TRANSFER_LOSSES = get_args(TransferLoss)
 WEAK_KINDS = ("student", "label", "ensemble")
+CALIBRATED_SELECTORS = ("conformal", "learned")  # filter methods that need a gold calibration file
 # Options w2s sets itself on every student it trains (per seed and per role); a config may not set them.
 _OWNED_TRAIN_OPTIONS = {
     *("labels", "text_fields", "seed", "soft_labels", "loss", "gold", "gold_share", "progress", "overwrite")
@@ -79,6 +80,7 @@ class W2SConfig:
     select: list[dict[str, Any]] = field(default_factory=list)
     min_gap: float = 0.02
     bootstrap: int = 1000
+    calibration_rows: int = 0  # gold rows of A held out of weak training, for conformal/learned selection
     source: str | None = None  # the YAML file this came from
 
     def __post_init__(self) -> None:
@@ -158,14 +160,34 @@ class W2SConfig:
             raise ConfigError(
                 "w2s: select must be a list of llmst filter options, e.g. [{method: per-class}]"
             )
+        if not _is_int(self.calibration_rows) or self.calibration_rows < 0:
+            raise ConfigError("w2s: calibration_rows must be a whole number >= 0")
+        if (
+            self.calibration_rows
+            and self.n_train is not None
+            and self.calibration_rows > self.n_train // 2 - 2
+        ):
+            raise ConfigError(
+                f"w2s: calibration_rows ({self.calibration_rows}) leaves fewer than 2 rows of A "
+                f"({self.n_train // 2}) to train the weak model"
+            )
         for index, options in enumerate(self.select):
-            selector = build(FilterConfig, options, f"select[{index}]", owner="w2s")
-            if selector.calibration:
+            owned = {"calibration", "gold_field"} & set(options)
+            if owned:
                 raise ConfigError(
-                    "w2s: select with a calibration file is not supported yet",
-                    hint="conformal selection needs gold rows the weak model never trained on; use per-class, "
-                    "balanced, threshold or student-oof",
+                    f"w2s: select[{index}] may not set {sorted(owned)}",
+                    hint="w2s holds calibration_rows gold rows of A out of weak training, has the weak "
+                    "supervisor label them, and passes them to conformal/learned selection itself",
                 )
+            needs_gold = options.get("method") in CALIBRATED_SELECTORS
+            if needs_gold and not self.calibration_rows:
+                raise ConfigError(
+                    f"w2s: select[{index}] ({options['method']}) needs gold rows the weak model never "
+                    "trained on",
+                    hint="set calibration_rows: 200 (a gold slice of A held out of weak training)",
+                )
+            placeholder = {"calibration": "<weak labels of A's calibration slice>"} if needs_gold else {}
+            build(FilterConfig, {**options, **placeholder}, f"select[{index}]", owner="w2s")
 
     def weak_members(self) -> list[dict[str, Any]]:
         """The weak supervisors: one, or the ensemble's members."""
