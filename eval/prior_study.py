@@ -9,11 +9,15 @@ content-free one). Targets:
 - `none`: raw scores; `uniform`: the default (mean prediction uniform); `contextual`: content-free bias;
 - `em`: the EM prior estimate over content-free-corrected posteriors (`--prior em`, Saerens et al. 2002);
 - `em-map`: EM with a Dirichlet prior of n/K pseudo-rows per label (shrunk toward uniform);
+- `mixture`: a K-component Gaussian mixture (tied covariance) over the row-centred label log-probs, each
+  component matched to the label it scores highest (Hungarian); its weights are the estimate: a label-shift
+  estimate that, unlike EM, does not assume the posteriors are calibrated;
 - `true` and `true-half`: the slice's own gold label shares, and halfway (in log space) from uniform to
   them: oracles no unlabeled run has, an upper reference for any estimate (`llmst tune`'s `prior-gold` and
   `prior-gold-half` estimate them from gold rows).
 Prints a table (macro-F1 per task, means, tasks above the majority baseline, tasks more than 1 point under
-`none`) and writes eval/results/prior_study_<config>_<model>.json.
+`none`; for binary tasks the ROC AUC of the raw label log-odds, which bounds what any prior can do) and
+writes eval/results/prior_study_<config>_<model>.json.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from llmst.models import DEFAULT_LABELER  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LABELED = Path("/tmp/llmst-eval/suite/labeled")
-TARGETS = ("none", "uniform", "contextual", "em", "em-map", "true", "true-half")
+TARGETS = ("none", "uniform", "contextual", "em", "em-map", "mixture", "true", "true-half")
 
 
 def raw_scores(
@@ -62,6 +66,20 @@ def map_em(posteriors: np.ndarray, pseudo: float, iterations: int = 1000) -> np.
     return prior
 
 
+def mixture_prior(logprobs: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Label shares from a tied-covariance Gaussian mixture over row-centred label log-probs."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.mixture import GaussianMixture
+
+    k = logprobs.shape[1]
+    centred = logprobs - logprobs.mean(axis=1, keepdims=True)
+    mixture = GaussianMixture(k, covariance_type="tied", random_state=seed, n_init=3).fit(centred)
+    components, labels = linear_sum_assignment(-mixture.means_)  # component -> the label it scores highest
+    prior = np.zeros(k)
+    prior[labels] = mixture.weights_[components]
+    return prior
+
+
 def shares(p: np.ndarray, power: float = 1.0) -> np.ndarray:
     p = np.clip(p, 1e-3, None) ** power
     return p / p.sum()
@@ -81,6 +99,7 @@ def study(task: str, args: argparse.Namespace) -> dict[str, float]:
         "uniform": np.full(k, 1.0 / k),
         "em": shares(em_prior(corrected)),
         "em-map": shares(map_em(corrected, n / k)),
+        "mixture": shares(mixture_prior(logprobs)),
         "true": shares(true),
         "true-half": shares(true, 0.5),
     }
@@ -95,6 +114,10 @@ def study(task: str, args: argparse.Namespace) -> dict[str, float]:
         out[name] = float(
             f1_score(gold, scores.argmax(1), labels=list(range(k)), average="macro", zero_division=0)
         )
+    if k == 2:
+        from sklearn.metrics import roc_auc_score
+
+        out["auc"] = float(roc_auc_score(gold, logprobs[:, 1] - logprobs[:, 0]))
     majority = np.full(n, np.bincount(gold, minlength=k).argmax())
     out["majority"] = float(f1_score(gold, majority, labels=list(range(k)), average="macro", zero_division=0))
     return out
@@ -112,17 +135,20 @@ def main() -> None:
     results = {task: study(task, args) for task in args.tasks}
     head = " | ".join(TARGETS)
     lines = [f"Prior targets, `{args.config}`, {args.model}, dev slices" + (f" (first {args.limit} rows)" if args.limit else ""),
-             "", f"| task | majority | {head} |", "|---|---|" + "---|" * len(TARGETS)]  # fmt: skip
+             "", f"| task | AUC | majority | {head} |", "|---|---|---|" + "---|" * len(TARGETS)]  # fmt: skip
     for task, r in results.items():
-        lines.append(f"| {task} | {r['majority']:.3f} | " + " | ".join(f"{r[t]:.3f}" for t in TARGETS) + " |")
+        auc = f"{r['auc']:.3f}" if "auc" in r else ""
+        lines.append(
+            f"| {task} | {auc} | {r['majority']:.3f} | " + " | ".join(f"{r[t]:.3f}" for t in TARGETS) + " |"
+        )
     mean = {t: np.mean([r[t] for r in results.values()]) for t in (*TARGETS, "majority")}
     above = {t: sum(r[t] > r["majority"] for r in results.values()) for t in TARGETS}
     worse = {t: sum(r[t] < r["none"] - 0.01 for r in results.values()) for t in TARGETS}
     lines.append(
-        f"| **mean** | {mean['majority']:.3f} | " + " | ".join(f"{mean[t]:.3f}" for t in TARGETS) + " |"
+        f"| **mean** | | {mean['majority']:.3f} | " + " | ".join(f"{mean[t]:.3f}" for t in TARGETS) + " |"
     )
-    lines.append("| above majority | | " + " | ".join(str(above[t]) for t in TARGETS) + " |")
-    lines.append("| >1 pt under none | | " + " | ".join(str(worse[t]) for t in TARGETS) + " |")
+    lines.append("| above majority | | | " + " | ".join(str(above[t]) for t in TARGETS) + " |")
+    lines.append("| >1 pt under none | | | " + " | ".join(str(worse[t]) for t in TARGETS) + " |")
     table = "\n".join(lines)
     print(table)
     out = RESULTS / f"prior_study_{args.config}_{args.model}.json"
