@@ -202,7 +202,7 @@ class LabelConfig:
         metadata=runtime(
             "local (this process) or ray (Ray Data: each worker an actor holding one backend; the input is "
             "labeled in parts, written under OUT.parts/ with a manifest and merged into OUT; needs "
-            'pip install "llmst[ray]"). The records are the same either way.'
+            'pip install "llmst[ray]"). The same records either way (up to which rows share a batch).'
         ),
     )
     ray_address: str | None = field(
