@@ -9,25 +9,23 @@ error, 3 model backend error (server unreachable after retries, model failed to 
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from llmst import __version__
 from llmst.aggregate.config import AggregateConfig
-from llmst.cli_options import add_config_command
+from llmst.cli_options import add_config_command, argument, echo_json, out_option
+from llmst.cli_pairs import register_pair_commands
 from llmst.debate.config import DebateConfig
+from llmst.distributed import is_main_process
 from llmst.errors import LlmstError
 from llmst.evaluate.config import EvaluateConfig
 from llmst.filter.config import FilterConfig
 from llmst.label.config import LabelConfig
 from llmst.label.merge import MergeConfig
-from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, ScoreConfig
 from llmst.train.config import PredictConfig, TrainConfig
 from llmst.tune.config import TuneConfig
 
@@ -47,13 +45,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Bundled and local models: list, install, prepare.", no_args_is_help=True)
 tasks_app = typer.Typer(help="Shipped labeling tasks (prompts/).", no_args_is_help=True)
-pairs_app = typer.Typer(
-    help="Text pairs: sample candidate pairs (leak-guarded) for teachers to score and bi-encoders to learn.",
-    no_args_is_help=True,
-)
 app.add_typer(models_app, name="models")
 app.add_typer(tasks_app, name="tasks")
-app.add_typer(pairs_app, name="pairs")
 
 
 @app.callback()
@@ -65,24 +58,6 @@ def _root(
     """LLM-centric self-training: label corpora with LLMs, keep what can be trusted, train students."""
 
 
-def _argument(name: str, annotation: Any, help: str) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[annotation, typer.Argument(help=help)]
-    )
-
-
-def _out(help: str) -> inspect.Parameter:
-    return inspect.Parameter(
-        "out",
-        inspect.Parameter.KEYWORD_ONLY,
-        annotation=Annotated[Path, typer.Option("--out", "-o", help=help)],
-    )
-
-
-def _echo_json(payload: Any) -> None:
-    typer.echo(json.dumps(payload, indent=2, default=str))
-
-
 def label_cmd(*, config: LabelConfig, input: str, out: Path) -> None:
     """Label a text corpus with an LLM: score every label's verbalizer, write records with probs.
 
@@ -92,7 +67,7 @@ def label_cmd(*, config: LabelConfig, input: str, out: Path) -> None:
     """
     from llmst.label.run import label_corpus
 
-    _echo_json(label_corpus(input, out, config).to_json())
+    echo_json(label_corpus(input, out, config).to_json())
 
 
 def merge_cmd(*, config: MergeConfig, shards: list[str], out: Path) -> None:
@@ -102,7 +77,7 @@ def merge_cmd(*, config: MergeConfig, shards: list[str], out: Path) -> None:
     and the unsharded job's signature; prints a JSON summary."""
     from llmst.label.merge import run_merge
 
-    _echo_json(run_merge(shards, out, config))
+    echo_json(run_merge(shards, out, config))
 
 
 def debate_cmd(*, config: DebateConfig, input: str, out: Path) -> None:
@@ -115,7 +90,7 @@ def debate_cmd(*, config: DebateConfig, input: str, out: Path) -> None:
     """
     from llmst.debate.run import run_debate
 
-    _echo_json(run_debate(input, out, config).to_json())
+    echo_json(run_debate(input, out, config).to_json())
 
 
 def filter_cmd(*, config: FilterConfig, labeled: str, out: Path) -> None:
@@ -128,7 +103,7 @@ def filter_cmd(*, config: FilterConfig, labeled: str, out: Path) -> None:
     """
     from llmst.filter.stage import run_filter, summarize
 
-    _echo_json(summarize(run_filter(labeled, out, config)))
+    echo_json(summarize(run_filter(labeled, out, config)))
 
 
 def aggregate_cmd(*, config: AggregateConfig, inputs: list[str], out: Path) -> None:
@@ -142,7 +117,7 @@ def aggregate_cmd(*, config: AggregateConfig, inputs: list[str], out: Path) -> N
     from llmst.aggregate.stage import run_aggregate
     from llmst.filter.stage import summarize
 
-    _echo_json(summarize(run_aggregate(inputs, out, config)))
+    echo_json(summarize(run_aggregate(inputs, out, config)))
 
 
 def tune_cmd(*, config: TuneConfig, dev: str, out: Path) -> None:
@@ -157,7 +132,7 @@ def tune_cmd(*, config: TuneConfig, dev: str, out: Path) -> None:
     report = run_tune(dev, out, config)
     for warning in report["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
-    _echo_json(
+    echo_json(
         {k: v for k, v in report.items() if k != "candidates"} | {"candidates": len(report["candidates"])}
     )
 
@@ -169,7 +144,7 @@ def evaluate_cmd(*, config: EvaluateConfig, labeled: Path) -> None:
     a JSON report."""
     from llmst.evaluate.run import evaluate_file
 
-    _echo_json(evaluate_file(labeled, config))
+    echo_json(evaluate_file(labeled, config))
 
 
 def train_cmd(*, config: TrainConfig, labeled: str, out: Path) -> None:
@@ -185,10 +160,10 @@ def train_cmd(*, config: TrainConfig, labeled: str, out: Path) -> None:
     from llmst.train.run import CARD_METRICS
 
     summary = train(labeled, out, config)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         payload = asdict(summary)
         payload["metrics"] = {k: v for k, v in summary.metrics.items() if k in CARD_METRICS}
-        _echo_json(payload)
+        echo_json(payload)
 
 
 def predict_cmd(*, config: PredictConfig, model_dir: Path, input: str, out: Path) -> None:
@@ -198,7 +173,7 @@ def predict_cmd(*, config: PredictConfig, model_dir: Path, input: str, out: Path
     OUT.rejects.jsonl."""
     from llmst.train import predict_file
 
-    _echo_json(predict_file(model_dir, input, out, config))
+    echo_json(predict_file(model_dir, input, out, config))
 
 
 add_config_command(
@@ -207,106 +182,38 @@ add_config_command(
     LabelConfig,
     label_cmd,
     arguments=[
-        _argument(
+        argument(
             "input",
             str,
             "Corpus: .jsonl, .json, .csv, .tsv, .txt, .parquet, a saved HF dataset, hf:NAME[:SPLIT].",
         ),
-        _out("Output JSONL of labeled records."),
+        out_option("Output JSONL of labeled records."),
     ],
 )
-_SHARDS = _argument("shards", list[str], "Shard outputs of one job: files, a quoted glob, or a manifest.")
-add_config_command(app, "merge", MergeConfig, merge_cmd, arguments=[_SHARDS, _out("Merged JSONL output.")])
+_SHARDS = argument("shards", list[str], "Shard outputs of one job: files, a quoted glob, or a manifest.")
+add_config_command(
+    app, "merge", MergeConfig, merge_cmd, arguments=[_SHARDS, out_option("Merged JSONL output.")]
+)
 add_config_command(
     app,
     "debate",
     DebateConfig,
     debate_cmd,
     arguments=[
-        _argument("input", str, "Questions: a question field and an answers field with two candidates."),
-        _out("Output JSONL of debate records."),
+        argument("input", str, "Questions: a question field and an answers field with two candidates."),
+        out_option("Output JSONL of debate records."),
     ],
 )
 
 
-def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
-    """Candidate pairs from a sentence corpus (one --text-field) or a pair / query-passage corpus (two): bm25 or
-    semantic top-k neighbours, random partners, recombine (each side-a sentence with its top-k side-b ones), or
-    hard-negatives (each query/positive pair plus the query's top-k mined negatives, marked positive: false).
-
-    The leak guard: no pair of an --exclude file comes out, in either order (with --exclude-sentences, no pair
-    with one of its sentences either); candidates already paired in INPUT are dropped unless --no-new-only.
-    Writes pair records (id, text_a, text_b, sampler, sampler_rank, sampler_score), OUT.rejects.jsonl and
-    OUT.report.json (counts of what was dropped and why); prints the report.
-    """
-    from llmst.pairs.sample import sample_pairs
-
-    _echo_json(sample_pairs(input, out, config))
-
-
-def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
-    """Score text pairs with teachers: cross-encoders (cross-encoder:PATH|HUB_ID) or LLM judges (llm:MODEL:
-    P(Yes), or the expected grade of a graded judge task), each into `scores`, combined into `score`.
-
-    With --calibrate-on GOLD_PAIRS each teacher is first mapped onto the gold scale (isotonic or linear), so
-    teachers on different scales can be averaged. Each teacher's scores are cached and resumable (kill it,
-    rerun the same command); pairs a teacher cannot score go to OUT.rejects.jsonl. Prints a JSON report.
-    """
-    from llmst.pairs.score import score_pairs
-
-    _echo_json(score_pairs(pairs, out, config))
-
-
-def evaluate_pairs_cmd(*, config: EvaluatePairsConfig, model: str, pairs: str) -> None:
-    """Score a pair model against gold pairs: Spearman and Pearson correlation, or (--metrics retrieval) MAP,
-    MRR@10 and nDCG@10 with pairs sharing text_a as queries and --gold-field > 0 as relevant.
-
-    The bi-encoder's score is its cosine (EmbeddingSimilarityEvaluator, InformationRetrievalEvaluator), the
-    cross-encoder's its prediction (CrossEncoderCorrelationEvaluator, CrossEncoderRerankingEvaluator). Prints
-    JSON; --report-dir adds report.json and a plot."""
-    from llmst.pairs.evaluate import evaluate_pairs_report
-
-    _echo_json(evaluate_pairs_report(model, pairs, config))
-
-
-add_config_command(
-    app,
-    "evaluate-pairs",
-    EvaluatePairsConfig,
-    evaluate_pairs_cmd,
-    arguments=[
-        _argument("model", str, "A bi-encoder or cross-encoder: llmst train output, bundled name or folder."),
-        _argument("pairs", str, "Gold pairs: text_a, text_b and a score or relevance field (--gold-field)."),
-    ],
-)
-add_config_command(
-    pairs_app,
-    "score",
-    ScoreConfig,
-    pairs_score_cmd,
-    arguments=[
-        _argument("pairs", str, "Pair records (text_a, text_b): llmst pairs sample output or any pair file."),
-        _out("Output JSONL of scored pair records."),
-    ],
-)
-add_config_command(
-    pairs_app,
-    "sample",
-    SampleConfig,
-    pairs_sample_cmd,
-    arguments=[
-        _argument("input", str, "Sentences or pairs: .jsonl, .csv, .tsv, .parquet, a saved HF dataset, ..."),
-        _out("Output JSONL of candidate pair records."),
-    ],
-)
 add_config_command(
     app,
     "filter",
     FilterConfig,
     filter_cmd,
     arguments=[
-        _argument("labeled", str, "Labeled records (output of label, predict or aggregate)."),
-        _out("Output JSONL of the kept records."),
+        argument("labeled", str, "Labeled records (output of label, predict or aggregate)."),
+        out_option("Output JSONL of the kept records."),
     ],
 )
 add_config_command(
@@ -315,8 +222,8 @@ add_config_command(
     AggregateConfig,
     aggregate_cmd,
     arguments=[
-        _argument("inputs", list[str], "Labeled files of the same corpus (same ids, same labels)."),
-        _out("Output JSONL of fused records."),
+        argument("inputs", list[str], "Labeled files of the same corpus (same ids, same labels)."),
+        out_option("Output JSONL of fused records."),
     ],
 )
 add_config_command(
@@ -325,8 +232,8 @@ add_config_command(
     TuneConfig,
     tune_cmd,
     arguments=[
-        _argument("dev", str, "Gold-labeled rows of the task (50-300; text field(s) and --gold-field)."),
-        _out("Task YAML to write (plus OUT.options.yaml and OUT.report.json)."),
+        argument("dev", str, "Gold-labeled rows of the task (50-300; text field(s) and --gold-field)."),
+        out_option("Task YAML to write (plus OUT.options.yaml and OUT.report.json)."),
     ],
 )
 add_config_command(
@@ -334,7 +241,7 @@ add_config_command(
     "evaluate",
     EvaluateConfig,
     evaluate_cmd,
-    arguments=[_argument("labeled", Path, "Labeled records (output of label, predict or aggregate).")],
+    arguments=[argument("labeled", Path, "Labeled records (output of label, predict or aggregate).")],
 )
 add_config_command(
     app,
@@ -342,8 +249,8 @@ add_config_command(
     TrainConfig,
     train_cmd,
     arguments=[
-        _argument("labeled", str, "Labeled records (llmst label / filter / aggregate output)."),
-        _out("Model folder to write (HF format + model card)."),
+        argument("labeled", str, "Labeled records (llmst label / filter / aggregate output)."),
+        out_option("Model folder to write (HF format + model card)."),
     ],
 )
 add_config_command(
@@ -352,11 +259,12 @@ add_config_command(
     PredictConfig,
     predict_cmd,
     arguments=[
-        _argument("model_dir", Path, "A student folder written by llmst train."),
-        _argument("input", str, "Corpus to label (.jsonl, .json, .csv, .tsv, .txt, .parquet, HF dataset)."),
-        _out("Output JSONL of labeled records."),
+        argument("model_dir", Path, "A student folder written by llmst train."),
+        argument("input", str, "Corpus to label (.jsonl, .json, .csv, .tsv, .txt, .parquet, HF dataset)."),
+        out_option("Output JSONL of labeled records."),
     ],
 )
+register_pair_commands(app)
 
 
 @app.command("selftrain")
@@ -372,7 +280,9 @@ def selftrain_cmd(
     """
     from llmst.experiments.selftrain import load_selftrain_config, report_markdown, run_selftrain
 
-    typer.echo(report_markdown(run_selftrain(load_selftrain_config(config))))
+    report = run_selftrain(load_selftrain_config(config))
+    if is_main_process():  # once, also under torchrun
+        typer.echo(report_markdown(report))
 
 
 @app.command("w2s")
@@ -391,7 +301,9 @@ def w2s_cmd(
     from llmst.experiments.w2s_config import load_w2s_config
     from llmst.experiments.w2s_report import report_markdown
 
-    typer.echo(report_markdown(run_w2s(load_w2s_config(config))))
+    report = run_w2s(load_w2s_config(config))
+    if is_main_process():  # once, also under torchrun
+        typer.echo(report_markdown(report))
 
 
 @models_app.command("list")

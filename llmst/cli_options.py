@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import operator
 import types
 import typing
@@ -204,3 +205,24 @@ def options_markdown(config_cls: type) -> str:
             meaning += " One of: " + ", ".join(f"`{c}`" for c in choices) + "."
         lines.append(f"| {names} | {default} | {meaning} |")
     return "\n".join(lines) + "\n"
+
+
+def argument(name: str, annotation: Any, help: str) -> inspect.Parameter:
+    """A positional CLI argument of a generated command."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[annotation, typer.Argument(help=help)]
+    )
+
+
+def out_option(help: str) -> inspect.Parameter:
+    """The `--out/-o` option every command that writes a file has."""
+    return inspect.Parameter(
+        "out",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[Path, typer.Option("--out", "-o", help=help)],
+    )
+
+
+def echo_json(payload: Any) -> None:
+    """A command's result on stdout, as indented JSON."""
+    typer.echo(json.dumps(payload, indent=2, default=str))
