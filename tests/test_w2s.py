@@ -177,6 +177,7 @@ def test_w2s_runs_reports_and_reruns_only_changed_stages(tmp_path, tiny_bert_dir
     assert 0 < len(kept) < 20
     card = json.loads((run / "seed0" / "transfer-logconf" / "llmst_student.json").read_text())
     assert card["loss"] == "logconf" and card["soft_labels"] is True
+    assert card["processes"] == 1 and card["steps"] == 5  # 20 rows of B x 2 epochs in batches of 8
     # every test row has one prediction per model
     predicted = read_lines(run / "seed1" / "transfer-xent.test.jsonl")
     assert len(predicted) == 20 and len({r["id"] for r in predicted}) == 20
@@ -433,3 +434,43 @@ def test_w2s_calibrated_selection_needs_a_held_out_slice(tmp_path, tiny_bert_dir
     with pytest.raises(ConfigError, match="fewer than 2 rows of A"):
         load(select=[conformal], calibration_rows=20, n_train=40)
     assert load(select=[conformal], calibration_rows=8).calibration_rows == 8
+
+
+def test_w2s_under_two_rank_torchrun_trains_on_every_rank_and_runs_other_stages_once(tmp_path, tiny_bert_dir):
+    """`torchrun --nproc_per_node 2 -m llmst w2s` (DDP over gloo on CPU): every student trains on both ranks,
+    rank 0 alone runs the other stages and writes the report; a rerun under torchrun recomputes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "llmst",
+        "w2s",
+        path,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("| **xent** | all |") == 1  # the report is printed once, by rank 0
+    for stage in ("split", "weak labels B.jsonl", "select weak labels (per-class)", "train ceiling"):
+        assert sum(stage in line and "computing" in line for line in first.stderr.splitlines()) == 1, stage
+    run = tmp_path / "run"
+    report = json.loads((run / "report.json").read_text())
+    assert list(report["variants"]) == ["xent", "xent+per-class"]
+    for model in ("weak", "ceiling", "transfer-xent", "transfer-xent+per-class"):
+        assert (run / "seed0" / model / "model.safetensors").exists(), model
+    # both ranks trained each student, each on half of the batches (20 rows of B x 2 epochs in batches of 8:
+    # 5 steps in one process, 3 on each of 2 ranks)
+    card = json.loads((run / "seed0" / "ceiling" / "llmst_student.json").read_text())
+    assert card["processes"] == 2 and card["steps"] == 3, card
+    done = _outputs(run)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "computing" not in again.stderr and _outputs(run) == done

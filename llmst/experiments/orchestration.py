@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmst.distributed import is_main_process, wait_for_ranks
 from llmst.errors import ConfigError
 from llmst.stage import clear_marker, is_current, read_options_file, write_marker
 
@@ -21,24 +22,43 @@ def pending_path(out: Path) -> Path:
     return out.with_name(out.name + ".stage-pending")
 
 
-def run_stage(name: str, out: Path, sig: str, run: Callable[[bool], Any], owner: str = "selftrain") -> bool:
+def run_stage(
+    name: str,
+    out: Path,
+    sig: str,
+    run: Callable[[bool], Any],
+    owner: str = "selftrain",
+    all_ranks: bool = False,
+) -> bool:
     """Run a stage unless `out` is complete under signature `sig`; returns True when it ran.
+
+    Under a multi-process launch every rank runs the whole orchestration: `all_ranks` stages (training: DDP or
+    FSDP inside `llmst train`) run on every rank, every other stage (labeling, prediction, filtering, files)
+    on the main process alone while the others wait, and only the main process writes stage files.
 
     A stage interrupted under the same signature resumes (`run(overwrite=False)`); one left by other
     options or inputs is recomputed from scratch (`run(overwrite=True)`), never resumed into.
     """
+    wait_for_ranks()  # every rank looks at the same files
+    main = is_main_process()
     if is_current(out, sig):
-        log(owner, f"{name}: up to date, reused")
+        if main:
+            log(owner, f"{name}: up to date, reused")
         return False
     pending = pending_path(out)
     resume = pending.exists() and pending.read_text().strip() == sig
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pending.write_text(sig + "\n")
-    clear_marker(out)
-    log(owner, f"{name}: {'resuming' if resume else 'computing'}")
-    run(not resume)
-    write_marker(out, sig, stage=name)
-    pending.unlink(missing_ok=True)
+    wait_for_ranks()  # every rank has decided to resume or not before the main process writes
+    if main:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pending.write_text(sig + "\n")
+        clear_marker(out)
+        log(owner, f"{name}: {'resuming' if resume else 'computing'}")
+    if main or all_ranks:
+        run(not resume)
+    if main:
+        write_marker(out, sig, stage=name)
+        pending.unlink(missing_ok=True)
+    wait_for_ranks()  # no rank moves on before the stage is complete
     return True
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
 from llmst.experiments.orchestration import build, log, read_experiment_yaml, resolver, run_stage
 from llmst.records import write_json_atomic
@@ -172,6 +173,7 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
             lambda fresh, data=kept, out=student_dir: train(
                 data, out, replace(train_config, overwrite=fresh)
             ),
+            all_ranks=True,
         )
         pool_pred = folder / "pool.predicted.jsonl"
         predict(student_dir, config.corpus, pool_pred, f"round {index}: the student relabels the pool")
@@ -191,9 +193,10 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
         _log(f"round {index}: " + json.dumps({k: v for k, v in entry.items() if k != "round"}))
         source = pool_pred
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_json_atomic(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text(report_markdown(report))
-    _plot(report, out_dir / "rounds.png")
+    if is_main_process():
+        write_json_atomic(out_dir / "report.json", report)
+        (out_dir / "report.md").write_text(report_markdown(report))
+        _plot(report, out_dir / "rounds.png")
     return report
 
 

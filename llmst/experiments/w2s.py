@@ -6,7 +6,9 @@ labels B and the test rows; the strong student is trained on B's weak labels (th
 transfer loss and once per selection of the weak labels) and, separately, on B's gold labels (the ceiling).
 All are scored on the test rows; PGR = (transfer - weak) / (ceiling - weak), with paired bootstrap intervals
 (`llmst.experiments.pgr`). Every stage writes its output under `out_dir/seed<s>/` with its signature, so a
-rerun recomputes only what changed and resumes what was interrupted.
+rerun recomputes only what changed and resumes what was interrupted. Under `torchrun` / `accelerate launch`
+every rank trains the students together (DDP, or FSDP with `scripts/accelerate/fsdp.yaml`) and rank 0 alone
+runs the other stages.
 
 Config (YAML):
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
 from llmst.experiments import pgr as pgr_stats
 from llmst.experiments.orchestration import log, run_stage
@@ -153,6 +156,7 @@ class _Seed:
             train_module.train_signature(data, train_config),
             lambda fresh: train_module.train(data, out, replace(train_config, overwrite=fresh)),
             owner="w2s",
+            all_ranks=True,  # under torchrun / accelerate launch every rank trains; other stages run on rank 0
         )
         return out
 
@@ -343,9 +347,11 @@ def load_scored(config: W2SConfig, labels: list[str]) -> dict[str, list[pgr_stat
 def run_w2s(config: W2SConfig) -> dict[str, Any]:
     """Run (or resume) every seed; returns the report also written to `out_dir/report.json`."""
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config.source:
-        shutil.copyfile(config.source, out_dir / "config.yaml")
+    main = is_main_process()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if config.source:
+            shutil.copyfile(config.source, out_dir / "config.yaml")
     started = time.perf_counter()
     # the label set is data.labels, else that of the train rows
     train_rows, labels = _gold_rows(config.data["train"], config.data, config.data["labels"])
@@ -381,7 +387,8 @@ def run_w2s(config: W2SConfig) -> dict[str, Any]:
         for name, _, _ in variants[1:]
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_json_atomic(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text(report_markdown(report))
-    plot_pgr(report, out_dir / "pgr.png")
+    if main:
+        write_json_atomic(out_dir / "report.json", report)
+        (out_dir / "report.md").write_text(report_markdown(report))
+        plot_pgr(report, out_dir / "pgr.png")
     return report

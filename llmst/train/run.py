@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from llmst import stage
+from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
 from llmst.train.config import PAIR_KINDS, TrainConfig, train_signature
 from llmst.train.data import TrainingRows, batch_plan, label_names_of, load_gold, load_pseudo_labeled
@@ -130,10 +131,6 @@ def run_fingerprint(labeled: str | Path, config: TrainConfig) -> str:
 
     inputs = {"labeled": labeled, "gold": config.gold}
     return stage.signature("train-checkpoints", options, inputs, student=model_fingerprint(config.student))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _prepare_output(labeled: str | Path, out: Path, config: TrainConfig, fingerprint: str) -> str | None:
@@ -376,6 +373,8 @@ def run_and_save(
             config=config.to_json(),
             train_runtime_seconds=round(seconds, 1),
             samples_per_second=round(planned / seconds, 2) if seconds else None,
+            processes=trainer.accelerator.num_processes,  # ranks of torchrun / accelerate launch
+            steps=result.global_step,  # optimiser steps of each rank
         )
         write_student_card(out, meta)
         if config.eval:
