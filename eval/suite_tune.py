@@ -58,14 +58,15 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
     dev = suite_data.load_split(name, "dev")
     gold_rows = dev[: args.gold_rows]
     scored = dev[args.gold_rows :] if args.report == "dev-rest" else suite_data.load_split(name, "test")
-    work = WORK / args.model / f"{name}-{args.report}"
+    work = WORK / args.model / f"{name}-{args.report}-{args.select}"
     tune_in = _write(work / "gold.jsonl", gold_rows)
     scored_in = _write(work / "scored.jsonl", scored)
     report = run_tune(
         tune_in,
         work / "task.yaml",
         TuneConfig(labels=list(task.labels), text_fields=list(task.text_fields), shots=args.shots,
-                   model=args.model, cache_path=args.cache_path, overwrite=True, progress=False),
+                   select=args.select, model=args.model, cache_path=args.cache_path, overwrite=True,
+                   progress=False),
     )  # fmt: skip
     options = yaml.safe_load(Path(report["options"]).read_text())
     tuned = _score(scored_in, work / "tuned.jsonl", options, args)
@@ -86,6 +87,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
             cand_options.update(
                 few_shot=options.get("few_shot") or str(work / "task.yaml.demos.jsonl"),
                 shots=candidate["shots"],
+                select=args.select,
             )
             if not Path(cand_options["few_shot"]).exists():
                 continue
@@ -106,6 +108,12 @@ def main() -> None:
     parser.add_argument("--report", choices=["dev-rest", "test"], default="dev-rest")
     parser.add_argument("--gold-rows", type=int, default=100)
     parser.add_argument("--shots", default="0,4")
+    parser.add_argument(
+        "--select",
+        choices=["random", "knn"],
+        default="random",
+        help="tune --select (few-shot demonstrations)",
+    )
     parser.add_argument("--tasks", nargs="+", choices=list(suite_data.SUITE), default=list(suite_data.SUITE))
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
@@ -125,7 +133,7 @@ def main() -> None:
 
 
 def _table(args: argparse.Namespace, results: list[dict]) -> str:
-    lines = [f"`llmst tune` on {args.gold_rows} gold dev rows per task, scored on `{args.report}`, {args.model}, shots {args.shots}",
+    lines = [f"`llmst tune` on {args.gold_rows} gold dev rows per task, scored on `{args.report}`, {args.model}, shots {args.shots}, select {args.select}",
              "", "| task | rows | majority F1 | ad-hoc default F1 | tuned F1 | tuned minus default | tuned choice | best candidate in hindsight |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
@@ -146,7 +154,7 @@ def _table(args: argparse.Namespace, results: list[dict]) -> str:
 
 
 def _write_results(args: argparse.Namespace, results: list[dict], started: float, table: str) -> None:
-    out = RESULTS / f"suite_tune_{args.report}.json"
+    out = RESULTS / f"suite_tune_{args.report}_{args.select}.json"
     out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "model": args.model,
                                "seconds": round(time.perf_counter() - started, 1), "results": results, "table": table}, indent=1) + "\n")  # fmt: skip
 

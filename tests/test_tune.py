@@ -47,7 +47,7 @@ def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_pa
     work = tmp_path / "spam.yaml.work"
     for fold in sorted((work / "folds").glob("fold*.jsonl")):
         scored = {r["id"] for r in read_lines(fold)}
-        demos = {r["id"] for r in read_lines(work / "demos" / f"{fold.stem}-2.jsonl")}
+        demos = {r["id"] for r in read_lines(work / "demos" / f"{fold.stem}-2-random.jsonl")}
         assert scored and demos and not scored & demos
     # the written task and options label a corpus as chosen
     options = yaml.safe_load((tmp_path / "spam.yaml.options.yaml").read_text())
@@ -68,6 +68,34 @@ def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_pa
         run_tune(dev, out, tune_config(tmp_path, tiny_model_dir))
 
 
+def test_tune_knn_demonstrations_come_from_the_other_folds_and_travel_with_the_task(tmp_path, tiny_model_dir):
+    dev = write_jsonl(tmp_path / "dev.jsonl", gold_rows(18))
+    out = tmp_path / "spam.yaml"
+    config = tune_config(tmp_path, tiny_model_dir, shots="2", select="knn", calibrations="prior")
+    report = run_tune(dev, out, config)
+    assert report["chosen"]["shots"] == 2 and len(report["candidates"]) == 6  # 3 families x 2 styles
+    work = tmp_path / "spam.yaml.work"
+    every = {r["id"] for r in gold_rows(18)}
+    for fold in sorted((work / "folds").glob("fold*.jsonl")):
+        scored = {r["id"] for r in read_lines(fold)}
+        pool = read_lines(work / "demos" / f"{fold.stem}-2-knn.jsonl")
+        # kNN picks each scored row's neighbours from the other folds' rows, never from its own fold
+        assert {r["id"] for r in pool} == every - scored and all("_gold" not in r for r in pool)
+        assert all(r["label"] == r["gold"] for r in pool)
+    options = yaml.safe_load((tmp_path / "spam.yaml.options.yaml").read_text())
+    assert options["select"] == "knn" and options["shots"] == 2
+    assert {r["id"] for r in read_lines(options["few_shot"])} == every  # the corpus draws from all gold rows
+    labeled = tmp_path / "labeled.jsonl"
+    label_config = LabelConfig(
+        **options,
+        model=tiny_model_dir,
+        dtype="float32",
+        cache_path=str(tmp_path / "c.sqlite"),
+        progress=False,
+    )
+    assert label_corpus(dev, labeled, label_config).labeled == 18
+
+
 def test_tune_bad_inputs(tmp_path, tiny_model_dir):
     rows = gold_rows(9)
     rows[4]["gold"] = "eggs"
@@ -81,6 +109,7 @@ def test_tune_bad_inputs(tmp_path, tiny_model_dir):
         ({"calibrations": "none,magic"}, "unknown"),
         ({"shots": "0,x"}, "whole numbers"),
         ({"folds": 1}, "folds"),
+        ({"select": "nearest"}, "select"),
         ({"labels": None}, "give --task or --labels"),
     ]:
         with pytest.raises(ConfigError, match=message):

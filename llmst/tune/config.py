@@ -8,7 +8,7 @@ from typing import Literal
 from llmst.errors import ConfigError
 from llmst.label.config import TASK_HINT, parse_label_descriptions
 from llmst.models import DEFAULT_LABELER
-from llmst.option_values import parse_names
+from llmst.option_values import check_choices, parse_names
 from llmst.stage import runtime
 
 # prior: uniform target; prior-gold: the label shares of the tuning rows; prior-gold-half: halfway (in log
@@ -50,6 +50,14 @@ class TuneConfig:
             "help": "Numbers of demonstrations to try (0 = zero-shot); default 0,4. Drawn from other folds."
         },
     )
+    select: Literal["random", "knn"] = field(
+        default="random",
+        metadata={
+            "help": "How few-shot candidates pick demonstrations (as llmst label --select): random (one "
+            "label-stratified sample per fold, then of all gold rows) or knn (each row's nearest gold rows "
+            "by MiniLM embeddings, from the other folds; what the written task then does on the corpus)."
+        },
+    )
     calibrations: list[str] | None = field(
         default=None,
         metadata={
@@ -72,6 +80,7 @@ class TuneConfig:
     progress: bool = field(default=True, metadata=runtime("Progress lines on stderr."))
 
     def __post_init__(self) -> None:
+        check_choices(self)
         self.labels = parse_names(self.labels, "--labels")
         self.text_fields = parse_names(self.text_fields, "--text-field")
         self.calibrations = parse_names(self.calibrations, "--calibrations") or list(CALIBRATIONS)

@@ -97,10 +97,15 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _demos(rows: list[dict[str, Any]], labels: list[str], shots: int, seed: int) -> list[dict[str, Any]]:
-    """`shots` rows, label-stratified and seeded as `llmst label` picks demonstrations; gold in `label`."""
+def _demos(
+    rows: list[dict[str, Any]], labels: list[str], shots: int, seed: int, select: str = "random"
+) -> list[dict[str, Any]]:
+    """The few-shot file of `llmst label` for demonstrations drawn from `rows` (gold in `label`): with
+    `select="random"`, the `shots` rows it would use (label-stratified, seeded); with "knn", all of them (it
+    picks each query's nearest `shots` itself)."""
     pool = [Example(record=row, text="", label=labels[row["_gold"]]) for row in rows]
-    return [{**e.record, "label": e.label} for e in stratified_sample(pool, shots, seed)]
+    chosen = pool if select == "knn" else stratified_sample(pool, shots, seed)
+    return [{**{k: v for k, v in e.record.items() if k != "_gold"}, "label": e.label} for e in chosen]
 
 
 def _macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
@@ -184,10 +189,16 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
     spec = BackendSpec(
         model=config.model, dtype=config.dtype, batch_size=config.batch_size, quiet=not config.progress
     )
-    demo_files = {  # the same for every prompt: written once per (fold, shots)
+    demo_files = {  # the same for every prompt: written once per (fold, shots), from the other folds only
         (f, shots): _write_jsonl(
-            work / "demos" / f"fold{f}-{shots}.jsonl",
-            _demos([rows[i] for i in range(len(rows)) if i not in set(fold)], labels, shots, config.seed + f),
+            work / "demos" / f"fold{f}-{shots}-{config.select}.jsonl",
+            _demos(
+                [rows[i] for i in range(len(rows)) if i not in set(fold)],
+                labels,
+                shots,
+                config.seed + f,
+                config.select,
+            ),
         )
         for f, fold in enumerate(folds)
         for shots in config.shots
@@ -213,6 +224,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                         dtype=config.dtype,
                         few_shot=str(demos) if demos else None,
                         shots=max(shots, 1),
+                        select=config.select,
                         calibrate="none",
                         cache_path=config.cache_path,
                         overwrite=True,
@@ -281,9 +293,10 @@ def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) 
     )
     if best["shots"]:
         demos = _write_jsonl(
-            out.with_name(out.name + ".demos.jsonl"), _demos(rows, labels, best["shots"], config.seed)
+            out.with_name(out.name + ".demos.jsonl"),
+            _demos(rows, labels, best["shots"], config.seed, config.select),
         )
-        options.update(few_shot=str(demos), shots=best["shots"])
+        options.update(few_shot=str(demos), shots=best["shots"], select=config.select)
     options_path = out.with_name(out.name + ".options.yaml")
     options_path.write_text(yaml.safe_dump(options, sort_keys=False))
     report = {
