@@ -32,7 +32,8 @@ def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
 
 
 def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
-    """Score text pairs with teachers: cross-encoders (cross-encoder:PATH|HUB_ID) or LLM judges (llm:MODEL:
+    """Score text pairs with teachers: cross-encoders (cross-encoder:PATH|HUB_ID), bi-encoders
+    (bi-encoder:PATH|HUB_ID: the cosine of the two embeddings clipped to [0, 1]) or LLM judges (llm:MODEL:
     P(Yes), or the expected grade of a graded judge task), each into `scores`, combined into `score`.
 
     With --calibrate-on GOLD_PAIRS each teacher is first mapped onto the gold scale (isotonic or linear), so

@@ -127,15 +127,15 @@ class SampleConfig:
         )
 
 
-TEACHER_KINDS = ("cross-encoder", "llm")
+TEACHER_KINDS = ("cross-encoder", "bi-encoder", "llm")
 
 
 def parse_teacher(spec: str) -> tuple[str, str]:
-    """`cross-encoder:PATH|HUB_ID` or `llm:MODEL` as (kind, model)."""
+    """`cross-encoder:PATH|HUB_ID`, `bi-encoder:PATH|HUB_ID` or `llm:MODEL` as (kind, model)."""
     kind, _, model = str(spec).partition(":")
     if kind not in TEACHER_KINDS or not model:
         raise ConfigError(
-            f"--teacher {spec!r}: expected cross-encoder:PATH|HUB_ID or llm:MODEL",
+            f"--teacher {spec!r}: expected cross-encoder:PATH|HUB_ID, bi-encoder:PATH|HUB_ID or llm:MODEL",
             hint="e.g. --teacher cross-encoder:models/stsb-ce or --teacher llm:qwen2.5-coder-0.5b-instruct",
         )
     return kind, model
@@ -154,7 +154,8 @@ class ScoreConfig:
     teachers: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Teacher(s), comma-separated: cross-encoder:PATH|HUB_ID (sentence-transformers CrossEncoder) "
+            "help": "Teacher(s), comma-separated: cross-encoder:PATH|HUB_ID (sentence-transformers CrossEncoder), "
+            "bi-encoder:PATH|HUB_ID (a SentenceTransformer: the cosine of the two embeddings clipped to [0, 1]) "
             "or llm:MODEL (an LLM judge on --backend; P(Yes), or the expected grade of a graded --judge-task)."
         },
     )
@@ -187,7 +188,8 @@ class ScoreConfig:
         metadata={"help": "The two text fields of PAIRS, comma-separated (default text_a,text_b)."},
     )
     max_length: int = field(
-        default=256, metadata={"help": "cross-encoder teachers: tokens per pair at most."}
+        default=256,
+        metadata={"help": "cross-encoder teachers: tokens per pair at most; bi-encoder teachers: per text."},
     )
     limit: int | None = field(default=None, metadata={"help": "Only the first N pairs."})
     batch_size: int = field(default=32, metadata=stage.runtime("Pairs per forward pass."))

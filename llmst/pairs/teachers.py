@@ -4,6 +4,12 @@ resumably, so that a killed run loses nothing and a rerun reuses what is done.
 - `cross-encoder:PATH|HUB_ID`: sentence-transformers `CrossEncoder.predict` (its default activation, so a
   one-label model scores in 0..1), chunk by chunk through `llmst.resumable`, each score cached by the model's
   fingerprint and the pair's texts.
+- `bi-encoder:PATH|HUB_ID`: a SentenceTransformer embeds both texts; the score is their cosine clipped to
+  [0, 1] (`cosine_to_target`), cached and resumable like a cross-encoder's. This is Trans-Encoder's mapping
+  (Liu et al. 2022 train the cross-encoder's BCE on the bi-encoder's raw cosine): a trained sentence encoder
+  puts unrelated pairs near 0 and paraphrases near 1, so clipping only ties the rare negative cosines at 0,
+  and a bi-encoder later trained with MSE on the cross-encoder's scores stays on the same scale (a shift such
+  as (1 + cos) / 2 would squeeze the targets into [0.5, 1] and drift further every cycle).
 - `llm:MODEL`: an LLM judge, which is `llmst label` over the pairs with a judge task (so caching, resume and
   rejects are label's own): the score is P(yes) of a yes/no task, or the expected grade of a numeric scale
   rescaled to 0..1.
@@ -43,8 +49,8 @@ def teacher_identity(spec: str, config: ScoreConfig) -> str:
     from llmst.models import model_fingerprint
 
     kind, model = parse_teacher(spec)
-    if kind == "cross-encoder":
-        return f"cross-encoder:{model_fingerprint(model)}:{config.max_length}"
+    if kind in ("cross-encoder", "bi-encoder"):
+        return f"{kind}:{model_fingerprint(model)}:{config.max_length}"
     from llmst.label.run import label_signature
 
     return f"llm:{label_signature('-', judge_config(model, config, Path('-'), overwrite=False))}"
@@ -98,7 +104,7 @@ def score_with_teacher(spec: str, source: str, out: Path, config: ScoreConfig, o
     if kind == "llm":
         _judge(model, source, out, config, overwrite)
     else:
-        _cross_encoder(model, source, out, config, overwrite)
+        _model_teacher(kind, model, source, out, config, overwrite)
     stage.write_marker(out, sig, stage="pairs-teacher", teacher=spec)
     return out
 
@@ -133,13 +139,46 @@ def _judge(model: str, source: str, out: Path, config: ScoreConfig, overwrite: b
         pending.commit()
 
 
-def _cross_encoder(model: str, source: str, out: Path, config: ScoreConfig, overwrite: bool) -> None:
-    from sentence_transformers.cross_encoder import CrossEncoder
+def cosine_to_target(cosine: np.ndarray) -> np.ndarray:
+    """A bi-encoder teacher's score of a pair: the cosine of its two embeddings clipped to [0, 1], the range
+    a cross-encoder's BCE target (and a sigmoid score) lives in. Negative cosines all become 0."""
+    return np.clip(np.asarray(cosine, dtype=float), 0.0, 1.0)
 
+
+def _bi_encoder_predictor(model: str, config: ScoreConfig):
+    from sentence_transformers import SentenceTransformer
+
+    from llmst.models import resolve_model
+
+    encoder = SentenceTransformer(resolve_model(model).path)
+    encoder.max_seq_length = config.max_length
+
+    def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
+        options = dict(batch_size=config.batch_size, show_progress_bar=False, normalize_embeddings=True)
+        a = encoder.encode([p[0] for p in pairs], **options)
+        b = encoder.encode([p[1] for p in pairs], **options)
+        return cosine_to_target(np.sum(np.asarray(a, dtype=float) * np.asarray(b, dtype=float), axis=1))
+
+    return predict
+
+
+def _model_teacher(
+    kind: str, model: str, source: str, out: Path, config: ScoreConfig, overwrite: bool
+) -> None:
+    """A cross-encoder's or a bi-encoder's scores of every pair, chunk by chunk, cached per pair."""
     from llmst.models import llmst_home, model_fingerprint, resolve_model
 
-    encoder = CrossEncoder(resolve_model(model).path, max_length=config.max_length)
-    fingerprint = model_fingerprint(model)
+    if kind == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoder
+
+        encoder = CrossEncoder(resolve_model(model).path, max_length=config.max_length)
+
+        def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
+            return encoder.predict(pairs, batch_size=config.batch_size, show_progress_bar=False)
+    else:
+        predict = _bi_encoder_predictor(model, config)
+    # a bi-encoder's keys name their kind: the same folder scored as a cross-encoder is another teacher
+    fingerprint = model_fingerprint(model) if kind == "cross-encoder" else f"bi:{model_fingerprint(model)}"
     cache = None
     if config.cache:
         cache = AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
@@ -153,9 +192,7 @@ def _cross_encoder(model: str, source: str, out: Path, config: ScoreConfig, over
         found = cache.get_many(keys) if cache else {}
         missing = [i for i, key in enumerate(keys) if key not in found]
         if missing:
-            scores = encoder.predict(
-                [good[i][1] for i in missing], batch_size=config.batch_size, show_progress_bar=False
-            )
+            scores = predict([good[i][1] for i in missing])
             new = {keys[i]: float(s) for i, s in zip(missing, np.atleast_1d(scores), strict=True)}
             found.update(new)
             if cache:
