@@ -3,6 +3,8 @@ that recompute nothing or only what changed, config errors, the leak guard, and 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import read_lines, write_jsonl
@@ -45,3 +47,137 @@ def test_a_bi_encoder_teacher_scores_the_clipped_cosine_of_its_embeddings(tmp_pa
     from llmst.pairs.teachers import teacher_identity
 
     assert teacher_identity(spec, config) != teacher_identity(f"cross-encoder:{tiny_bert_dir}", config)
+
+
+WORDS = ["red", "blue", "green", "black"]
+
+
+def _gold(n: int, start: int, field: str = "score") -> list[dict]:
+    """Pairs scored 1 when both texts name the same colour, else 0."""
+    rng = np.random.default_rng(start)
+    rows = []
+    for i in range(n):
+        a, b = rng.choice(len(WORDS), 2)
+        if i % 2 == 0:
+            b = a
+        rows.append(
+            {
+                "id": f"g{start + i}",
+                "text_a": f"a {WORDS[a]} car number {start + i}",
+                "text_b": f"the {WORDS[b]} house {start + 2 * i}",
+                field: float(a == b),
+            }
+        )
+    return rows
+
+
+def _outputs(run) -> dict[str, int]:
+    skip = {"report.json", "report.md", "augsbert.png", "transencoder.png", "config.yaml"}
+    return {
+        str(p.relative_to(run)): p.stat().st_mtime_ns
+        for p in run.rglob("*")
+        if p.is_file() and p.name not in skip
+    }
+
+
+def _tiny(tiny_bert_dir: str, **extra) -> dict:
+    return {"student": tiny_bert_dir, "epochs": 1, "batch_size": 8, "max_length": 32, **extra}
+
+
+def _augsbert_yaml(tmp_path, tiny_bert_dir, **extra) -> str:
+    import yaml
+
+    train = _gold(12, 0)
+    # a dev pair made of two train sentences: every sampler below proposes it unless the guard drops it
+    leak = {"text_a": train[0]["text_a"], "text_b": train[1]["text_b"], "score": 0.5}
+    write_jsonl(tmp_path / "train.jsonl", train)
+    write_jsonl(tmp_path / "dev.jsonl", [leak, *_gold(7, 100)])
+    write_jsonl(tmp_path / "test.jsonl", _gold(8, 200))
+    config = {
+        "out_dir": "run",
+        "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl", "gold_field": "score"},
+        "teacher": _tiny(tiny_bert_dir, learning_rate=1e-3),
+        "sample": {"methods": ["bm25", "semantic"], "top_k": 23, "encoder": tiny_bert_dir},
+        "silver": 16,
+        "control": True,
+        "score": {"max_length": 32, "cache": False},
+        "student": _tiny(tiny_bert_dir, loss="cosent", learning_rate=1e-3),
+        "seeds": [0, 1],
+        **extra,
+    }
+    path = tmp_path / "augsbert.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_augsbert_runs_reports_guards_leaks_and_reruns_only_changed_stages(tmp_path, tiny_bert_dir):
+    import yaml
+
+    from llmst.experiments.augsbert import load_augsbert_config, run_augsbert
+    from llmst.pairs.sample import pair_key
+
+    path = _augsbert_yaml(tmp_path, tiny_bert_dir)
+    report = run_augsbert(load_augsbert_config(path))
+    run = tmp_path / "run"
+    for name in ("report.json", "report.md", "augsbert.png", "config.yaml"):
+        assert (run / name).exists(), name
+    assert list(report["variants"]) == ["gold", "augsbert", "random"]
+    assert set(report["teacher"]) == set(report["start"]) == {"dev", "test"}
+    assert report["silver"]["augsbert"]["methods"] == ["bm25", "semantic"]
+    assert 0 < report["silver"]["augsbert"]["pairs"] <= 16 and report["silver"]["random"]["pairs"] == 16
+    for summary in report["variants"].values():
+        assert len(summary["per_seed"]["test"]) == 2 and summary["ci"]["test"] is not None
+        assert summary["mean"]["test"] == pytest.approx(np.mean(summary["per_seed"]["test"]), abs=0.01)
+    for name in ("augsbert", "random"):
+        paired = report["versus_gold"][name]["test"]
+        by_hand = np.subtract(
+            report["variants"][name]["per_seed"]["test"], report["variants"]["gold"]["per_seed"]["test"]
+        )
+        assert paired["per_seed"] == pytest.approx(by_hand.tolist(), abs=0.011)
+    assert json.loads((run / "report.json").read_text())["versus_gold"] == report["versus_gold"]
+    assert "| **augsbert** |" in (run / "report.md").read_text()
+    # training files: the gold pairs plus the teacher-scored silver pairs, each silver pair once
+    train = read_lines(run / "train" / "augsbert.jsonl")
+    assert len(train) == 12 + report["silver"]["augsbert"]["pairs"]
+    assert len({r["id"] for r in train}) == len(train)
+    assert all(0 <= r["label"] <= 1 for r in train)
+    # the leak guard: the dev pair made of train sentences was proposed, dropped, and is in no silver file
+    leak = pair_key(*(lambda r: (r["text_a"], r["text_b"]))(read_lines(tmp_path / "dev.jsonl")[0]))
+    for method in ("semantic", "random"):  # every candidate pair of the 24 sentences (top_k 23)
+        sampled = run / "silver" / f"sampled-{method}.jsonl"
+        counts = json.loads(sampled.with_name(sampled.name + ".report.json").read_text())["dropped"]
+        assert counts["excluded_pair"] >= 1, method
+    silver_files = [f"sampled-{m}.jsonl" for m in ("bm25", "semantic", "random")]
+    silver_files += [f"{v}{end}" for v in ("augsbert", "random") for end in (".jsonl", ".scored.jsonl")]
+    for silver in (run / "silver" / name for name in silver_files):
+        assert leak not in {pair_key(r["text_a"], r["text_b"]) for r in read_lines(silver)}, silver
+    for variant in ("augsbert", "random"):
+        assert leak not in {
+            pair_key(r["text_a"], r["text_b"]) for r in read_lines(run / "train" / f"{variant}.jsonl")
+        }
+
+    first = _outputs(run)
+    again = run_augsbert(load_augsbert_config(path))  # nothing changed: nothing recomputed, same numbers
+    assert _outputs(run) == first and again["variants"] == report["variants"]
+
+    data = yaml.safe_load(open(path))
+    data["student"]["epochs"] = 2  # only the bi-encoders and their scores change
+    open(path, "w").write(yaml.safe_dump(data))
+    run_augsbert(load_augsbert_config(path))
+    after = _outputs(run)
+    for kept in (
+        "data/train.jsonl",
+        "teacher/model.safetensors",
+        "teacher.eval.json",
+        "start.eval.json",
+        "silver/sampled-bm25.jsonl",
+        "silver/augsbert.scored.jsonl",
+        "train/random.jsonl",
+    ):
+        assert after[kept] == first[kept], kept
+    for changed in (
+        "seed0/gold/model.safetensors",
+        "seed1/augsbert/model.safetensors",
+        "seed1/random.eval.json",
+    ):
+        assert after[changed] != first[changed], changed
