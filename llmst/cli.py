@@ -306,6 +306,47 @@ def w2s_cmd(
         typer.echo(report_markdown(report))
 
 
+@app.command("augsbert")
+def augsbert_cmd(
+    config: Annotated[Path, typer.Argument(help="Augmented SBERT YAML (see llmst/experiments/augsbert.py).")],
+) -> None:
+    """Augmented SBERT (Thakur et al. 2021): a cross-encoder teacher learns the gold pairs, scores silver pairs
+    sampled from the gold train sentences (leak-guarded against dev and test), and per seed bi-encoders learn
+    gold only and gold + silver (and, with control: true, gold + random pairs).
+
+    Every stage stays under out_dir with its signature (a rerun recomputes only what changed); writes
+    out_dir/report.json, report.md (Spearman mean over seeds, 95% interval, paired difference to gold-only) and
+    augsbert.png.
+    """
+    from llmst.experiments.augsbert import load_augsbert_config, run_augsbert
+    from llmst.experiments.pair_report import augsbert_markdown
+
+    report = run_augsbert(load_augsbert_config(config))
+    if is_main_process():  # once, also under torchrun
+        typer.echo(augsbert_markdown(report))
+
+
+@app.command("transencoder")
+def transencoder_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="Trans-Encoder YAML (see llmst/experiments/transencoder.py).")
+    ],
+) -> None:
+    """Trans-Encoder (Liu et al. 2022) from unlabeled pairs: per cycle the bi-encoder (or, first, an LLM judge)
+    scores the pairs, a cross-encoder learns those scores and rescores the pairs, and a bi-encoder learns the
+    cross-encoder's scores; with two start models, mutual distillation (their scores averaged).
+
+    Every stage stays under out_dir/cycle<c>/ with its signature (a rerun recomputes only what changed); writes
+    out_dir/report.json, report.md (Spearman per cycle on dev/test) and transencoder.png.
+    """
+    from llmst.experiments.pair_report import transencoder_markdown
+    from llmst.experiments.transencoder import load_transencoder_config, run_transencoder
+
+    report = run_transencoder(load_transencoder_config(config))
+    if is_main_process():  # once, also under torchrun
+        typer.echo(transencoder_markdown(report))
+
+
 @models_app.command("list")
 def models_list_cmd() -> None:
     """List the bundled models and whether they are installed."""

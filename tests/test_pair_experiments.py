@@ -181,3 +181,125 @@ def test_augsbert_runs_reports_guards_leaks_and_reruns_only_changed_stages(tmp_p
         "seed1/random.eval.json",
     ):
         assert after[changed] != first[changed], changed
+
+
+def _transencoder_yaml(tmp_path, tiny_bert_dir, **extra) -> str:
+    import yaml
+
+    pairs = _gold(16, 300)  # their scores must not reach any model
+    dev = _gold(8, 400)
+    # a dev pair (reversed) among the unlabeled pairs: dropped, as are duplicates
+    pairs += [{"text_a": dev[0]["text_b"], "text_b": dev[0]["text_a"]}, dict(pairs[0])]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    write_jsonl(tmp_path / "dev.jsonl", [{**r, "label": r.pop("score")} for r in dev])
+    write_jsonl(tmp_path / "test.jsonl", [{**r, "label": r.pop("score")} for r in _gold(8, 500)])
+    config = {
+        "out_dir": "run",
+        "pairs": ["pairs.jsonl"],
+        "dev": "dev.jsonl",
+        "test": "test.jsonl",
+        "start": tiny_bert_dir,
+        "cycles": 2,
+        "cross": _tiny(None, learning_rate=1e-3),
+        "bi": _tiny(None, learning_rate=1e-3),
+        "score": {"max_length": 32, "cache": False},
+        **extra,
+    }
+    for section in ("cross", "bi"):
+        config[section].pop("student")
+    path = tmp_path / "transencoder.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_transencoder_cycles_report_and_rerun_only_changed_stages(tmp_path, tiny_bert_dir):
+    import yaml
+
+    from llmst.experiments.transencoder import load_transencoder_config, run_transencoder
+
+    path = _transencoder_yaml(tmp_path, tiny_bert_dir)
+    report = run_transencoder(load_transencoder_config(path))
+    run = tmp_path / "run"
+    for name in ("report.json", "report.md", "transencoder.png", "config.yaml"):
+        assert (run / name).exists(), name
+    assert report["pairs"] == {"read": 18, "duplicate": 1, "excluded_eval_pair": 1, "no_text": 0, "pairs": 16}
+    unlabeled = read_lines(run / "pairs.jsonl")
+    assert len(unlabeled) == 16 and all(set(r) == {"id", "text_a", "text_b"} for r in unlabeled)
+    chain = report["chains"][0]
+    assert set(report["start"][chain]) == {"dev", "test"}
+    assert [c["cycle"] for c in report["cycles"]] == [1, 2]
+    for entry in report["cycles"]:
+        assert entry["teacher"] == "bi-encoder"
+        assert set(entry["bi"][chain]) == set(entry["cross"][chain]) == {"dev", "test"}
+    # cycle 1: the start bi-encoder's clipped cosines teach the cross-encoder, on both orders of each pair
+    labels = read_lines(run / "cycle1" / "bi-scores.jsonl")
+    assert list(labels[0]["scores"]) == [chain] and all(0 <= r["score"] <= 1 for r in labels)
+    assert len(read_lines(run / "cycle1" / "cross-train.jsonl")) == 32
+    # cycle 2: the cycle-1 bi-encoder scores; the cross-encoder's scores teach each bi-encoder
+    assert list(read_lines(run / "cycle2" / "bi-scores.jsonl")[0]["scores"]) == ["bi"]
+    assert list(read_lines(run / "cycle2" / "cross-scores.jsonl")[0]["scores"]) == ["cross"]
+    card = json.loads((run / "cycle2" / "bi" / "llmst_student.json").read_text())
+    assert card["kind"] == "bi-encoder" and card["loss"].startswith("mse")
+    assert "| 2 | bi-encoder |" in (run / "report.md").read_text()
+
+    first = _outputs(run)
+    again = run_transencoder(load_transencoder_config(path))
+    assert _outputs(run) == first and again["cycles"] == report["cycles"]
+
+    data = yaml.safe_load(open(path))
+    data["bi"]["epochs"] = (
+        2  # the first cross-encoder and its labels stay; each bi-encoder and what follows do not
+    )
+    open(path, "w").write(yaml.safe_dump(data))
+    run_transencoder(load_transencoder_config(path))
+    after = _outputs(run)
+    for kept in (
+        "pairs.jsonl",
+        "cycle1/bi-scores.jsonl",
+        "cycle1/cross/model.safetensors",
+        "cycle1/cross-scores.jsonl",
+    ):
+        assert after[kept] == first[kept], kept
+    for changed in (
+        "cycle1/bi/model.safetensors",
+        "cycle2/bi-scores.jsonl",
+        "cycle2/cross/model.safetensors",
+    ):
+        assert after[changed] != first[changed], changed
+
+
+def test_transencoder_mutual_distillation_with_an_llm_first_teacher(tmp_path, tiny_bert_dir, tiny_model_dir):
+    import shutil
+
+    from llmst.experiments.transencoder import load_transencoder_config, run_transencoder
+
+    other = tmp_path / "other-bert"
+    shutil.copytree(tiny_bert_dir, other)
+    path = _transencoder_yaml(
+        tmp_path,
+        tiny_bert_dir,
+        start=[tiny_bert_dir, str(other)],
+        cycles=1,
+        first_teacher=f"llm:{tiny_model_dir}",
+        init="continue",
+        symmetric=False,
+    )
+    report = run_transencoder(load_transencoder_config(path))
+    run = tmp_path / "run"
+    names = report["chains"]
+    assert len(names) == 2 and names[1] == "other-bert"
+    assert report["cycles"][0]["teacher"] == f"llm:{tiny_model_dir}"
+    labels = read_lines(run / "cycle1" / "bi-scores.jsonl")  # the LLM judge's P(Yes), not a bi-encoder's
+    assert len(labels) == 16 and list(labels[0]["scores"]) == [teacher_name(f"llm:{tiny_model_dir}")]
+    assert not (run / "cycle1" / "cross-train.jsonl").exists()  # symmetric: false
+    # mutual: both chains' cross-encoders score, and every bi-encoder learns their mean
+    rescored = read_lines(run / "cycle1" / "cross-scores.jsonl")
+    assert set(rescored[0]["scores"]) == {"cross-0", "cross-1"}
+    for row in rescored:
+        assert row["score"] == pytest.approx(np.mean(list(row["scores"].values())), abs=1e-6)
+    assert all(
+        (run / "cycle1" / f"{kind}-{k}" / "model.safetensors").exists()
+        for kind in ("bi", "cross")
+        for k in (0, 1)
+    )
+    assert set(report["cycles"][0]["bi"]) == set(names)
