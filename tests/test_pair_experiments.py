@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import read_lines, write_jsonl
 
+from llmst.errors import ConfigError
 from llmst.pairs.config import ScoreConfig, parse_teacher, teacher_name
 from llmst.pairs.score import score_pairs
 from llmst.pairs.teachers import cosine_to_target
@@ -303,3 +304,88 @@ def test_transencoder_mutual_distillation_with_an_llm_first_teacher(tmp_path, ti
         for k in (0, 1)
     )
     assert set(report["cycles"][0]["bi"]) == set(names)
+
+
+def test_bad_experiment_configs_are_one_clear_config_error(tmp_path, tiny_bert_dir):
+    import yaml
+
+    from llmst.experiments.augsbert import load_augsbert_config
+    from llmst.experiments.transencoder import load_transencoder_config
+
+    augsbert = yaml.safe_load(open(_augsbert_yaml(tmp_path, tiny_bert_dir)))
+    transencoder = yaml.safe_load(open(_transencoder_yaml(tmp_path, tiny_bert_dir)))
+
+    def load(loader, base, **change):
+        config = {**base, **change}
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}))
+        return loader(path)
+
+    cases = [
+        (load_augsbert_config, augsbert, {"epochs": 2}, "unknown keys"),
+        (load_augsbert_config, augsbert, {"data": {"train": "train.jsonl"}}, "data.test is required"),
+        (load_augsbert_config, augsbert, {"data": {**augsbert["data"], "dev": "nope.jsonl"}}, "not found"),
+        (load_augsbert_config, augsbert, {"seeds": 3}, "seeds must be"),
+        (load_augsbert_config, augsbert, {"silver": 0}, "silver must be"),
+        (load_augsbert_config, augsbert, {"sample": {"methods": ["hard-negatives"]}}, "sample.methods"),
+        (load_augsbert_config, augsbert, {"sample": {"methods": ["bm25"], "exclude": "x"}}, "may not set"),
+        (load_augsbert_config, augsbert, {"sample": {"methods": ["bm25"], "top_k": 0}}, "top-k"),
+        (load_augsbert_config, augsbert, {"student": {"seed": 3}}, "may not set"),
+        (load_augsbert_config, augsbert, {"student": {"loss": "bce"}}, "does not train with"),
+        (load_augsbert_config, augsbert, {"teacher": {"epochs": -1}}, "bad 'teacher' options|epochs"),
+        (load_augsbert_config, augsbert, {"score": {"teachers": "x"}}, "may not set"),
+        (load_augsbert_config, augsbert, {"out_dir": None}, "'out_dir' is required"),
+        (load_transencoder_config, transencoder, {"cycles": 0}, "cycles must be"),
+        (load_transencoder_config, transencoder, {"pairs": ["missing.jsonl"]}, "not found"),
+        (load_transencoder_config, transencoder, {"start": ["a", "b", "c"]}, "one bi-encoder, or two"),
+        (load_transencoder_config, transencoder, {"start": [tiny_bert_dir, tiny_bert_dir]}, "share a name"),
+        (load_transencoder_config, transencoder, {"first_teacher": "gpt"}, "expected cross-encoder"),
+        (
+            load_transencoder_config,
+            transencoder,
+            {"first_teacher": f"bi-encoder:{tiny_bert_dir}"},
+            "first_teacher",
+        ),
+        (load_transencoder_config, transencoder, {"init": "warm"}, "init must be"),
+        (load_transencoder_config, transencoder, {"bi": {"loss": "marginmse"}}, "bi.loss must be"),
+        (load_transencoder_config, transencoder, {"cross": {"student": "x"}}, "may not set"),
+        (load_transencoder_config, transencoder, {"score": {"calibrate_on": "dev.jsonl"}}, "may not set"),
+    ]
+    for loader, base, change, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            load(loader, base, **change)
+
+
+def test_the_commands_print_the_report_and_explain_a_bad_config(tmp_path, tiny_bert_dir):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = _transencoder_yaml(tmp_path, tiny_bert_dir, cycles=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "llmst", "transencoder", path],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("| cycle | pairs scored by |") == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(open(path)), "cycles": 0}))
+    for command in ("transencoder", "augsbert"):
+        failed = subprocess.run(
+            [sys.executable, "-m", "llmst", command, str(bad)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert (
+            failed.returncode == 2
+            and failed.stderr.startswith("error: ")
+            and "Traceback" not in failed.stderr
+        )
