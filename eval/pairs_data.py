@@ -5,6 +5,7 @@
 | stsb-train  | stsb/sts-train.csv              | 5,749  | similarity 0-5, divided by 5  |
 | stsb-dev    | stsb/sts-dev.csv                | 1,500  | same                          |
 | stsb-test   | stsb/sts-test.csv               | 1,379  | same                          |
+| sick-train  | sick/SICK_train.txt             | 4,500  | relatedness 1-5, (x - 1) / 4  |
 
 Each record: `id, text_a, text_b, label`. STS-b's CSVs are tab-separated with the score in column 5 and the two
 sentences in columns 6 and 7 (some lines carry extra source columns after them, which are ignored).
@@ -38,7 +39,26 @@ def _stsb(split: str) -> list[dict]:
     return rows
 
 
+def _sick_train() -> list[dict]:
+    """SICK's train pairs (tab-separated with a header: pair_ID, sentence_A, sentence_B, relatedness_score, ...)."""
+    rows = []
+    with open(SHARED / "sick" / "SICK_train.txt", encoding="utf-8") as handle:
+        next(handle)
+        for line in handle:
+            parts = line.rstrip("\n").split("\t")
+            rows.append(
+                {
+                    "id": f"sick-train-{parts[0]}",
+                    "text_a": parts[1],
+                    "text_b": parts[2],
+                    "label": (float(parts[3]) - 1) / 4,
+                }
+            )
+    return rows
+
+
 LOADERS = {f"stsb-{split}": (lambda s=split: _stsb(s)) for split in ("train", "dev", "test")}
+LOADERS["sick-train"] = _sick_train
 
 
 def ensure(name: str, out: Path = DEFAULT_OUT) -> Path:
