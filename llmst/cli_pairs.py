@@ -47,7 +47,7 @@ def pairs_score_cmd(*, config: ScoreConfig, pairs: str, out: Path) -> None:
 
 def evaluate_pairs_cmd(*, config: EvaluatePairsConfig, model: str, pairs: str) -> None:
     """Score a pair model against gold pairs: Spearman and Pearson correlation, or (--metrics retrieval) MAP,
-    MRR@10 and nDCG@10 with pairs sharing text_a as queries and --gold-field > 0 as relevant.
+    MRR@10 and nDCG@10 with pairs sharing text_a as queries and --gold-field true or > 0 as relevant.
 
     The bi-encoder's score is its cosine (EmbeddingSimilarityEvaluator, InformationRetrievalEvaluator), the
     cross-encoder's its prediction (CrossEncoderCorrelationEvaluator, CrossEncoderRerankingEvaluator). Prints

@@ -16,6 +16,7 @@ from conftest import read_lines, write_jsonl
 
 from llmst.errors import ConfigError
 from llmst.pairs.config import EvaluatePairsConfig, SampleConfig
+from llmst.pairs.data import relevance
 from llmst.pairs.evaluate import evaluate_pairs_report, evaluate_retrieval
 from llmst.pairs.groups import read_query_groups
 from llmst.pairs.sample import pair_key, sample_pairs
@@ -292,6 +293,8 @@ def test_mined_hard_negatives_never_hold_a_positive_or_an_excluded_pair(tiny_ber
     assert (
         report["rejected"] == 2 and report["positives"] == 4 and report["corpus"] == 8
     )  # "THE SKY  is blue." is "The sky is blue."
+    # rows marked not positive are candidate passages only: not written, but counted
+    assert report["rows"] == 11 and report["non_positive_rows"] == 4
     assert report["written"] + sum(report["dropped"].values()) == report["candidates"]
     assert len(read_lines(tmp_path / "hn.jsonl.rejects.jsonl")) == 2
     # --corpus adds candidate passages (a re-spaced copy of a positive is still that positive); bad rows rejected
@@ -453,5 +456,36 @@ def test_evaluate_pairs_retrieval_cli_and_cross_encoders(fruit_encoder, tiny_ber
     ce = evaluate_pairs_report(tmp_path / "ce", pairs, config)
     assert ce["queries"] == 3 and 0 < ce["mrr@10"] <= 1
     bad = write_jsonl(tmp_path / "bad.jsonl", [*FRUIT_PAIRS[:2], {**FRUIT_PAIRS[2], "label": "yes"}])
-    with pytest.raises(ConfigError, match="line 3: label 'yes' is not a number"):
+    with pytest.raises(ConfigError, match="line 3: label 'yes' is not true/false or a number"):
         evaluate_retrieval(fruit_encoder, bad)
+
+
+def test_relevance_is_read_alike_everywhere():
+    # one parser for positive markers (groups, hard-negatives) and gold relevance (evaluate-pairs --metrics retrieval)
+    for value, expected in [(True, True), (False, False), (1, True), (0, False), (2.5, True), (-1, False)]:
+        assert relevance(value) is expected
+    assert relevance("1") is True and relevance("0.0") is False
+    for value in ("yes", None, "", float("nan"), [1]):
+        assert relevance(value) is None
+
+
+def test_hard_negatives_output_evaluates_directly(fruit_encoder, tmp_path):
+    # pairs sample --method hard-negatives writes positive: true/false; evaluate-pairs reads it as relevance
+    source = write_jsonl(tmp_path / "fruit.jsonl", FRUIT_PAIRS)
+    hn = tmp_path / "hn.jsonl"
+    config = SampleConfig(
+        method="hard-negatives", encoder=fruit_encoder, positive_field="label", top_k=2, progress=False
+    )
+    report = sample_pairs(source, hn, config)
+    assert {type(r["positive"]) for r in read_lines(hn)} == {bool}
+    result = evaluate_retrieval(fruit_encoder, hn, gold_field="positive", corpus="candidates")
+    assert result["queries"] == report["positives"] - 1  # banana has two positives: one query
+    assert 0 < result["mrr@10"] <= 1
+    cli = subprocess.run(
+        [sys.executable, "-m", "llmst", "evaluate-pairs", fruit_encoder, str(hn), "--metrics", "retrieval"]
+        + ["--gold-field", "positive"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["queries"] == result["queries"]

@@ -61,7 +61,8 @@ class SampleConfig:
         default=None,
         metadata=stage.only_if(
             "hard-negatives: field marking INPUT's positive pairs (true or > 0, e.g. a gold label); the "
-            "other rows' passages only join the corpus. Default: every row is a positive pair.",
+            "other rows' passages only join the corpus (not written; counted as non_positive_rows). "
+            "Default: every row is a positive pair.",
             "method",
             "hard-negatives",
         ),
@@ -239,7 +240,7 @@ class EvaluatePairsConfig:
         default="correlation",
         metadata={
             "help": "correlation (Spearman, Pearson with --gold-field) or retrieval (MAP, MRR@10, nDCG@10: "
-            "pairs sharing text_a are one query, a passage is relevant when --gold-field > 0)."
+            "pairs sharing text_a are one query, a passage is relevant when --gold-field is true or > 0)."
         },
     )
     corpus: Literal["all", "candidates"] = field(

@@ -3,8 +3,8 @@ query/passage sets, how well it retrieves: MAP, MRR@10 and nDCG@10.
 
 The bi-encoder's score is the cosine of the two embeddings (sentence-transformers' `EmbeddingSimilarityEvaluator`),
 the cross-encoder's its predicted score (`CrossEncoderCorrelationEvaluator`). Retrieval (`evaluate_retrieval`)
-reads the same pair file as query groups (pairs sharing `text_a`; a passage is relevant when its gold score is
-> 0): `corpus="all"` ranks every passage of the file for every query (`InformationRetrievalEvaluator`, bi-encoders),
+reads the same pair file as query groups (pairs sharing `text_a`; a passage is relevant when its gold field is
+true or > 0, as a positive marker is read everywhere: `llmst.pairs.data.relevance`): `corpus="all"` ranks every passage of the file for every query (`InformationRetrievalEvaluator`, bi-encoders),
 `corpus="candidates"` only each query's own passages (`RerankingEvaluator`, `CrossEncoderRerankingEvaluator`).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmst.errors import ConfigError
-from llmst.pairs.data import read_scored_pairs
+from llmst.pairs.data import RELEVANCE, read_pair_rows, read_scored_pairs, relevance
 
 PairModelKind = Literal["bi-encoder", "cross-encoder"]
 
@@ -81,25 +81,26 @@ def evaluate_pairs(
 
 def retrieval_sets(
     pairs: str | Path, fields: Sequence[str] = ("text_a", "text_b"), gold_field: str = "label"
-) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, bool]]]:
     """Queries `{qid: text}`, corpus `{cid: text}` (every distinct passage of the file) and each query's
-    candidates `{qid: {cid: gold}}`. Texts are matched after collapsing whitespace and case; ids follow the
-    file's order (zero-padded, so sentence-transformers' tie-break by id keeps that order)."""
+    candidates `{qid: {cid: relevant}}`, relevant when `gold_field` is true or > 0 (`llmst.pairs.data.relevance`:
+    gold labels 1 / 0, or the `positive` booleans of `llmst pairs sample --method hard-negatives`). Texts are
+    matched after collapsing whitespace and case; ids follow the file's order (zero-padded, so
+    sentence-transformers' tie-break by id keeps that order)."""
     from llmst.pairs.sample import normalize
 
-    gold = read_scored_pairs(pairs, fields, gold_field)
     queries: dict[str, str] = {}
     corpus: dict[str, str] = {}
     qids: dict[str, str] = {}
     cids: dict[str, str] = {}
-    candidates: dict[str, dict[str, float]] = {}
-    for query, passage, value in zip(gold.text_a, gold.text_b, gold.scores.tolist(), strict=True):
-        qid = qids.setdefault(normalize(query), f"q{len(qids):07d}")
-        cid = cids.setdefault(normalize(passage), f"c{len(cids):07d}")
-        queries.setdefault(qid, query)
-        corpus.setdefault(cid, passage)
+    candidates: dict[str, dict[str, bool]] = {}
+    for row in read_pair_rows(pairs, fields, gold_field, target=relevance, expected=RELEVANCE):
+        qid = qids.setdefault(normalize(row.text_a), f"q{len(qids):07d}")
+        cid = cids.setdefault(normalize(row.text_b), f"c{len(cids):07d}")
+        queries.setdefault(qid, row.text_a)
+        corpus.setdefault(cid, row.text_b)
         seen = candidates.setdefault(qid, {})
-        seen[cid] = max(seen.get(cid, value), value)  # a passage listed twice: relevant if either says so
+        seen[cid] = seen.get(cid, False) or row.target  # a passage listed twice: relevant if either says so
     return queries, corpus, candidates
 
 
@@ -119,13 +120,13 @@ def evaluate_retrieval(
     queries, passages, candidates = retrieval_sets(pairs, fields, gold_field)
     kind = kind or pair_model_kind(model)
     path = resolve_model(str(model)).path
-    relevant = {q: {c for c, g in found.items() if g > 0} for q, found in candidates.items()}
+    relevant = {q: {c for c, is_relevant in found.items() if is_relevant} for q, found in candidates.items()}
     scored = [q for q in queries if relevant[q]]
     result: dict[str, Any] = {"kind": kind, "corpus": corpus, "queries": len(scored)}
     result["queries_without_relevant"] = len(queries) - len(scored)
     if not scored:
         raise ConfigError(
-            f"{pairs}: no query has a relevant passage ({gold_field} > 0)",
+            f"{pairs}: no query has a relevant passage ({gold_field} true or > 0)",
             hint="retrieval metrics need gold labels such as 1 (relevant) / 0 on query/passage pairs",
         )
     if corpus == "all":
@@ -163,7 +164,7 @@ def evaluate_retrieval(
     else:
         samples = []
         for q in scored:
-            negatives = [passages[c] for c, g in candidates[q].items() if g <= 0]
+            negatives = [passages[c] for c, is_relevant in candidates[q].items() if not is_relevant]
             if negatives:  # a query whose every candidate is relevant ranks perfectly whatever the model
                 samples.append(
                     {
@@ -222,72 +223,56 @@ def predicted_scores(
 def evaluate_pairs_report(model: str | Path, pairs: str | Path, config) -> dict[str, Any]:
     """`llmst evaluate-pairs`: the correlations, and with `config.report_dir` report.json and scatter.png; or
     the retrieval metrics (`config.metrics == "retrieval"`), with report.json and a bar chart (metrics.png)."""
+    options = dict(kind=config.kind, fields=config.text_fields, batch_size=config.batch_size)
     if config.metrics == "retrieval":
-        return _retrieval_report(model, pairs, config)
-    result = evaluate_pairs(
-        model,
-        pairs,
-        kind=config.kind,
-        fields=config.text_fields,
-        score_field=config.gold_field,
-        batch_size=config.batch_size,
-    )
+        result = evaluate_retrieval(
+            model, pairs, gold_field=config.gold_field, corpus=config.corpus, **options
+        )
+    else:
+        result = evaluate_pairs(model, pairs, score_field=config.gold_field, **options)
     result.update(model=str(model), pairs=str(pairs))
     if config.report_dir:
-        import matplotlib
+        name = Path(str(model)).name
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        def scatter(axis) -> None:
+            gold = read_scored_pairs(pairs, config.text_fields, config.gold_field)
+            predicted = predicted_scores(model, gold.text_a, gold.text_b, result["kind"], config.batch_size)
+            axis.scatter(gold.scores, predicted, s=6, alpha=0.4)
+            axis.set_xlabel(f"gold ({config.gold_field})")
+            axis.set_ylabel("cosine" if result["kind"] == "bi-encoder" else "cross-encoder score")
+            axis.set_title(f"{name}: Spearman {result['spearman']:.3f}, n={result['n']}")
 
-        from llmst.records import write_json_atomic
+        def bars(axis) -> None:
+            names = ["map", "mrr@10", "ndcg@10"]
+            axis.bar_label(axis.bar(names, [result[n] for n in names]), fmt="%.3f")
+            axis.set_ylim(0, 1.05)
+            axis.set_title(f"{name}: {result['queries']} queries, corpus {config.corpus}")
 
-        folder = Path(config.report_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        gold = read_scored_pairs(pairs, config.text_fields, config.gold_field)
-        predicted = predicted_scores(model, gold.text_a, gold.text_b, result["kind"], config.batch_size)
-        figure, axis = plt.subplots(figsize=(5, 5))
-        axis.scatter(gold.scores, predicted, s=6, alpha=0.4)
-        axis.set_xlabel(f"gold ({config.gold_field})")
-        axis.set_ylabel("cosine" if result["kind"] == "bi-encoder" else "cross-encoder score")
-        axis.set_title(f"{Path(str(model)).name}: Spearman {result['spearman']:.3f}, n={result['n']}")
-        figure.tight_layout()
-        figure.savefig(folder / "scatter.png", dpi=120)
-        plt.close(figure)
-        write_json_atomic(folder / "report.json", result)
-        result["report_dir"] = str(folder)
+        if config.metrics == "retrieval":
+            _save_report(config.report_dir, result, "metrics.png", bars, size=(5, 3.5))
+        else:
+            _save_report(config.report_dir, result, "scatter.png", scatter, size=(5, 5))
     return result
 
 
-def _retrieval_report(model: str | Path, pairs: str | Path, config) -> dict[str, Any]:
-    result = evaluate_retrieval(
-        model,
-        pairs,
-        kind=config.kind,
-        fields=config.text_fields,
-        gold_field=config.gold_field,
-        corpus=config.corpus,
-        batch_size=config.batch_size,
-    )
-    result.update(model=str(model), pairs=str(pairs))
-    if config.report_dir:
-        import matplotlib
+def _save_report(
+    report_dir: str | Path, result: dict[str, Any], plot: str, draw, *, size: tuple[float, float]
+) -> None:
+    """report.json (`result`) and the plot `draw(axis)` makes, as `plot`, in `report_dir`; adds the folder to
+    `result`."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        from llmst.records import write_json_atomic
+    from llmst.records import write_json_atomic
 
-        folder = Path(config.report_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        names = ["map", "mrr@10", "ndcg@10"]
-        figure, axis = plt.subplots(figsize=(5, 3.5))
-        bars = axis.bar(names, [result[name] for name in names])
-        axis.bar_label(bars, fmt="%.3f")
-        axis.set_ylim(0, 1.05)
-        axis.set_title(f"{Path(str(model)).name}: {result['queries']} queries, corpus {config.corpus}")
-        figure.tight_layout()
-        figure.savefig(folder / "metrics.png", dpi=120)
-        plt.close(figure)
-        write_json_atomic(folder / "report.json", result)
-        result["report_dir"] = str(folder)
-    return result
+    folder = Path(report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=size)
+    draw(axis)
+    figure.tight_layout()
+    figure.savefig(folder / plot, dpi=120)
+    plt.close(figure)
+    write_json_atomic(folder / "report.json", result)
+    result["report_dir"] = str(folder)

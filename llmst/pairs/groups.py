@@ -10,8 +10,9 @@ positive gives one row: `query, positive, negative_1..N` and the teacher scores 
 the input `MarginMSELoss`, `DistillKLDivLoss` and `PartialRankingDistillLoss` take. Queries without a
 positive or with fewer than `negatives` negatives are left out and counted.
 
-A row that cannot be read (bad JSON, a missing text, a score or positive marker that is not a number) is an
-error naming its line, as in `llmst.pairs.data`: a training set must not silently lose rows.
+A row that cannot be read (bad JSON, a missing text, a score that is not a number, a positive marker that is
+not true/false or a number: `llmst.pairs.data.relevance`) is an error naming its line, as in `llmst.pairs.data`:
+a training set must not silently lose rows.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from llmst.errors import ConfigError
-from llmst.pairs.data import _number
+from llmst.pairs.data import RELEVANCE, read_pair_rows, relevance
 from llmst.pairs.sample import normalize
-from llmst.readers import Reject, read_records
 
 
 @dataclass
@@ -54,14 +54,6 @@ class QueryGroups:
         return data
 
 
-def _positive(value: Any) -> bool | None:
-    """True / False of a positive marker (bool, or a number: > 0 is positive); None when unreadable."""
-    if isinstance(value, bool):
-        return value
-    number = _number(value)
-    return None if number is None else number > 0
-
-
 def read_query_groups(
     path: str | Path,
     fields: Sequence[str] = ("text_a", "text_b"),
@@ -74,37 +66,20 @@ def read_query_groups(
     """The query groups of the pair file `path` (see the module docstring); a bad row is a ConfigError."""
     if negatives < 1:
         raise ConfigError("negatives must be >= 1")
-    query_field, passage_field = fields
     groups: dict[str, tuple[str, list[tuple[str, float, bool]]]] = {}
     seen: set[tuple[str, str]] = set()
     counts: Counter[str] = Counter()
     rows = 0
-    for item in read_records(path):
-        if limit is not None and rows == limit:
-            break
-        if isinstance(item, Reject):
-            raise ConfigError(f"{path}, line {item.line}: {item.reason}")
+    for row in read_pair_rows(path, fields, score_field, limit=limit):
         rows += 1
-        record = item.record
-        query, passage = record.get(query_field), record.get(passage_field)
-        if any(not isinstance(t, str) or not t.strip() for t in (query, passage)):
-            raise ConfigError(
-                f"{path}, line {item.line}: no text in field(s) {list(fields)}",
-                hint="every pair needs a query and a passage (text_a, text_b by default; see --text-field)",
-            )
-        score = _number(record.get(score_field))
-        if score is None:
-            raise ConfigError(
-                f"{path}, line {item.line}: {score_field} {record.get(score_field)!r} is not a number",
-                hint="score the pairs with a teacher first (llmst pairs score), or name the field (--score-field)",
-            )
+        query, passage, score, record = row.text_a, row.text_b, row.target, row.record
         is_positive = False
         if positive_field is not None:
-            marker = _positive(record.get(positive_field))
+            marker = relevance(record.get(positive_field))
             if marker is None:
                 raise ConfigError(
-                    f"{path}, line {item.line}: {positive_field} {record.get(positive_field)!r} is not "
-                    "true/false or a number",
+                    f"{path}, line {row.line}: {positive_field} {record.get(positive_field)!r} is not "
+                    f"{RELEVANCE}",
                     hint="mark positives with true or 1 (or leave out --positive-field: the teacher-best pair)",
                 )
             is_positive = marker
@@ -114,8 +89,6 @@ def read_query_groups(
             continue
         seen.add(key)
         groups.setdefault(key[0], (query, []))[1].append((passage, score, is_positive))
-    if not rows:
-        raise ConfigError(f"{path} holds no pairs")
     out_queries, out_positives, out_negatives, out_scores = [], [], [], []
     for query, pairs in groups.values():
         if positive_field is None:

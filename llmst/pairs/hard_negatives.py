@@ -3,8 +3,10 @@ highest for the query that are not its positives (`sentence_transformers.util.mi
 ordinary pair records so `llmst pairs score` can score them with a teacher and `llmst train --loss marginmse |
 kldiv | cprd` can learn from the groups they form (`llmst.pairs.groups`).
 
-The positives are INPUT's pairs (all, or those whose `--positive-field` is true or > 0); the corpus of candidate
-negatives is every side-b passage of INPUT (so a question's own wrong answers compete) plus `--corpus FILE`.
+The positives are INPUT's pairs (all, or those whose `--positive-field` is true or > 0:
+`llmst.pairs.data.relevance`); a row whose marker is false only adds its passage to the candidates (it is not
+written, and the report counts it as `non_positive_rows`). The corpus of candidate negatives is every side-b
+passage of INPUT (so a question's own wrong answers compete) plus `--corpus FILE`.
 The leak guard of `pairs sample` holds: a pair of an `--exclude` file (either order) never comes out, as a
 positive or as a mined negative, nor with `--exclude-sentences` any pair with one of its sentences. A mined
 negative is never one of the query's positives or the query itself, in any spelling: passages are deduplicated
@@ -22,22 +24,18 @@ from typing import Any
 
 from llmst.errors import ConfigError
 from llmst.pairs.config import SampleConfig
-from llmst.pairs.sample import PairKey, normalize, pair_id, pair_key
+from llmst.pairs.data import RELEVANCE, relevance
+from llmst.pairs.sample import LeakGuard, PairKey, normalize, pair_id, pair_key
 from llmst.readers import Reject, read_records
-
-
-def _marker(value: Any) -> bool | None:
-    from llmst.pairs.groups import _positive
-
-    return _positive(value)
 
 
 def _read(
     source: str | Path, config: SampleConfig
-) -> tuple[list[tuple[str, str]], list[str], list[dict[str, Any]], int]:
-    """INPUT's positive pairs, every passage (INPUT side b, then --corpus) deduplicated, rejects, rows read."""
+) -> tuple[list[tuple[str, str]], list[str], list[dict[str, Any]], Counter[str]]:
+    """INPUT's positive pairs, every passage (INPUT side b, then --corpus) deduplicated, rejects, and the
+    counts of rows read and of rows whose --positive-field is false."""
     query_field, passage_field = config.text_fields
-    positives, passages, seen, rejects, rows = [], [], set(), [], 0
+    positives, passages, seen, rejects, counts = [], [], set(), [], Counter()
 
     def add(passage: str) -> None:
         if normalize(passage) not in seen:
@@ -45,9 +43,9 @@ def _read(
             passages.append(passage)
 
     for item in read_records(source):
-        if config.limit is not None and rows == config.limit:
+        if config.limit is not None and counts["rows"] == config.limit:
             break
-        rows += 1
+        counts["rows"] += 1
         if isinstance(item, Reject):
             rejects.append(item.to_json())
             continue
@@ -57,58 +55,40 @@ def _read(
             continue
         is_positive = True
         if config.positive_field:
-            is_positive = _marker(item.record.get(config.positive_field))
+            is_positive = relevance(item.record.get(config.positive_field))
             if is_positive is None:
                 value = item.record.get(config.positive_field)
                 rejects.append(
-                    {
-                        "line": item.line,
-                        "reason": f"{config.positive_field} {value!r} is not true/false or a number",
-                    }
+                    {"line": item.line, "reason": f"{config.positive_field} {value!r} is not {RELEVANCE}"}
                 )
                 continue
         add(passage)
         if is_positive:
             positives.append((query, passage))
+        else:  # a candidate passage only: neither written nor a query of its own
+            counts["non_positive_rows"] += 1
     for item in read_records(config.corpus) if config.corpus else []:
         text = None if isinstance(item, Reject) else item.record.get(passage_field, item.record.get("text"))
         if not isinstance(text, str) or not text.strip():
             rejects.append({"file": config.corpus, "line": item.line, "reason": "no passage text"})
             continue
         add(text)
-    return positives, passages, rejects, rows
+    return positives, passages, rejects, counts
 
 
 def mine(
-    source: str | Path,
-    config: SampleConfig,
-    excluded_pairs: set[PairKey],
-    excluded_sentences: set[str],
-) -> tuple[list[dict[str, Any]], Counter[str], list[dict[str, Any]], dict[str, Any]]:
-    """Pair records (each query's positives, then its mined negatives), drop counts, rejects, report extras."""
+    source: str | Path, config: SampleConfig, guard: LeakGuard
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Pair records (each query's positives, then its mined negatives), rejects, and the report's method and
+    counts; `guard` drops (and counts) what the leak guard forbids."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
     from llmst.models import resolve_model
 
-    positives, passages, rejects, rows = _read(source, config)
-    dropped: Counter[str] = Counter()
-    kept, seen = [], set()
-    for query, passage in positives:
-        key = pair_key(query, passage)
-        reason = None
-        if key in seen:
-            reason = "duplicate"
-        elif key in excluded_pairs:
-            reason = "excluded_pair"
-        elif config.exclude_sentences and (key[0] in excluded_sentences or key[1] in excluded_sentences):
-            reason = "excluded_sentence"
-        if reason:
-            dropped[reason] += 1
-            continue
-        seen.add(key)
-        kept.append((query, passage))
+    positives, passages, rejects, counts = _read(source, config)
+    kept = [(query, passage) for query, passage in positives if guard.admit(pair_key(query, passage))]
     if not kept:
         raise ConfigError(
             f"pairs sample --method hard-negatives: {source} holds no usable positive pair",
@@ -150,30 +130,23 @@ def mine(
                 break
             key = pair_key(query, passage)
             if normalize(passage) in own or key[0] == key[1]:
-                dropped["positive_or_query"] += 1  # the query's positive, or the query, in another spelling
+                guard.dropped["positive_or_query"] += 1  # the query's positive, or the query, respelled
                 continue
-            reason = None
-            if key in seen:
-                reason = "duplicate"
-            elif key in excluded_pairs:
-                reason = "excluded_pair"
-            elif config.exclude_sentences and (key[0] in excluded_sentences or key[1] in excluded_sentences):
-                reason = "excluded_sentence"
-            if reason:
-                dropped[reason] += 1
+            if not guard.admit(key):
                 continue
-            seen.add(key)
             rank += 1
             records.append(_record(query, passage, rank, score, False))
     per_query = Counter(normalize(r["text_a"]) for r in records if not r["positive"])
     extras = {
-        "rows": rows,
+        "method": config.method,
+        "rows": counts["rows"],
+        "non_positive_rows": counts["non_positive_rows"],
         "positives": len(kept),
         "negatives": sum(per_query.values()),
         "corpus": len(passages),
         "queries_short_of_negatives": sum(1 for q in by_query if per_query[q] < config.top_k),
     }
-    return records, dropped, rejects, extras
+    return records, rejects, extras
 
 
 def _record(query: str, passage: str, rank: int, score: float | None, positive: bool) -> dict[str, Any]:

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from llmst import stage
 from llmst.errors import ConfigError
 from llmst.pairs.config import SampleConfig, sample_signature
+from llmst.pairs.data import write_pair_outputs
 from llmst.readers import Reject, read_records
-from llmst.records import PendingOutputs, check_output
+from llmst.records import check_output
 
 PairKey = tuple[str, str]
 
@@ -112,6 +112,48 @@ def read_exclusions(paths: Sequence[str], fields: Sequence[str]) -> tuple[set[Pa
     return pairs, sentences
 
 
+class LeakGuard:
+    """The leak guard over one run's candidate pairs (`pair_key` form): each pair comes out at most once, never
+    a pair of an --exclude file nor, with `exclude_sentences`, a pair with one of its sentences, nor (when
+    `input_pairs` is given) a pair INPUT already holds. `dropped` counts every drop by reason."""
+
+    def __init__(
+        self,
+        excluded_pairs: set[PairKey],
+        excluded_sentences: set[str],
+        *,
+        exclude_sentences: bool,
+        input_pairs: set[PairKey] | None = None,
+    ) -> None:
+        self.excluded_pairs, self.excluded_sentences = excluded_pairs, excluded_sentences
+        self.exclude_sentences, self.input_pairs = exclude_sentences, input_pairs
+        self.seen: set[PairKey] = set()
+        self.dropped: Counter[str] = Counter()
+
+    def drop_reason(self, key: PairKey) -> str | None:
+        """Why `key` is dropped: duplicate, already_in_input, excluded_pair or excluded_sentence; None to keep."""
+        if key in self.seen:
+            return "duplicate"
+        if self.input_pairs is not None and key in self.input_pairs:
+            return "already_in_input"
+        if key in self.excluded_pairs:
+            return "excluded_pair"
+        if self.exclude_sentences and (
+            key[0] in self.excluded_sentences or key[1] in self.excluded_sentences
+        ):
+            return "excluded_sentence"
+        return None
+
+    def admit(self, key: PairKey) -> bool:
+        """True (and `key` is seen from now on) when the pair may come out; else its drop is counted."""
+        reason = self.drop_reason(key)
+        if reason:
+            self.dropped[reason] += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
 def _bm25(queries: list[str], corpus: list[str], k: int, progress: bool) -> Iterator[list[tuple[int, float]]]:
     import bm25s
 
@@ -185,28 +227,37 @@ def sample_pairs(source: str | Path, out: str | Path, config: SampleConfig) -> d
     out = Path(out)
     check_output(out, [source, *(config.exclude or []), config.corpus])
     excluded_pairs, excluded_sentences = read_exclusions(config.exclude or [], config.text_fields)
+    guard = LeakGuard(excluded_pairs, excluded_sentences, exclude_sentences=config.exclude_sentences)
     if config.method == "hard-negatives":
         from llmst.pairs.hard_negatives import mine
 
-        records, dropped, rejects, extras = mine(source, config, excluded_pairs, excluded_sentences)
-        report = {
-            "input": str(source),
-            "out": str(out),
-            "method": config.method,
-            **extras,
-            "candidates": len(records) + sum(dropped.values()),
-            "written": len(records),
-            "dropped": {reason: dropped[reason] for reason in sorted(dropped)},
-            "rejected": len(rejects),
-            "excluded_pairs": len(excluded_pairs),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        _write(out, records, rejects, report, source, config)
-        return report
+        records, rejects, extras = mine(source, config, guard)
+    else:
+        records, rejects, extras = _neighbours(source, config, guard)
+    report = {
+        "input": str(source),
+        "out": str(out),
+        **extras,
+        "candidates": len(records) + sum(guard.dropped.values()),
+        "written": len(records),
+        "dropped": {reason: guard.dropped[reason] for reason in sorted(guard.dropped)},
+        "rejected": len(rejects),
+        "excluded_pairs": len(excluded_pairs),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_pair_outputs(out, records, rejects, report, sample_signature(source, config), "pairs-sample")
+    return report
+
+
+def _neighbours(
+    source: str | Path, config: SampleConfig, guard: LeakGuard
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Pair records of every method but hard-negatives, rejects, and the report's method and counts."""
     corpus = Corpus(source, config)
     queries, targets, ranked, sampler = _candidates(corpus, config)
-    dropped: Counter[str] = Counter()
-    records, seen = [], set()
+    if config.new_only:
+        guard.input_pairs = corpus.pairs
+    records = []
     for query, partners in zip(queries, ranked, strict=True):
         kept = 0
         for index, score in partners:
@@ -217,19 +268,8 @@ def sample_pairs(source: str | Path, out: str | Path, config: SampleConfig) -> d
             if kept == config.top_k:
                 break
             kept += 1
-            reason = None
-            if key in seen:
-                reason = "duplicate"
-            elif config.new_only and key in corpus.pairs:
-                reason = "already_in_input"
-            elif key in excluded_pairs:
-                reason = "excluded_pair"
-            elif config.exclude_sentences and (key[0] in excluded_sentences or key[1] in excluded_sentences):
-                reason = "excluded_sentence"
-            if reason:
-                dropped[reason] += 1
+            if not guard.admit(key):
                 continue
-            seen.add(key)
             records.append(
                 {
                     "id": pair_id(query, text),
@@ -240,28 +280,5 @@ def sample_pairs(source: str | Path, out: str | Path, config: SampleConfig) -> d
                     "sampler_score": None if score is None else round(score, 6),
                 }
             )
-    report = {
-        "input": str(source),
-        "out": str(out),
-        "method": sampler,
-        "queries": len(queries),
-        "sentences": [len(side) for side in corpus.sides],
-        "candidates": len(records) + sum(dropped.values()),
-        "written": len(records),
-        "dropped": {reason: dropped[reason] for reason in sorted(dropped)},
-        "rejected": len(corpus.rejects),
-        "excluded_pairs": len(excluded_pairs),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    _write(out, records, corpus.rejects, report, source, config)
-    return report
-
-
-def _write(out: Path, records, rejects, report, source: str | Path, config: SampleConfig) -> None:
-    stage.clear_marker(out)
-    with PendingOutputs() as pending:
-        pending.write_jsonl(out, records)
-        pending.write_jsonl(out.with_name(out.name + ".rejects.jsonl"), rejects)
-        pending.write_json(out.with_name(out.name + ".report.json"), report)
-        pending.commit()
-    stage.write_marker(out, sample_signature(source, config), stage="pairs-sample")
+    extras = {"method": sampler, "queries": len(queries), "sentences": [len(side) for side in corpus.sides]}
+    return records, corpus.rejects, extras

@@ -20,10 +20,10 @@ import numpy as np
 from llmst import stage
 from llmst.errors import ConfigError
 from llmst.pairs.config import ScoreConfig, teacher_name
-from llmst.pairs.data import read_scored_pairs
+from llmst.pairs.data import read_scored_pairs, write_pair_outputs
 from llmst.pairs.teachers import pair_row_id, score_with_teacher, teacher_identity
 from llmst.readers import Reject, iter_checked, read_records
-from llmst.records import PendingOutputs, check_output, keep_input_fields
+from llmst.records import check_output, keep_input_fields
 
 
 def score_signature(source: str | Path, config: ScoreConfig) -> str:
@@ -118,11 +118,5 @@ def score_pairs(source: str | Path, out: str | Path, config: ScoreConfig) -> dic
         "score_mean": round(float(np.mean([r["score"] for r in records])), 4) if records else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    stage.clear_marker(out)
-    with PendingOutputs() as pending:
-        pending.write_jsonl(out, records)
-        pending.write_jsonl(out.with_name(out.name + ".rejects.jsonl"), rejects)
-        pending.write_json(out.with_name(out.name + ".report.json"), report)
-        pending.commit()
-    stage.write_marker(out, score_signature(source, config), stage="pairs-score")
+    write_pair_outputs(out, records, rejects, report, score_signature(source, config), "pairs-score")
     return report

@@ -76,6 +76,15 @@ def _load_groups(labeled: str | Path, config: TrainConfig):
     return groups
 
 
+def scaled_pairwise_cos_sim(a, b, scale: float = 1.0):
+    """Row-wise cosine of `a` and `b` (both (B, D) tensors) times `scale`: the student scores of the kldiv loss
+    (`functools.partial(scaled_pairwise_cos_sim, scale=1 / temperature)`), so its loss is not shrunk by the
+    squared student temperature as `DistillKLDivLoss(student_temperature=...)` would be."""
+    from torch.nn import functional as F
+
+    return F.cosine_similarity(a, b, dim=-1) * scale
+
+
 def retrieval_loss(model, config: TrainConfig):
     """The listwise loss of `config.loss` (marginmse, kldiv or cprd) for a SentenceTransformer `model`."""
     from functools import partial
@@ -83,7 +92,7 @@ def retrieval_loss(model, config: TrainConfig):
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.util import pairwise_cos_sim
 
-    from llmst.train.partial_ranking import PartialRankingDistillLoss, scaled_pairwise_cos_sim
+    from llmst.train.partial_ranking import PartialRankingDistillLoss
 
     if config.loss == "marginmse":
         return losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim)

@@ -22,13 +22,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def scaled_pairwise_cos_sim(a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
-    """Row-wise cosine of `a` and `b` (both (B, D)) times `scale`: the student scores of the KL loss
-    (`functools.partial(scaled_pairwise_cos_sim, scale=1 / temperature)`), so its loss is not shrunk by the
-    squared student temperature as `DistillKLDivLoss(student_temperature=...)` would be."""
-    return F.cosine_similarity(a, b, dim=-1) * scale
-
-
 class PartialRankingDistillLoss(nn.Module):
     """Contrastive loss for the positive plus the teacher's order among the hard negatives.
 
