@@ -37,34 +37,44 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """`ray start --head --block` with 2 CPUs, stopped (by its process id) after the module's tests."""
+    """`ray start --head --block` with 2 CPUs, stopped (by its process id) after the module's tests.
+
+    Token authentication is off for this cluster and its clients (RAY_AUTH_MODE=disabled): Ray >= 2.5x turns it
+    on in `ray start` when ~/.ray/auth_token exists (any local `ray.init()` writes one), while `ray status`
+    does not send the token, so the test would depend on what an earlier Ray run left in the home folder."""
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
     command = [
         RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port), "--temp-dir", str(temp),
         "--include-dashboard", "false", "--disable-usage-stats", "--object-store-memory", str(300 << 20),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        assert head.poll() is None, head.stderr.read().decode()
-        probe = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=env)
-        if probe.returncode == 0 and "CPU" in probe.stdout:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("the Ray head did not start")
-    yield address
-    head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")  # the drivers of the tests (in-process and CLI) too
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        head = subprocess.Popen(
+            command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            address = f"127.0.0.1:{port}"
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                assert head.poll() is None, head.stderr.read().decode()
+                probe = subprocess.run(
+                    [RAY, "status", "--address", address], capture_output=True, text=True, env=env
+                )
+                if probe.returncode == 0 and "CPU" in probe.stdout:
+                    break
+                time.sleep(1)
+            else:
+                pytest.fail(f"the Ray head did not start: {probe.stderr[-2000:]}")
+            yield address
+        finally:
+            head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+                head.wait()
 
 
 def write_corpus(path: Path, n: int) -> Path:
