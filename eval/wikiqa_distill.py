@@ -10,7 +10,7 @@ questions; test 2,351 pairs of the 243 filtered questions. Steps, each a signatu
 OUT_DIR (a rerun reuses what is current):
 1. teacher: `llmst train --kind cross-encoder --score-field label` on the train pairs (MiniLM-L6 weights, new
    head, BCE);
-2. `llmst pairs sample --method hard-negatives --positive-field label --top-k NEGATIVES`: each train question's
+2. `llmst pairs sample --method hard-negatives --positive-field label --negatives NEGATIVES`: each train question's
    correct sentences plus the train sentences MiniLM-L6 ranks highest for it that are not its answers; the test
    pairs are excluded (the leak guard);
 3. `llmst pairs score` with the teacher (sigmoid scores);
@@ -129,7 +129,7 @@ def main() -> None:
     sample = SampleConfig(
         method="hard-negatives",
         positive_field="label",
-        top_k=args.negatives,
+        negatives=args.negatives,
         encoder=STUDENT,
         exclude=[str(test_file)],
         progress=False,
@@ -177,11 +177,11 @@ def main() -> None:
     rows = {}
     for name, model in models.items():
         rows[name] = {
-            "all": evaluate_retrieval(model, test_file, kind="bi-encoder", corpus="all"),
-            "candidates": evaluate_retrieval(model, test_file, kind="bi-encoder", corpus="candidates"),
+            "all": evaluate_retrieval(model, test_file, kind="bi-encoder", ranking="all"),
+            "candidates": evaluate_retrieval(model, test_file, kind="bi-encoder", ranking="candidates"),
         }
     rows["cross-encoder teacher"] = {
-        "candidates": evaluate_retrieval(teacher, test_file, kind="cross-encoder", corpus="candidates")
+        "candidates": evaluate_retrieval(teacher, test_file, kind="cross-encoder", ranking="candidates")
     }
     base = rows["MiniLM-L6 (before)"]
     gap = rows["cross-encoder teacher"]["candidates"]["ndcg@10"] - base["candidates"]["ndcg@10"]

@@ -19,7 +19,8 @@ pairs_app = typer.Typer(
 def pairs_sample_cmd(*, config: SampleConfig, input: str, out: Path) -> None:
     """Candidate pairs from a sentence corpus (one --text-field) or a pair / query-passage corpus (two): bm25 or
     semantic top-k neighbours, random partners, recombine (each side-a sentence with its top-k side-b ones), or
-    hard-negatives (each query/positive pair plus the query's top-k mined negatives, marked positive: false).
+    hard-negatives (each query/positive pair plus the query's --negatives mined negatives, marked positive:
+    false).
 
     The leak guard: no pair of an --exclude file comes out, in either order (with --exclude-sentences, no pair
     with one of its sentences either); candidates already paired in INPUT are dropped unless --no-new-only.

@@ -15,7 +15,7 @@ import torch
 from conftest import read_lines, write_jsonl
 
 from llmst.errors import ConfigError
-from llmst.pairs.config import EvaluatePairsConfig, SampleConfig
+from llmst.pairs.config import EvaluatePairsConfig, SampleConfig, sample_signature
 from llmst.pairs.data import relevance
 from llmst.pairs.evaluate import evaluate_pairs_report, evaluate_retrieval
 from llmst.pairs.groups import read_query_groups
@@ -262,7 +262,7 @@ def test_mined_hard_negatives_never_hold_a_positive_or_an_excluded_pair(tiny_ber
         method="hard-negatives",
         encoder=tiny_bert_dir,
         positive_field="label",
-        top_k=10,  # more than the corpus: every candidate is examined
+        negatives=10,  # more than the corpus: every candidate is examined
         exclude=[str(exclude)],
         progress=False,
     )
@@ -309,6 +309,24 @@ def test_mined_hard_negatives_never_hold_a_positive_or_an_excluded_pair(tiny_ber
     assert "Hamlet was written around 1600." in mined and " the sky is BLUE. " not in mined
 
 
+def test_negatives_per_query_is_one_option_across_commands(tmp_path):
+    source = write_jsonl(tmp_path / "pairs.jsonl", _retrieval_pairs(2))
+    config = SampleConfig(method="hard-negatives", negatives=5)
+    assert config.negatives == 5
+    # --top-k is the neighbour count of the other methods: not part of a hard-negatives run's signature
+    assert sample_signature(source, SampleConfig(method="hard-negatives", top_k=3)) == sample_signature(
+        source, SampleConfig(method="hard-negatives")
+    )
+    with pytest.warns(FutureWarning, match="use --negatives 5"):  # the old spelling, until llmst 0.2
+        old = SampleConfig(method="hard-negatives", top_k=5)
+    assert old.negatives == 5 and sample_signature(source, old) == sample_signature(source, config)
+    with pytest.raises(ConfigError, match="takes --negatives N"):
+        SampleConfig(method="hard-negatives", top_k=5, negatives=4)
+    assert "negatives" in TrainConfig.__dataclass_fields__  # llmst train --negatives: the same name
+    assert "corpus" not in EvaluatePairsConfig.__dataclass_fields__  # --corpus FILE is pairs sample's only
+    assert EvaluatePairsConfig(metrics="retrieval", ranking="candidates").ranking == "candidates"
+
+
 def test_hard_negatives_then_teacher_then_cprd_end_to_end(tiny_bert_dir, tmp_path):
     """sample --method hard-negatives -> score with a cross-encoder teacher -> train --loss cprd, via the CLI."""
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -334,7 +352,7 @@ def test_hard_negatives_then_teacher_then_cprd_end_to_end(tiny_bert_dir, tmp_pat
         str(hn),
         "--method",
         "hard-negatives",
-        "--top-k",
+        "--negatives",
         "3",
         "--encoder",
         tiny_bert_dir,
@@ -419,7 +437,7 @@ def test_ir_metrics_on_a_tiny_corpus_equal_hand_computed_values(fruit_encoder, t
     mrr = (1 / 2 + 1 / 2 + 1) / 3
     ndcg = (1 / log2(3) + (1 / log2(3) + 1 / log2(4)) / (1 + 1 / log2(3)) + 1) / 3
     average_precision = (1 / 2 + (1 / 2 + 2 / 3) / 2 + 1) / 3
-    result = evaluate_retrieval(fruit_encoder, pairs, corpus="candidates")
+    result = evaluate_retrieval(fruit_encoder, pairs, ranking="candidates")
     assert result["mrr@10"] == pytest.approx(mrr, abs=1e-4)
     assert result["ndcg@10"] == pytest.approx(ndcg, abs=1e-4)
     assert result["map"] == pytest.approx(average_precision, abs=1e-4)
@@ -452,7 +470,7 @@ def test_evaluate_pairs_retrieval_cli_and_cross_encoders(fruit_encoder, tiny_ber
     CrossEncoder(tiny_bert_dir, num_labels=1).save(str(tmp_path / "ce"))
     with pytest.raises(ConfigError, match="for bi-encoders only"):
         evaluate_retrieval(tmp_path / "ce", pairs, kind="cross-encoder")
-    config = EvaluatePairsConfig(metrics="retrieval", corpus="candidates", kind="cross-encoder")
+    config = EvaluatePairsConfig(metrics="retrieval", ranking="candidates", kind="cross-encoder")
     ce = evaluate_pairs_report(tmp_path / "ce", pairs, config)
     assert ce["queries"] == 3 and 0 < ce["mrr@10"] <= 1
     bad = write_jsonl(tmp_path / "bad.jsonl", [*FRUIT_PAIRS[:2], {**FRUIT_PAIRS[2], "label": "yes"}])
@@ -474,11 +492,11 @@ def test_hard_negatives_output_evaluates_directly(fruit_encoder, tmp_path):
     source = write_jsonl(tmp_path / "fruit.jsonl", FRUIT_PAIRS)
     hn = tmp_path / "hn.jsonl"
     config = SampleConfig(
-        method="hard-negatives", encoder=fruit_encoder, positive_field="label", top_k=2, progress=False
+        method="hard-negatives", encoder=fruit_encoder, positive_field="label", negatives=2, progress=False
     )
     report = sample_pairs(source, hn, config)
     assert {type(r["positive"]) for r in read_lines(hn)} == {bool}
-    result = evaluate_retrieval(fruit_encoder, hn, gold_field="positive", corpus="candidates")
+    result = evaluate_retrieval(fruit_encoder, hn, gold_field="positive", ranking="candidates")
     assert result["queries"] == report["positives"] - 1  # banana has two positives: one query
     assert 0 < result["mrr@10"] <= 1
     cli = subprocess.run(

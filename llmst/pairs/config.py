@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,8 @@ class SampleConfig:
         metadata={
             "help": "bm25 (lexical top-k, bm25s), semantic (bi-encoder top-k), random, recombine (each "
             "side-a sentence with its top-k side-b sentences), or hard-negatives (each query/positive pair "
-            "plus the query's top-k passages by --encoder that are not its positives: mine_hard_negatives)."
+            "plus the query's --negatives passages ranked highest by --encoder that are not its positives: "
+            "mine_hard_negatives)."
         },
     )
     text_fields: list[str] | None = field(
@@ -38,9 +40,19 @@ class SampleConfig:
     )
     top_k: int = field(
         default=3,
-        metadata={
-            "help": "Partners per sentence (top-k, or k random ones); hard-negatives: negatives per query."
-        },
+        metadata=stage.only_if(
+            "bm25, semantic, random, recombine: partners per sentence (top-k neighbours, or k random ones).",
+            "method",
+            ("bm25", "semantic", "random", "recombine"),
+        ),
+    )
+    negatives: int = field(
+        default=3,
+        metadata=stage.only_if(
+            "hard-negatives: mined negatives per query (as llmst train --negatives).",
+            "method",
+            "hard-negatives",
+        ),
     )
     rank_by: Literal["semantic", "bm25"] = field(
         default="semantic",
@@ -112,8 +124,20 @@ class SampleConfig:
             )
         if self.corpus and not Path(self.corpus).exists():
             raise ConfigError(f"--corpus file not found: {self.corpus}")
-        if self.top_k < 1:
-            raise ConfigError("--top-k must be >= 1")
+        # an explicit --top-k with hard-negatives keeps its old meaning (negatives per query) until llmst 0.2
+        if self.method == "hard-negatives" and self.top_k != 3:
+            if self.negatives not in (3, self.top_k):
+                raise ConfigError("--method hard-negatives takes --negatives N (not --top-k as well)")
+            warnings.warn(
+                "--top-k with --method hard-negatives is deprecated and will be removed in llmst 0.2: "
+                f"use --negatives {self.top_k}",
+                FutureWarning,
+                stacklevel=2,
+            )
+            self.negatives = self.top_k
+        for option, value in (("--top-k", self.top_k), ("--negatives", self.negatives)):
+            if value < 1:
+                raise ConfigError(f"{option} must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("--limit must be >= 1")
         if self.batch_size < 1:
@@ -243,7 +267,7 @@ class EvaluatePairsConfig:
             "pairs sharing text_a are one query, a passage is relevant when --gold-field is true or > 0)."
         },
     )
-    corpus: Literal["all", "candidates"] = field(
+    ranking: Literal["all", "candidates"] = field(
         default="all",
         metadata=stage.only_if(
             "retrieval: rank all passages of PAIRS for every query (bi-encoders), or only each query's own "

@@ -4,8 +4,9 @@ query/passage sets, how well it retrieves: MAP, MRR@10 and nDCG@10.
 The bi-encoder's score is the cosine of the two embeddings (sentence-transformers' `EmbeddingSimilarityEvaluator`),
 the cross-encoder's its predicted score (`CrossEncoderCorrelationEvaluator`). Retrieval (`evaluate_retrieval`)
 reads the same pair file as query groups (pairs sharing `text_a`; a passage is relevant when its gold field is
-true or > 0, as a positive marker is read everywhere: `llmst.pairs.data.relevance`): `corpus="all"` ranks every passage of the file for every query (`InformationRetrievalEvaluator`, bi-encoders),
-`corpus="candidates"` only each query's own passages (`RerankingEvaluator`, `CrossEncoderRerankingEvaluator`).
+true or > 0, as a positive marker is read everywhere: `llmst.pairs.data.relevance`): `ranking="all"` ranks every
+passage of the file for every query (`InformationRetrievalEvaluator`, bi-encoders), `ranking="candidates"` only
+each query's own passages (`RerankingEvaluator`, `CrossEncoderRerankingEvaluator`).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def evaluate_retrieval(
     kind: PairModelKind | None = None,
     fields: Sequence[str] = ("text_a", "text_b"),
     gold_field: str = "label",
-    corpus: Literal["all", "candidates"] = "all",
+    ranking: Literal["all", "candidates"] = "all",
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """MAP, MRR@10 and nDCG@10 (0..1) of `model` on the queries of `pairs` (module docstring)."""
@@ -122,18 +123,18 @@ def evaluate_retrieval(
     path = resolve_model(str(model)).path
     relevant = {q: {c for c, is_relevant in found.items() if is_relevant} for q, found in candidates.items()}
     scored = [q for q in queries if relevant[q]]
-    result: dict[str, Any] = {"kind": kind, "corpus": corpus, "queries": len(scored)}
+    result: dict[str, Any] = {"kind": kind, "ranking": ranking, "queries": len(scored)}
     result["queries_without_relevant"] = len(queries) - len(scored)
     if not scored:
         raise ConfigError(
             f"{pairs}: no query has a relevant passage ({gold_field} true or > 0)",
             hint="retrieval metrics need gold labels such as 1 (relevant) / 0 on query/passage pairs",
         )
-    if corpus == "all":
+    if ranking == "all":
         if kind != "bi-encoder":
             raise ConfigError(
-                "--corpus all ranks every passage for every query: for bi-encoders only",
-                hint="score a cross-encoder on each query's own passages: --corpus candidates",
+                "--ranking all ranks every passage for every query: for bi-encoders only",
+                hint="score a cross-encoder on each query's own passages: --ranking candidates",
             )
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
@@ -226,7 +227,7 @@ def evaluate_pairs_report(model: str | Path, pairs: str | Path, config) -> dict[
     options = dict(kind=config.kind, fields=config.text_fields, batch_size=config.batch_size)
     if config.metrics == "retrieval":
         result = evaluate_retrieval(
-            model, pairs, gold_field=config.gold_field, corpus=config.corpus, **options
+            model, pairs, gold_field=config.gold_field, ranking=config.ranking, **options
         )
     else:
         result = evaluate_pairs(model, pairs, score_field=config.gold_field, **options)
@@ -246,7 +247,7 @@ def evaluate_pairs_report(model: str | Path, pairs: str | Path, config) -> dict[
             names = ["map", "mrr@10", "ndcg@10"]
             axis.bar_label(axis.bar(names, [result[n] for n in names]), fmt="%.3f")
             axis.set_ylim(0, 1.05)
-            axis.set_title(f"{name}: {result['queries']} queries, corpus {config.corpus}")
+            axis.set_title(f"{name}: {result['queries']} queries, ranking {config.ranking}")
 
         if config.metrics == "retrieval":
             _save_report(config.report_dir, result, "metrics.png", bars, size=(5, 3.5))

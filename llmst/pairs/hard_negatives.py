@@ -96,7 +96,7 @@ def mine(
         )
     encoder = SentenceTransformer(resolve_model(config.encoder).path)
     # a few more than asked: some mined candidates may be dropped by the leak guard below
-    asked = min(2 * config.top_k, max(1, len(passages) - 1))
+    asked = min(2 * config.negatives, max(1, len(passages) - 1))
     with contextlib.redirect_stdout(sys.stderr):  # the library prints statistics; stdout holds our report
         mined = mine_hard_negatives(
             Dataset.from_dict({"query": [q for q, _ in kept], "positive": [p for _, p in kept]}),
@@ -126,7 +126,7 @@ def mine(
             records.append(_record(query, passage, 0, positive_scores.get(pair_key(query, passage)), True))
         rank = 0
         for passage, score in candidates.get(normalize(query), []):
-            if rank == config.top_k:
+            if rank == config.negatives:
                 break
             key = pair_key(query, passage)
             if normalize(passage) in own or key[0] == key[1]:
@@ -144,7 +144,7 @@ def mine(
         "positives": len(kept),
         "negatives": sum(per_query.values()),
         "corpus": len(passages),
-        "queries_short_of_negatives": sum(1 for q in by_query if per_query[q] < config.top_k),
+        "queries_short_of_negatives": sum(1 for q in by_query if per_query[q] < config.negatives),
     }
     return records, rejects, extras
 

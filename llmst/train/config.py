@@ -113,7 +113,8 @@ class TrainConfig:
         default=3,
         metadata=stage.only_if(
             "marginmse, kldiv, cprd: negatives per query, the teacher's highest-scored of its other pairs "
-            "(queries with fewer are left out and counted).",
+            "(as many as pairs sample --method hard-negatives --negatives mined; queries with fewer are left "
+            "out and counted).",
             "loss",
             LISTWISE_LOSSES,
         ),
