@@ -73,7 +73,7 @@ def label_cmd(*, config: LabelConfig, input: str, out: Path) -> None:
 def merge_cmd(*, config: MergeConfig, shards: list[str], out: Path) -> None:
     """Join the N shard outputs of one `llmst label --shard I/N` job into one file, in input order.
 
-    Refuses missing, incomplete, repeated or mixed shards and duplicate ids. Writes OUT, OUT.rejects.jsonl
+    Refuses missing, incomplete, repeated or mixed shards and records in the wrong shard. Writes OUT, OUT.rejects.jsonl
     and the unsharded job's signature; prints a JSON summary."""
     from llmst.label.merge import run_merge
 

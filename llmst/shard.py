@@ -18,8 +18,11 @@ from typing import Any
 
 from llmst.errors import ConfigError
 
-INPUT_LINE = (
-    "input_line"  # the input line (or row) of a sharded record, so `llmst merge` restores input order
+# The input line (or row) of a sharded record, so `llmst merge` restores input order. Reserved: an input row
+# that has this field is a reject (`llmst.label.run.Labeler.prepare`), so input fields always survive as given.
+INPUT_LINE = "_llmst_input_line"
+RESERVED_FIELD = (
+    f"the field '{INPUT_LINE}' is reserved (sharded outputs record the input line in it); rename it"
 )
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 SHARD_HINT = "e.g. --shard 0/4 (shard 0 of 4; shards are numbered 0 to N-1, as Slurm's SLURM_ARRAY_TASK_ID)"

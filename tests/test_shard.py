@@ -180,26 +180,66 @@ def test_merge_refuses_missing_incomplete_repeated_and_mixed_shards(tmp_path, ba
     assert not out.exists()  # nothing written by a refused merge
 
 
-def test_merge_refuses_duplicate_ids_and_records_in_the_wrong_shard(tmp_path, backend, tiny_model_dir):
-    rows = corpus(20)
-    rows.append(dict(rows[3], text="the same id again, another text"))
+def corpus_with_repeats(n: int) -> list[dict]:
+    """n rows, then repeated texts without an id (their id is the text's hash), two rows sharing an explicit
+    id with other texts, and an input column named `input_line` (an input field like any other)."""
+    rows = [dict(row, input_line=f"col-{i}") for i, row in enumerate(corpus(n))]
+    rows.insert(4, {"text": "a text seen three times"})
+    rows.insert(9, {"text": "a text seen three times"})
+    rows.append({"text": "a text seen three times", "input_line": 7})
+    rows.append({"id": "doc-3", "text": "the same id again, another text"})
+    return rows
+
+
+def test_repeated_ids_and_texts_merge_into_the_unsharded_output(tmp_path, backend, tiny_model_dir):
+    """Ids need not be unique: the local engine labels every input line (one record each); the merge keys
+    records by input line, so it writes the same records in the same order (equal ids share one shard)."""
+    src = write_jsonl(tmp_path / "in.jsonl", corpus_with_repeats(20))
+    cfg = config(tmp_path, tiny_model_dir, calibrate="none")
+    label_corpus(src, tmp_path / "whole.jsonl", cfg, backend=backend)
+    expected = read_lines(tmp_path / "whole.jsonl")
+    ids = [r["id"] for r in expected]
+    assert len(expected) == 24 and ids.count("doc-3") == 2 and ids.count(ids[4]) == 3
+    assert [r["input_line"] for r in expected[:3]] == ["col-0", "col-1", "col-2"]  # input fields as given
+    paths, _ = label_shards(src, tmp_path, cfg, backend, 2)
+    report = run_merge([str(p) for p in paths], tmp_path / "merged.jsonl")
+    merged = read_lines(tmp_path / "merged.jsonl")
+    assert report["rows"] == 24 and [r["id"] for r in merged] == ids
+    assert [{k: v for k, v in r.items() if k != "probs"} for r in merged] == [
+        {k: v for k, v in r.items() if k != "probs"} for r in expected
+    ]
+    assert np.allclose(probs(merged), probs(expected), atol=1e-5)
+
+
+def test_the_reserved_input_line_field_is_a_reject_in_every_engine(tmp_path, backend, tiny_model_dir):
+    rows = corpus(12)
+    rows[5][INPUT_LINE] = 3  # the field sharded records carry: an input that has it is refused, row by row
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     cfg = config(tmp_path, tiny_model_dir, calibrate="none")
+    whole = label_corpus(src, tmp_path / "whole.jsonl", cfg, backend=backend)
+    assert whole.labeled == 11 and whole.rejected == 1
+    reject = read_lines(tmp_path / "whole.jsonl.rejects.jsonl")[0]
+    assert reject["line"] == 6 and f"'{INPUT_LINE}' is reserved" in reject["reason"]
     paths, _ = label_shards(src, tmp_path, cfg, backend, 2)
-    with pytest.raises(ConfigError, match="duplicate id 'doc-3'"):
-        run_merge([str(p) for p in paths], tmp_path / "merged.jsonl")
-    # a record moved into another shard's file is caught by its id's hash
-    src = write_jsonl(tmp_path / "in2.jsonl", corpus(20))
-    paths, _ = label_shards(src, tmp_path, cfg, backend, 2, prefix="clean")
+    run_merge([str(p) for p in paths], tmp_path / "merged.jsonl")
+    assert read_lines(tmp_path / "merged.jsonl") == read_lines(tmp_path / "whole.jsonl")
+    assert read_lines(tmp_path / "merged.jsonl.rejects.jsonl") == [reject]
+
+
+def test_merge_refuses_a_record_in_the_wrong_shard(tmp_path, backend, tiny_model_dir):
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(20))
+    cfg = config(tmp_path, tiny_model_dir, calibrate="none")
+    paths, _ = label_shards(src, tmp_path, cfg, backend, 2)
     first, second = read_lines(paths[0]), read_lines(paths[1])
     moved = max(second, key=lambda r: r[INPUT_LINE])
-    if moved[INPUT_LINE] < first[-1][INPUT_LINE]:
+    if moved[INPUT_LINE] < first[-1][INPUT_LINE]:  # append the later line, so the input order still holds
         first, second, paths = second, first, paths[::-1]
         moved = max(second, key=lambda r: r[INPUT_LINE])
+    target, home = shard_of(first[0]["id"], 2), shard_of(moved["id"], 2)
     with open(paths[0], "a", encoding="utf-8") as handle:
         handle.write(json.dumps(moved) + "\n")
-    with pytest.raises(ConfigError, match=r"belongs to shard \d/2|duplicate|out of input order"):
-        run_merge([str(p) for p in paths], tmp_path / "merged2.jsonl")
+    with pytest.raises(ConfigError, match=rf"id '{moved['id']}' belongs to shard {home}/2, not {target}/2"):
+        run_merge([str(p) for p in paths], tmp_path / "merged.jsonl")
 
 
 def test_a_shard_resumes_after_a_crash_and_refuses_another_shard(tmp_path, backend, tiny_model_dir):

@@ -4,13 +4,16 @@
 Before anything is written it checks that every shard output is complete (its signature marker exists and its
 row count matches the file), that all come from one job (the same signature except the shard index), that
 shards 0..N-1 are each given exactly once, that every record belongs to its shard (its id hashes there), that
-no id appears twice and that every shard applied the same calibration. Each problem is one ConfigError.
+no input line appears twice and that every shard applied the same calibration. Each problem is one ConfigError.
+Ids need not be unique: the local engine writes one record per input line, also for rows sharing an id (an
+explicit `--id-field` value given twice, or a repeated text without an id, whose id is the text's hash); equal
+ids hash to one shard, and the merge writes all of those records, as the local engine does.
 
-Order: a sharded record carries the input line it came from (`input_line`), and each shard is in input order,
-so the merge is a k-way merge on that line: OUT holds the records in input order, without `input_line`, exactly
-as an unsharded run writes them (OUT.rejects.jsonl likewise, by line). OUT's signature is the unsharded job's
+Order: a sharded record carries the input line it came from (`INPUT_LINE`, a reserved field), and each shard is
+in input order, so the merge is a k-way merge on that line: OUT holds the records in input order, without that
+field, exactly as an unsharded run writes them (OUT.rejects.jsonl likewise, by line). OUT's signature is the unsharded job's
 (`label_signature(input, config)` without `--shard`), so `llmst.stage.is_current` takes a merged output for the
-output of one run. Shards are read twice (checks, then the merge); memory holds the ids of one shard.
+output of one run. Shards are read twice (checks, then the merge); memory holds one record at a time per shard.
 """
 
 from __future__ import annotations
@@ -148,8 +151,9 @@ def _calibration(record: dict[str, Any]) -> tuple | None:
     return calibration_identity(record)
 
 
-def _check_records(shard: _Shard, ids: set[str], calibration: list[Any]) -> None:
-    """Every record of `shard` belongs to it, in input order, once; the same calibration in every shard."""
+def _check_records(shard: _Shard, calibration: list[Any]) -> None:
+    """Every record of `shard` belongs to it, in input order, one per input line (`_merged` checks the lines
+    across shards); the same calibration in every shard."""
     hashed = shard.marker.get("partition", "hash") == "hash"
     previous, rows = 0, 0
     for line, record in iter_checked(shard.path):
@@ -167,12 +171,6 @@ def _check_records(shard: _Shard, ids: set[str], calibration: list[Any]) -> None
                 f"{shard.index}/{shard.count}",
                 hint="this file mixes rows of several shards or jobs; relabel that shard with --overwrite",
             )
-        if rid in ids:
-            raise ConfigError(
-                f"{where}: duplicate id {rid!r}",
-                hint="ids must be unique across the corpus (--id-field), and each row labeled once",
-            )
-        ids.add(rid)
         identity = _calibration(record)
         if not calibration:
             calibration.append(identity)
@@ -236,11 +234,8 @@ def run_merge(inputs: list[str], out: str | Path, config: MergeConfig | None = N
     if out.exists() and not config.overwrite:
         raise ConfigError(f"{out} already exists", hint="pass --overwrite to replace it")
     calibration: list[Any] = []
-    ids: set[str] = set()
     for shard in shards:
-        if shard.marker.get("partition", "hash") == "hash":
-            ids = set()  # equal ids hash to one shard: one shard's ids at a time suffice
-        _check_records(shard, ids, calibration)
+        _check_records(shard, calibration)
     stage.clear_marker(out)
     with PendingOutputs() as outputs:
         rows = outputs.write_jsonl(out, _merged([_records(s) for s in shards], "a record"))

@@ -47,7 +47,7 @@ from llmst.records import (
     record_text,
 )
 from llmst.resumable import ResumableOutput, ResumableRun
-from llmst.shard import INPUT_LINE, shard_filter
+from llmst.shard import INPUT_LINE, RESERVED_FIELD, shard_filter
 
 __all__ = ["ChunkLabeler", "LabelConfig", "LabelSummary", "Labeler", "label_corpus", "label_signature"]
 
@@ -186,7 +186,9 @@ class Labeler:
         rejects: list[Reject] = []
         for row in rows:
             text = record_text(row.record, self.task.text_fields)
-            if text is None:
+            if INPUT_LINE in row.record:  # in every engine, so sharded and Ray outputs equal the local one
+                rejects.append(Reject(row.line, RESERVED_FIELD, json.dumps(row.record)))
+            elif text is None:
                 missing = [f for f in self.task.text_fields if row.record.get(f) is None]
                 rejects.append(Reject(row.line, f"missing text field '{missing[0]}'", json.dumps(row.record)))
             elif not text.strip():
