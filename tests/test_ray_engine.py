@@ -1,5 +1,5 @@
 """`llmst label --engine ray` on a real local Ray cluster (2 CPUs): the records equal the local engine's (ids,
-order, labels, probs within 1e-5, rejects, calibration, signature); a driver killed with SIGKILL mid-run and
+order, labels, probs within 1e-5, rejects, calibration, signature; repeated texts, an `input_line` column); a driver killed with SIGKILL mid-run and
 rerun loses no row and writes none twice; a finished job is not redone."""
 
 from __future__ import annotations
@@ -77,14 +77,18 @@ def ray_cluster(tmp_path_factory):
                 head.wait()
 
 
-def write_corpus(path: Path, n: int) -> Path:
-    """n rows (some long, so some are truncated) plus a malformed line, an empty text and a missing field."""
-    lines = [
-        json.dumps(
-            {"id": f"doc-{i}", "text": f"review {i}: {'fine' if i % 3 else 'poor'} film " + "so " * (i % 17)}
-        )
+def write_corpus(path: Path, n: int, repeats: bool = False) -> Path:
+    """n rows (some long, so some are truncated) plus a malformed line, an empty text and a missing field; with
+    `repeats`, also a text repeated 3 times without an id (one id, its hash) and an input column `input_line`."""
+    rows = [
+        {"id": f"doc-{i}", "text": f"review {i}: {'fine' if i % 3 else 'poor'} film " + "so " * (i % 17)}
         for i in range(n)
     ]
+    if repeats:
+        rows = [dict(row, input_line=i) for i, row in enumerate(rows)]
+        for at in (3, 90, 250):
+            rows.insert(at, {"text": "the same text, no id"})
+    lines = [json.dumps(row) for row in rows]
     lines.insert(7, '{"id": "broken", ')
     lines.insert(30, json.dumps({"id": "empty", "text": ""}))
     lines.insert(61, json.dumps({"id": "no-text", "title": "x"}))
@@ -120,7 +124,7 @@ def test_engine_options_are_checked():
 
 
 def test_ray_records_equal_the_local_engine(tmp_path, tiny_model_dir, ray_cluster):
-    src = write_corpus(tmp_path / "in.jsonl", 300)
+    src = write_corpus(tmp_path / "in.jsonl", 300, repeats=True)
     local_cfg = config(tmp_path, tiny_model_dir, cache=False)
     local = label_corpus(src, tmp_path / "local.jsonl", local_cfg)
     ray_cfg = replace(
@@ -131,8 +135,9 @@ def test_ray_records_equal_the_local_engine(tmp_path, tiny_model_dir, ray_cluste
     summary = label_corpus(src, out, ray_cfg)
 
     expected, got = read_lines(tmp_path / "local.jsonl"), read_lines(out)
-    assert summary.labeled == local.labeled == 300 and summary.rejected == local.rejected == 3
+    assert summary.labeled == local.labeled == 303 and summary.rejected == local.rejected == 3
     assert [r["id"] for r in got] == [r["id"] for r in expected]  # one stable order: the input's
+    assert [r.get("input_line") for r in got] == [r.get("input_line") for r in expected]  # an input field
     assert [r["label"] for r in got] == [r["label"] for r in expected]
     assert np.abs(probs(got) - probs(expected)).max() < 1e-5
     assert [set(r) for r in got] == [set(r) for r in expected]
@@ -144,16 +149,16 @@ def test_ray_records_equal_the_local_engine(tmp_path, tiny_model_dir, ray_cluste
     )
     assert summary.label_counts == local.label_counts and summary.truncated == local.truncated
     assert (
-        summary.rows_read == 303
-        and summary.from_cache + summary.computed + summary.reused_from_prior_fit == 300
+        summary.rows_read == 306
+        and summary.from_cache + summary.computed + summary.reused_from_prior_fit == 303
     )
     # the same signature as the local engine's: a pipeline takes either output for the job's
     assert summary.signature == local.signature == label_signature(src, local_cfg)
     assert stage.is_current(out, local.signature)
     parts = read_manifest(parts_dir(out) / "manifest.json")
-    assert len(parts) == 5 and all(stage.marker_path(p).exists() for p in parts)  # 303 input rows / 64
+    assert len(parts) == 5 and all(stage.marker_path(p).exists() for p in parts)  # 306 input rows / 64
     again = label_corpus(src, out, ray_cfg)  # a finished job: nothing to do
-    assert again.labeled == 300 and again.rows_read == 0 and again.computed == 0
+    assert again.labeled == 303 and again.rows_read == 0 and again.computed == 0
 
 
 def test_killed_driver_then_rerun_loses_and_repeats_no_row(tmp_path, tiny_model_dir, ray_cluster):
