@@ -22,8 +22,8 @@ from llmst.pairs.groups import read_query_groups
 from llmst.pairs.sample import pair_key, sample_pairs
 from llmst.stage import read_marker
 from llmst.train import TrainConfig, train, train_signature
-from llmst.train.pair_students import retrieval_loss
-from llmst.train.partial_ranking import PartialRankingDistillLoss
+from llmst.train.pair_students import kldiv_teacher_temperature, retrieval_loss
+from llmst.train.partial_ranking import PartialRankingDistillLoss, same_passages
 
 R = math.sqrt(0.5)
 
@@ -66,6 +66,19 @@ def test_kldiv_compares_softmaxes_of_cosine_over_t_and_score_over_teacher_t():
     assert same.teacher_temperature == 0.5
 
 
+def test_kldiv_teacher_temperature_fits_probabilities_and_logits_and_warns_on_underflow():
+    config = TrainConfig(kind="bi-encoder", loss="kldiv", progress=False)  # temperature 0.05
+    probabilities = np.array([[0.9, 0.5, 0.2], [0.7, 0.6, 0.1]])
+    assert kldiv_teacher_temperature(config, probabilities) == (0.05, None)  # spread 0.8 / 0.05 = 16
+    logits = np.array([[6.0, -2.0, -7.5], [3.0, 1.0, -4.0]])  # a cross-encoder's raw logits
+    assert kldiv_teacher_temperature(config, logits) == (1.0, None)  # not 0.05: 13.5 / 0.05 = 270 underflows
+    assert retrieval_loss(None, config, logits).teacher_temperature == 1.0
+    forced = TrainConfig(kind="bi-encoder", loss="kldiv", teacher_temperature=0.05, progress=False)
+    temperature, warning = kldiv_teacher_temperature(forced, logits)
+    assert temperature == 0.05
+    assert "underflows" in warning and "--teacher-temperature 0.155 or more" in warning  # 13.5 / 87
+
+
 def test_partial_ranking_loss_learns_the_teacher_order_of_negatives_only():
     # contrastive: -log(e^2 / (e^2 + e^0 + e^1.4142)) at temperature 0.5
     contrastive = -(2 - math.log(math.exp(2) + 1 + math.exp(2 * R)))
@@ -104,6 +117,44 @@ def test_partial_ranking_contrastive_term_uses_every_passage_of_the_batch():
     assert float(got) == pytest.approx((first + second) / 2, abs=1e-6)
     with pytest.raises(ValueError, match=r"teacher scores of shape \(batch, 1 \+ negatives\)"):
         loss.compute_loss_from_embeddings([queries, positives, negatives], torch.ones(2, 3))
+
+
+def test_partial_ranking_contrastive_term_leaves_out_copies_of_the_rows_positives():
+    # row 1's positive p1 is also row 2's negative; row 3 is a second positive of row 1's query. For row 1 the
+    # other copy of p1 (column 2, row 2) and the query's other positive p3 are no negatives: left out
+    features = [
+        {
+            "input_ids": torch.tensor([[1, 5, 0], [1, 6, 0], [1, 5, 0]]),
+            "attention_mask": torch.tensor([[1, 1, 0]] * 3),
+        },
+        {"input_ids": torch.tensor([[7, 0], [8, 0], [9, 0]]), "attention_mask": torch.tensor([[1, 0]] * 3)},
+        {
+            "input_ids": torch.tensor([[10, 11], [7, 0], [12, 0]]),
+            "attention_mask": torch.tensor([[1, 1], [1, 0], [1, 0]]),
+        },
+    ]
+    same = same_passages(features)  # candidates: p1 p2 p3 n1 n2(=p1) n3
+    assert same.tolist() == [
+        [False, False, True, False, True, False],  # row 1: p3 (same query) and n2 (= p1)
+        [False, False, False, False, False, False],
+        [True, False, False, False, True, False],  # row 3: p1 and its copy n2
+    ]
+    assert same_passages([{"input_ids": torch.tensor([1, 2, 3])}, *features[1:]]) is None  # no token rows
+    # on fixed embeddings, temperature 1: row 1's softmax runs over p1, p2, n1, n3 only
+    queries = _vectors((1, 0), (0, 1), (1, 0))
+    positives = _vectors((1, 0), (0, 1), (1, 1))
+    negatives = _vectors((-1, 0), (1, 0), (0, -1))
+    labels = torch.tensor([[1.0, 0.0]] * 3)
+    loss = PartialRankingDistillLoss(None, temperature=1.0)
+    masked = same_passages(features)
+    got = loss.contrastive(queries, [positives, negatives], masked)
+    first = -(1 - math.log(math.exp(1) + 1 + math.exp(-1) + 1))  # p1 1, p2 0, n1 -1, n3 0
+    second = -(1 - math.log(1 + math.exp(1) + math.exp(R) + 1 + 1 + math.exp(-1)))  # every passage
+    third = -(R - math.log(1 + math.exp(R) + math.exp(-1) + 1))  # p2 0, p3 R, n1 -1, n3 0
+    assert float(got) == pytest.approx((first + second + third) / 3, abs=1e-6)
+    full = loss.compute_loss_from_embeddings([queries, positives, negatives], labels, masked)
+    assert float(full) == pytest.approx(float(got), abs=1e-6)  # one negative each: no ranking term
+    assert float(loss.contrastive(queries, [positives, negatives])) > float(got)  # the copies were penalized
 
 
 # ------------------------------------------------------------------------------------------ query groups
@@ -208,6 +259,7 @@ def test_retrieval_distillation_trains_and_saves_a_sentence_transformers_folder(
     assert summary.rows == 48 and summary.steps == 24  # 48 query rows x 4 epochs / 8
     card = json.loads((out / "llmst_student.json").read_text())
     assert card["query_groups"]["rows"] == 48 and card["loss"].startswith(loss)
+    assert card["batch_sampler"] == ("no_duplicates" if loss == "cprd" else "batch_sampler")
     assert set(card["metrics"]) >= {"map", "mrr@10", "ndcg@10"}
     assert read_marker(out) == train_signature(data, config)
     from sentence_transformers import SentenceTransformer

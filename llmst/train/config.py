@@ -22,6 +22,8 @@ LOSSES = get_args(Loss)
 PAIR_KINDS = ("cross-encoder", "bi-encoder")
 # Bi-encoder losses over query groups (query, positive, negatives) with teacher scores (llmst.pairs.groups).
 LISTWISE_LOSSES = ("marginmse", "kldiv", "cprd")
+# Losses that take the batch's other passages as negatives: trained on batches without repeated texts.
+IN_BATCH_NEGATIVE_LOSSES = ("cprd",)
 # The losses each kind trains with; the first is its default.
 KIND_LOSSES = {
     "classifier": ("ce", "doubly-robust", "logconf"),
@@ -139,7 +141,10 @@ class TrainConfig:
     teacher_temperature: float | None = field(
         default=None,
         metadata=stage.only_if(
-            "kldiv: the teacher's softmax is over score / teacher temperature (default: --temperature).",
+            "kldiv: the teacher's softmax is over score / teacher temperature. Default: --temperature when "
+            "the teacher scores lie in [0, 1] (probabilities, e.g. a one-label cross-encoder's sigmoid), else 1 "
+            "(raw logits: divided by 0.05 their softmax underflows to one-hot). A warning (stderr and the card) "
+            "says when it underflows anyway.",
             "loss",
             "kldiv",
         ),

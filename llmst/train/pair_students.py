@@ -12,12 +12,14 @@ Losses (sentence-transformers' own): cross-encoder `bce` (BinaryCrossEntropyLoss
 Retrieval distillation (bi-encoder, on query groups of pair records: `llmst.pairs.groups`): `marginmse`
 (MarginMSELoss on cosines: the student's margin cos(q, p) - cos(q, n) fits the teacher's score margin),
 `kldiv` (DistillKLDivLoss: the student's softmax over cosine / temperature fits the teacher's softmax over
-score / teacher temperature) and `cprd` (llmst's PartialRankingDistillLoss: a contrastive loss for the positive
-plus the teacher's order among the hard negatives).
+score / teacher temperature, by default the student's for scores in [0, 1] and 1 for raw logits) and `cprd`
+(llmst's PartialRankingDistillLoss: a contrastive loss for the positive plus the teacher's order among the hard
+negatives, on batches without repeated texts, `BatchSamplers.NO_DUPLICATES`).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 from llmst.errors import ConfigError
 from llmst.models import resolve_model
 from llmst.pairs.data import ScoredPairs, read_scored_pairs
-from llmst.train.config import LISTWISE_LOSSES, TrainConfig
+from llmst.train.config import IN_BATCH_NEGATIVE_LOSSES, LISTWISE_LOSSES, TrainConfig
 from llmst.train.run import (
     TrainSummary,
     claim_output,
@@ -67,6 +69,8 @@ def _load_groups(labeled: str | Path, config: TrainConfig):
         positive_field=config.positive_field,
         limit=config.limit,
     )
+    if config.loss == "kldiv" and (warning := kldiv_teacher_temperature(config, groups.scores)[1]):
+        print(f"warning: {warning}", file=sys.stderr)
     if config.loss == "marginmse" and (groups.scores.min() < 0 or groups.scores.max() > 1):
         raise ConfigError(
             f"--loss marginmse fits cosine margins to score margins, so it needs teacher scores in [0, 1]; "
@@ -85,8 +89,35 @@ def scaled_pairwise_cos_sim(a, b, scale: float = 1.0):
     return F.cosine_similarity(a, b, dim=-1) * scale
 
 
-def retrieval_loss(model, config: TrainConfig):
-    """The listwise loss of `config.loss` (marginmse, kldiv or cprd) for a SentenceTransformer `model`."""
+# float32's softmax weight of a candidate underflows once (row max - score) / temperature exceeds about this
+# (exp(-87.3) is its smallest normal number): the candidate then teaches nothing
+UNDERFLOW = 87.0
+
+
+def kldiv_teacher_temperature(config: TrainConfig, scores: np.ndarray | None) -> tuple[float, str | None]:
+    """The kldiv teacher temperature (`--teacher-temperature`, else `--temperature` for teacher scores of shape
+    (rows, 1 + negatives) in [0, 1] and 1.0 for any other, raw logits), and a warning when the teacher's
+    softmax underflows at it."""
+    temperature = config.teacher_temperature
+    if temperature is None:
+        unit = scores is None or (scores.min() >= 0 and scores.max() <= 1)
+        temperature = config.temperature if unit else 1.0
+    if scores is None or not scores.size:
+        return temperature, None
+    spread = float((scores.max(axis=1) - scores.min(axis=1)).max())
+    if spread / temperature <= UNDERFLOW:
+        return temperature, None
+    return temperature, (
+        f"--loss kldiv: teacher scores span [{scores.min():g}, {scores.max():g}] (up to {spread:g} within one "
+        f"query); divided by --teacher-temperature {temperature:g} the teacher's softmax underflows to 0 for the "
+        f"lowest candidates, which then teach nothing: pass --teacher-temperature {spread / UNDERFLOW:.3g} or "
+        "more (about 1 for raw logits), or score with a one-label cross-encoder (sigmoid scores in [0, 1])"
+    )
+
+
+def retrieval_loss(model, config: TrainConfig, teacher_scores: np.ndarray | None = None):
+    """The listwise loss of `config.loss` (marginmse, kldiv or cprd) for a SentenceTransformer `model`;
+    `teacher_scores` (rows, 1 + negatives) set kldiv's default teacher temperature."""
     from functools import partial
 
     from sentence_transformers.sentence_transformer import losses
@@ -101,7 +132,7 @@ def retrieval_loss(model, config: TrainConfig):
             model,
             similarity_fct=partial(scaled_pairwise_cos_sim, scale=1.0 / config.temperature),
             temperature=1.0,
-            teacher_temperature=config.teacher_temperature or config.temperature,
+            teacher_temperature=kldiv_teacher_temperature(config, teacher_scores)[0],
         )
     return PartialRankingDistillLoss(model, temperature=config.temperature, rank_weight=config.rank_weight)
 
@@ -115,7 +146,15 @@ def _dataset(pairs: ScoredPairs):
 def _arguments(args_cls, out: Path, config: TrainConfig, rows: int):
     options = training_arguments(out, config, int(np.ceil(rows * config.epochs)))
     options.pop("train_sampling_strategy")  # sentence-transformers batches with its own seeded sampler
-    return args_cls(**{**options, "num_train_epochs": config.epochs})
+    return args_cls(**{**options, "num_train_epochs": config.epochs, "batch_sampler": batch_sampler(config)})
+
+
+def batch_sampler(config: TrainConfig) -> str:
+    """sentence-transformers' batch sampler for `config.loss`: `no_duplicates` (`BatchSamplers.NO_DUPLICATES`:
+    no text twice in a batch) for losses with in-batch negatives, where a repeated text (a query's second
+    positive, a passage that is one row's negative and another's positive) would be a false negative; else
+    the default `batch_sampler`."""
+    return "no_duplicates" if config.loss in IN_BATCH_NEGATIVE_LOSSES else "batch_sampler"
 
 
 def _meta(kind: str, config: TrainConfig, pairs, loss: Any) -> dict[str, Any]:
@@ -124,6 +163,9 @@ def _meta(kind: str, config: TrainConfig, pairs, loss: Any) -> dict[str, Any]:
         extra = {"query_groups": pairs.counts, "negatives": config.negatives}
         extra["positive_field"] = config.positive_field
         extra["loss_config"] = loss.get_config_dict() if hasattr(loss, "get_config_dict") else None
+        extra["batch_sampler"] = batch_sampler(config)
+        if config.loss == "kldiv":
+            extra["warnings"] = [w for w in [kldiv_teacher_temperature(config, pairs.scores)[1]] if w]
     return {
         "kind": kind,
         "base_model": resolve_model(config.student).spec,
@@ -215,7 +257,7 @@ def train_bi_encoder(labeled: str | Path, out: Path, config: TrainConfig) -> Tra
     model = SentenceTransformer(resolve_model(config.student).path)
     model.max_seq_length = config.max_length
     if config.loss in LISTWISE_LOSSES:
-        loss = retrieval_loss(model, config)
+        loss = retrieval_loss(model, config, pairs.scores)
     else:
         loss = {"cosent": losses.CoSENTLoss, "angle": losses.AnglELoss, "mse": losses.CosineSimilarityLoss}[
             config.loss
