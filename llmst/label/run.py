@@ -25,8 +25,8 @@ import numpy as np
 
 from llmst import stage
 from llmst.backends import backend_model_identity, make_backend, spec_model_identity
-from llmst.backends.base import Backend, ScoreRequest
-from llmst.cache import AnswerCache, cache_key, score_key
+from llmst.backends.base import Backend
+from llmst.cache import AnswerCache, cache_key
 from llmst.errors import ConfigError
 from llmst.label.calibrate import (
     contextual_bias,
@@ -37,6 +37,7 @@ from llmst.label.calibrate import (
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
 from llmst.label.prior_fit import fit_prior
+from llmst.label.scoring import COMPUTED, FROM_CACHE, REUSED, Scorer
 from llmst.label.task import Task
 from llmst.models import llmst_home
 from llmst.readers import Reject, Row, read_records
@@ -49,9 +50,19 @@ from llmst.records import (
 from llmst.resumable import ResumableOutput, ResumableRun
 from llmst.shard import INPUT_LINE, RESERVED_FIELD, shard_filter
 
-__all__ = ["ChunkLabeler", "LabelConfig", "LabelSummary", "Labeler", "label_corpus", "label_signature"]
+__all__ = [
+    "ChunkLabeler",
+    "LabelConfig",
+    "LabelJob",
+    "LabelSummary",
+    "Labeler",
+    "label_corpus",
+    "label_signature",
+    "prepare_label_job",
+]
 
 CANDIDATE_TOKEN_ALLOWANCE = 16  # context tokens kept free for the longest verbalizer
+_Scorer = Scorer  # its name before it moved to llmst.label.scoring
 
 
 @dataclass
@@ -92,65 +103,6 @@ class LabelSummary:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-FROM_CACHE, REUSED, COMPUTED = "from_cache", "reused_from_prior_fit", "computed"
-
-
-class _Scorer:
-    """Cache-aware scoring of prompts into per-label log-probs, counting where each answer came from.
-
-    `cache=None` reads and writes no cache. While `remember` is set (the prior-fit pass), answers are also
-    kept in memory with their origin, so the main pass reuses them without counting them as cache hits.
-    """
-
-    def __init__(self, backend: Backend, task: Task, cache: AnswerCache | None):
-        self.backend = backend
-        self.cache = cache
-        self.candidates, self.owner = task.candidates()
-        self.n_labels = len(task.labels)
-        self.counts: Counter[str] = Counter()
-        self.remember = False
-        self._memory: dict[str, tuple[Any, str]] = {}
-
-    def forget(self) -> None:
-        self.remember = False
-        self._memory.clear()
-
-    def label_logprobs(self, prompts: list[str], prefix_chars: list[int]) -> np.ndarray:
-        """Per-label log-probs of shape (N, K): verbalizers of one label pooled by log-sum-exp."""
-        keys = [
-            score_key(self.backend, p, c, self.candidates) for p, c in zip(prompts, prefix_chars, strict=True)
-        ]
-        answers: dict[str, Any] = {}
-        origin: dict[str, str] = {}
-        for key in dict.fromkeys(keys):
-            if key in self._memory:
-                answers[key], origin[key] = self._memory[key]
-        if self.cache is not None:
-            found = self.cache.get_many([k for k in dict.fromkeys(keys) if k not in answers])
-            answers.update(found)
-            origin.update(dict.fromkeys(found, FROM_CACHE))
-        unique_missing = list({k: i for i, k in enumerate(keys) if k not in answers}.values())
-        if unique_missing:
-            requests = [ScoreRequest(prompts[i], self.candidates, prefix_chars[i]) for i in unique_missing]
-            scored = self.backend.score(requests)
-            fresh = {keys[i]: answer for i, answer in zip(unique_missing, scored, strict=True)}
-            if self.cache is not None:
-                self.cache.put_many(fresh)  # only successful answers reach this line
-            answers.update(fresh)
-            origin.update(dict.fromkeys(fresh, COMPUTED))
-        if self.remember:
-            for key in answers:
-                self._memory[key] = (answers[key], FROM_CACHE if origin[key] == FROM_CACHE else REUSED)
-        self.counts.update(origin[key] for key in keys)
-        out = np.full((len(prompts), self.n_labels), -np.inf)
-        for row, key in enumerate(keys):
-            values = np.asarray(answers[key], dtype=np.float64)
-            for label in range(self.n_labels):
-                picks = values[[j for j, owner in enumerate(self.owner) if owner == label]]
-                out[row, label] = np.logaddexp.reduce(picks)
-        return out
 
 
 class _Prepared:
@@ -291,6 +243,73 @@ def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: B
     }
 
 
+@dataclass
+class LabelJob:
+    """A single-prompt labeling job, ready to label rows: what every engine builds first, with
+    `prepare_label_job` (this module's loop; the driver and each worker of `llmst.label.ray_engine`)."""
+
+    source: str
+    config: LabelConfig
+    task: Task
+    backend: Backend
+    fewshot: FewShotSelector | None
+    prompt_hash: str  # the template, labels and demonstrations
+    labeler: Labeler
+    scorer: Scorer
+
+    @property
+    def model(self) -> str:
+        """The model's identity in the signature (`llmst.backends.backend_model_identity`)."""
+        return backend_model_identity(self.backend)
+
+    def signature(self, **changes: Any) -> str:
+        """The signature of the job's complete output; `changes` replace options (shard=None: the unsharded
+        job's)."""
+        return _signature(self.source, replace(self.config, **changes), self.model, self.prompt_hash)
+
+    def identity(self) -> dict[str, str]:
+        """What a resumed output must share with the run that started it (no --limit; the module docstring)."""
+        return _job_identity(self.config, self.source, self.prompt_hash, self.backend)
+
+    def calibrate(self, summary: LabelSummary) -> tuple[str, np.ndarray]:
+        """The calibration method and per-label biases (fitted here, or `--calibration-from`'s)."""
+        return _calibration(
+            self.source, self.config, self.task, self.fewshot, self.labeler, self.scorer, summary
+        )
+
+    def chunk_labeler(self, method: str, bias, *, input_line: bool) -> ChunkLabeler:
+        """Labels chunks of reader items with this calibration (`input_line`: records carry their line)."""
+        return ChunkLabeler(self.labeler, self.scorer, method, bias, self.prompt_hash, input_line=input_line)
+
+    def open_cache(self) -> None:
+        """Open the answer cache (unless --no-cache), in the calling thread (sqlite's rule)."""
+        if self.config.cache and self.scorer.cache is None:
+            path = self.config.cache_path
+            self.scorer.cache = AnswerCache(Path(path) if path else llmst_home() / "cache.sqlite")
+
+    def close_cache(self) -> None:
+        if self.scorer.cache is not None:
+            self.scorer.cache.close()
+            self.scorer.cache = None
+
+
+def prepare_label_job(
+    source: str | Path, config: LabelConfig, backend: Backend, task: Task | None = None
+) -> LabelJob:
+    """The labeling job of `config` over `source` with `backend` (nothing is read from `source` yet): the task,
+    the few-shot demonstrations, the prompt hash, the row preparation and the scorer (no cache open yet:
+    `LabelJob.open_cache`). Both engines build their jobs here, so a Ray worker labels as the local loop does."""
+    task = task or config.build_task()
+    examples = _few_shot_examples(config, task)
+    fewshot = None
+    if examples is not None:
+        fewshot = FewShotSelector(examples, task, shots=config.shots, select=config.select, seed=config.seed)
+    prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
+    labeler = Labeler(config, task, backend, fewshot)
+    scorer = Scorer(backend, task, None)
+    return LabelJob(str(source), config, task, backend, fewshot, prompt_hash, labeler, scorer)
+
+
 def label_corpus(
     source: str | Path, output: str | Path, config: LabelConfig, backend: Backend | None = None
 ) -> LabelSummary:
@@ -316,33 +335,28 @@ def label_corpus(
     own_backend = backend is None
     if backend is None:
         backend = make_backend(config.backend_spec())
-    cache = None
+    job = None
     try:
-        if config.cache:
-            cache = AnswerCache(
-                Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite"
-            )
-        return _label(source, out, task, rows_iter, config, backend, cache)
+        job = prepare_label_job(source, config, backend, task)
+        job.open_cache()
+        return _label(job, out, rows_iter)
     finally:
-        if cache is not None:
-            cache.close()
+        if job is not None:
+            job.close_cache()
         if own_backend:
             backend.close()
 
 
-def _label(source, output: ResumableOutput, task, rows_iter, config, backend, cache):
+def _label(job: LabelJob, output: ResumableOutput, rows_iter) -> LabelSummary:
     started = time.perf_counter()
-    fewshot = None
-    examples = _few_shot_examples(config, task)
-    if examples is not None:
-        fewshot = FewShotSelector(examples, task, shots=config.shots, select=config.select, seed=config.seed)
-    prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
-    job = _job_identity(config, source, prompt_hash, backend)
+    config, source = job.config, job.source
     summary = LabelSummary(
-        output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash, shard=config.shard
+        output=str(output.out), rejects=str(output.rejects), prompt_hash=job.prompt_hash, shard=config.shard
     )
-
-    run = ResumableRun(source, output, job, overwrite=config.overwrite, limit=config.limit, what="labeling")
+    identity = job.identity()
+    run = ResumableRun(
+        source, output, identity, overwrite=config.overwrite, limit=config.limit, what="labeling"
+    )
     stage.clear_marker(output.out)  # complete again only when this run finishes
     if config.limit is not None and run.skip > config.limit:
         raise ConfigError(
@@ -350,13 +364,11 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
             hint="pass --overwrite to relabel only the first rows, or raise --limit",
         )
     summary.resumed_rows = run.resumed
-    labeler = Labeler(config, task, backend, fewshot)
-    scorer = _Scorer(backend, task, cache)
-
-    method, bias = _calibration(source, config, task, fewshot, labeler, scorer, summary)
+    scorer = job.scorer
+    method, bias = job.calibrate(summary)
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
     counts: Counter[str] = Counter(run.state.get("label_counts", {}))
-    chunks = ChunkLabeler(labeler, scorer, method, bias, prompt_hash, input_line=config.shard is not None)
+    chunks = job.chunk_labeler(method, bias, input_line=config.shard is not None)
 
     def process(chunk: list[Row | Reject]) -> tuple[list[dict[str, Any]], list[Reject]]:
         records, bad = chunks(chunk)
@@ -367,11 +379,11 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
     state = run.run(
         process,
         rows=rows_iter,
-        chunk_size=backend.chunk_size,
+        chunk_size=job.backend.chunk_size,
         progress=config.progress,
         rate=lambda done, elapsed: f"{done / elapsed:.1f} docs/s",
         extra_state=lambda: {"label_counts": dict(counts)},
-        keep=shard_filter(config.shard, task.text_fields, config.id_field),
+        keep=shard_filter(config.shard, job.task.text_fields, config.id_field),
     )
     summary.rows_read = state["processed"]
     scorer.forget()
@@ -386,12 +398,10 @@ def _label(source, output: ResumableOutput, task, rows_iter, config, backend, ca
     model_rows = summary.computed + summary.prior_fit_computed
     if model_rows and summary.seconds > 0:
         summary.docs_per_second = round(model_rows / summary.seconds, 2)
-    model = backend_model_identity(backend)
-    summary.signature = _signature(source, config, model, prompt_hash)
+    summary.signature = job.signature()
     details = {}
     if config.shard is not None:  # what `llmst merge` checks: one job, every shard once
-        unsharded = _signature(source, replace(config, shard=None), model, prompt_hash)
-        details = shard_details(config.shard, unsharded, output.rejects.name, summary)
+        details = shard_details(config.shard, job.signature(shard=None), output.rejects.name, summary)
     stage.write_marker(
         output.out, summary.signature, stage="label", rows=summary.labeled, input=source, **details
     )
@@ -416,7 +426,7 @@ class ChunkLabeler:
     loop here, the Ray workers of `llmst.label.ray_engine`), with a calibration fitted beforehand."""
 
     def __init__(
-        self, labeler: Labeler, scorer: _Scorer, method: str, bias, prompt_hash: str, *, input_line=False
+        self, labeler: Labeler, scorer: Scorer, method: str, bias, prompt_hash: str, *, input_line=False
     ):
         self.labeler, self.scorer, self.prompt_hash = labeler, scorer, prompt_hash
         self.bias = np.asarray(bias)
