@@ -1,6 +1,7 @@
 """`llmst label --shard I/N` and `llmst merge`: a deterministic, complete partition; shards merge back into the
-unsharded output (same ids, order, labels, probs, rejects, calibration, signature); merge refuses missing,
-incomplete, repeated and mixed shards and duplicate ids; a shard resumes after a crash and after kill -9."""
+unsharded output (same ids, order, labels, probs, rejects, calibration, signature), also with repeated ids and
+texts; merge refuses missing, incomplete, repeated and mixed shards and records in the wrong shard; a shard
+resumes after a crash and after kill -9."""
 
 from __future__ import annotations
 
@@ -146,6 +147,8 @@ def test_shards_merge_into_the_unsharded_output(tmp_path, backend, tiny_model_di
     (tmp_path / "taken.jsonl").write_text("{}\n")
     with pytest.raises(ConfigError, match="already exists"):
         run_merge([str(p) for p in paths], tmp_path / "taken.jsonl")
+    replaced = run_merge([str(p) for p in paths], tmp_path / "taken.jsonl", MergeConfig(overwrite=True))
+    assert replaced["rows"] == 60 and read_lines(tmp_path / "taken.jsonl") == merged
     run_merge([str(tmp_path / "out.shard*.jsonl")], tmp_path / "globbed.jsonl")  # a quoted glob
     assert read_lines(tmp_path / "globbed.jsonl") == merged
 
@@ -321,7 +324,3 @@ def test_cli_shards_killed_then_rerun_then_merged(tmp_path, tiny_model_dir):
     )
     assert missing.returncode == 2 and "1 of 2 shards missing: 0/2" in missing.stderr
     assert missing.stderr.splitlines()[1].startswith("hint: ")
-
-
-def test_merge_config_defaults():
-    assert MergeConfig().overwrite is False
