@@ -11,19 +11,22 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import read_lines
 
 from llmst import stage
+from llmst.backends import spec_model_identity
 from llmst.errors import ConfigError
+from llmst.label import ray_engine
 from llmst.label.config import LabelConfig
-from llmst.label.merge import read_manifest
-from llmst.label.ray_engine import parts_dir
-from llmst.label.run import label_corpus, label_signature
+from llmst.label.merge import read_manifest, run_merge
+from llmst.label.ray_engine import PartWorker, _workers, parts_dir
+from llmst.label.run import label_corpus, label_signature, member_prompt_hash
 
 LLMST = [sys.executable, "-m", "llmst.cli"]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -37,7 +40,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """`ray start --head --block` with 2 CPUs, stopped (by its process id) after the module's tests.
+    """`ray start --head --block` with 2 CPUs and 1 GPU (a declared resource: CUDA stays unused), stopped (by its process id) after the module's tests.
 
     Token authentication is off for this cluster and its clients (RAY_AUTH_MODE=disabled): Ray >= 2.5x turns it
     on in `ray start` when ~/.ray/auth_token exists (any local `ray.init()` writes one), while `ray status`
@@ -45,7 +48,8 @@ def ray_cluster(tmp_path_factory):
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
     command = [
-        RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port), "--temp-dir", str(temp),
+        RAY, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "1", "--port", str(port),
+        "--temp-dir", str(temp),
         "--include-dashboard", "false", "--disable-usage-stats", "--object-store-memory", str(300 << 20),
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
@@ -118,9 +122,73 @@ def test_engine_options_are_checked():
         LabelConfig(task="sentiment", engine="ray", num_workers=0)
     with pytest.raises(ConfigError, match="--engine: unknown value 'spark'"):
         LabelConfig(task="sentiment", engine="spark")
+    # the options of --engine ray are refused without it (one error naming them), not ignored
+    with pytest.raises(ConfigError, match="--num-workers, --part-rows: options of --engine ray, given with"):
+        LabelConfig(task="sentiment", num_workers=2, part_rows=10)
+    for option in ("ray_address", "num_gpus_per_worker"):
+        with pytest.raises(ConfigError, match="options of --engine ray"):
+            LabelConfig(task="sentiment", **{option: "auto" if option == "ray_address" else 1})
+    with pytest.raises(ConfigError, match="--num-gpus-per-worker must be > 0"):
+        LabelConfig(task="sentiment", engine="ray", num_gpus_per_worker=0)
+    with pytest.raises(ConfigError, match="needs a GPU") as refused:  # vLLM on a worker without a GPU
+        LabelConfig(task="sentiment", engine="ray", backend="vllm")
+    assert "--num-gpus-per-worker 1" in refused.value.hint
+    LabelConfig(task="sentiment", engine="ray", backend="vllm", num_gpus_per_worker=1)
     # the engine changes how, never what: one signature for both
-    local, ray = LabelConfig(task="sentiment"), LabelConfig(task="sentiment", engine="ray", num_workers=2)
+    local = LabelConfig(task="sentiment")
+    ray = LabelConfig(task="sentiment", engine="ray", num_workers=2, part_rows=8, num_gpus_per_worker=0.5)
     assert stage.signature_fields(local) == stage.signature_fields(ray)
+
+
+def test_worker_counts_follow_the_gpus():
+    assert _workers({"CPU": 16.0}, None, 0) == 16
+    assert _workers({"CPU": 16.0, "GPU": 4.0}, None, 1) == 4
+    assert _workers({"CPU": 16.0, "GPU": 4.0}, None, 0.5) == 8
+    assert _workers({"CPU": 16.0, "GPU": 4.0}, 3, 1) == 3
+    with pytest.raises(ConfigError, match=r"--num-gpus-per-worker 1: the Ray cluster has 0 GPU\(s\)"):
+        _workers({"CPU": 16.0}, None, 1)
+
+
+class ClosingBackend:
+    """Delegates to a real backend and records `close` (the worker must release its backend)."""
+
+    closed: list[str] = []
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def close(self):
+        ClosingBackend.closed.append(self.inner.fingerprint)
+        self.inner.close()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_worker_refuses_another_prompt_or_model_and_closes_its_backend(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """Each worker builds the task, demonstrations and model from files on its own node: when they are not the
+    driver's (faked here by the driver's hash and identity), it refuses to start, and releases its backend."""
+    from llmst.backends import make_backend
+
+    monkeypatch.setattr(ray_engine, "make_backend", lambda spec: ClosingBackend(make_backend(spec)))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the worker's; not this process's
+    cfg = config(tmp_path, tiny_model_dir, engine="ray", calibrate="none", cache=False)
+    options = asdict(cfg)
+    ClosingBackend.closed.clear()
+    with pytest.raises(ConfigError, match="loads another model than the driver"):
+        PartWorker(options, "in.jsonl", "none", [0.0, 0.0], member_prompt_hash(cfg), "x")
+    assert len(ClosingBackend.closed) == 1
+    model = spec_model_identity(cfg.backend_spec())
+    with pytest.raises(ConfigError, match="builds another prompt than the driver") as refused:
+        PartWorker(options, "in.jsonl", "none", [0.0, 0.0], "0123456789ab", model)
+    assert "the task YAML or the --few-shot file differs" in str(refused.value)
+    assert len(ClosingBackend.closed) == 2
+    worker = PartWorker(options, "in.jsonl", "none", [0.0, 0.0], member_prompt_hash(cfg), model)
+    assert len(ClosingBackend.closed) == 2
+    del worker  # Ray Data drops its workers this way when the job ends: the backend is closed
+    assert len(ClosingBackend.closed) == 3
 
 
 def test_ray_records_equal_the_local_engine(tmp_path, tiny_model_dir, ray_cluster):
@@ -190,3 +258,92 @@ def test_killed_driver_then_rerun_loses_and_repeats_no_row(tmp_path, tiny_model_
     local = tmp_path / "local.jsonl"
     label_corpus(src, local, config(tmp_path, tiny_model_dir, calibrate="none", cache=False))
     assert np.abs(probs(final) - probs(read_lines(local))).max() < 1e-5
+
+
+def ray_config(tmp_path, tiny_model_dir, ray_cluster, **kwargs) -> LabelConfig:
+    kwargs = {"calibrate": "none", "cache": False, "engine": "ray", "ray_address": ray_cluster, **kwargs}
+    return config(tmp_path, tiny_model_dir, **kwargs)
+
+
+def test_a_rerun_with_another_limit_reuses_the_parts(tmp_path, tiny_model_dir, ray_cluster):
+    src = write_corpus(tmp_path / "in.jsonl", 40)
+    local_cfg = config(tmp_path, tiny_model_dir, calibrate="none", cache=False, limit=20)
+    label_corpus(src, tmp_path / "local.jsonl", local_cfg)
+    cfg = ray_config(tmp_path, tiny_model_dir, ray_cluster, num_workers=2, part_rows=8, limit=10)
+    out = tmp_path / "out.jsonl"
+    first = label_corpus(src, out, cfg)
+    assert first.labeled + first.rejected == 10
+    second = label_corpus(src, out, replace(cfg, limit=20))  # part 0 (lines 1-8, one malformed) is kept
+    assert second.resumed_rows == 7 and second.labeled + second.rejected == 20
+    expected, got = read_lines(tmp_path / "local.jsonl"), read_lines(out)
+    assert [r["id"] for r in got] == [r["id"] for r in expected]
+    assert np.abs(probs(got) - probs(expected)).max() < 1e-5
+    assert read_lines(tmp_path / "out.jsonl.rejects.jsonl") == read_lines(
+        tmp_path / "local.jsonl.rejects.jsonl"
+    )
+    assert stage.is_current(out, label_signature(src, local_cfg))
+    # a part without its marker (a merge by hand before the job finished): the hint is the Ray command's
+    stage.clear_marker(parts_dir(out) / "part-000001.jsonl")
+    with pytest.raises(ConfigError, match="has not finished") as refused:
+        run_merge([str(parts_dir(out) / "manifest.json")], tmp_path / "by-hand.jsonl")
+    assert "--engine ray" in refused.value.hint and "--shard" not in refused.value.hint
+
+
+def test_an_output_of_another_job_is_refused_unless_overwrite(tmp_path, tiny_model_dir, ray_cluster):
+    src = write_corpus(tmp_path / "in.jsonl", 20)
+    cfg = ray_config(tmp_path, tiny_model_dir, ray_cluster, num_workers=1)
+    out = tmp_path / "out.jsonl"
+    label_corpus(src, out, cfg)
+    before = out.read_bytes()
+    other = replace(cfg, calibrate="contextual")
+    with pytest.raises(ConfigError, match="was written by a different labeling job") as refused:
+        label_corpus(src, out, other)
+    assert "--overwrite" in refused.value.hint
+    assert out.read_bytes() == before and stage.is_current(out, label_signature(src, cfg))
+    write_corpus(src, 21)
+    with pytest.raises(ConfigError, match="was started on other input content"):
+        label_corpus(src, out, cfg)
+    assert out.read_bytes() == before
+    summary = label_corpus(src, out, replace(other, overwrite=True))
+    assert summary.labeled == 21 and stage.is_current(out, label_signature(src, other))
+
+
+def test_workers_hold_the_gpus_asked_for(tmp_path, tiny_model_dir, ray_cluster, monkeypatch):
+    import ray.data
+
+    asked = []
+    map_batches = ray.data.Dataset.map_batches
+
+    def spy(self, fn, *args, **kwargs):
+        asked.append(kwargs.get("num_gpus"))
+        return map_batches(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ray.data.Dataset, "map_batches", spy)
+    src = write_corpus(tmp_path / "in.jsonl", 20)
+    cfg = ray_config(tmp_path, tiny_model_dir, ray_cluster, part_rows=8, num_gpus_per_worker=0.5)
+    summary = label_corpus(src, tmp_path / "out.jsonl", cfg)  # 2 workers share the cluster's one GPU
+    assert asked == [0.5] and summary.labeled == 20
+    with pytest.raises(ConfigError, match=r"--num-gpus-per-worker 2: the Ray cluster has 1 GPU\(s\)"):
+        label_corpus(src, tmp_path / "two.jsonl", replace(cfg, num_gpus_per_worker=2))
+
+
+class OtherModel:
+    """The driver's backend with another fingerprint, as when a node holds other weights at the same path."""
+
+    def __init__(self, inner):
+        self.inner, self.fingerprint = inner, "other-weights"
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_workers_with_another_model_stop_the_job(tmp_path, tiny_model_dir, ray_cluster):
+    from llmst.backends import make_backend
+
+    src = write_corpus(tmp_path / "in.jsonl", 20)
+    cfg = ray_config(tmp_path, tiny_model_dir, ray_cluster, num_workers=1)
+    driver = OtherModel(make_backend(cfg.backend_spec()))
+    with pytest.raises(ConfigError, match="loads another model than the driver") as refused:
+        label_corpus(src, tmp_path / "out.jsonl", cfg, backend=driver)
+    assert refused.value.hint.startswith("give every node the same model files")  # one error and its hint
+    assert not (tmp_path / "out.jsonl").exists()

@@ -21,6 +21,8 @@ from llmst.stage import check_encoding, only_if_set, runtime
 if TYPE_CHECKING:
     from llmst.label.task import Task
 
+DEFAULT_PART_ROWS = 1000  # --engine ray: input rows per part
+RAY_ONLY = ("ray_address", "num_workers", "part_rows", "num_gpus_per_worker")  # options of --engine ray
 TASK_HINT = "see `llmst tasks list` for the shipped tasks, or pass --labels a,b for an ad-hoc task"
 
 
@@ -213,11 +215,23 @@ class LabelConfig:
     )
     num_workers: int | None = field(
         default=None,
-        metadata=runtime("--engine ray: workers (actors), one CPU each (default: the cluster's CPUs)."),
+        metadata=runtime(
+            "--engine ray: workers (actors), one CPU each (default: the cluster's CPUs, or with "
+            "--num-gpus-per-worker as many as its GPUs allow)."
+        ),
     )
-    part_rows: int = field(
-        default=1000,
-        metadata=runtime("--engine ray: input rows per part (the unit of work and of resume)."),
+    part_rows: int | None = field(
+        default=None,
+        metadata=runtime(
+            f"--engine ray: input rows per part (the unit of work and of resume; default {DEFAULT_PART_ROWS})."
+        ),
+    )
+    num_gpus_per_worker: float | None = field(
+        default=None,
+        metadata=runtime(
+            "--engine ray: GPUs each worker holds (e.g. 1, or 0.5 to share one; needs GPUs on the Ray cluster, "
+            "and --backend vllm needs it); default: none, the workers label on CPUs."
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -232,7 +246,7 @@ class LabelConfig:
             raise ConfigError("give either --task or --labels, not both", hint=TASK_HINT)
         check_choices(self)
         for name in ("batch_size", "concurrency", "shots", "prior_fit_rows", "part_rows"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(
@@ -271,16 +285,39 @@ class LabelConfig:
             parse_label_descriptions(self.label_descriptions, self.labels or [])
         if self.templates and self.labels is not None:
             raise ConfigError("--template needs --task (the ensemble's labels come from it), not --labels")
+        self._check_engine()
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
+
+    def _check_engine(self) -> None:
+        given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY if getattr(self, name) is not None]
+        if self.engine != "ray":
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)}: options of --engine ray, given with --engine {self.engine}",
+                    hint="add --engine ray, or leave them out",
+                )
+            return
         if self.num_workers is not None and self.num_workers < 1:
             raise ConfigError(f"--num-workers must be >= 1, got {self.num_workers}")
-        if self.engine == "ray" and (self.shard is not None or self.is_ensemble):
+        if self.num_gpus_per_worker is not None and self.num_gpus_per_worker <= 0:
+            raise ConfigError(
+                f"--num-gpus-per-worker must be > 0, got {self.num_gpus_per_worker}",
+                hint="leave it out to label on CPUs",
+            )
+        if self.shard is not None or self.is_ensemble:
             raise ConfigError(
                 "--engine ray labels one prompt over the whole input: it does not take --shard, --template, "
                 "--orders or --zero-shot-member",
                 hint="Ray already splits the input among its workers; label prompt ensembles with --engine local",
             )
-        if self.backend == "openai" and not self.base_url:
-            raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
+        if self.backend == "vllm" and not self.num_gpus_per_worker:
+            raise ConfigError(
+                "--engine ray --backend vllm: each worker runs vLLM, which needs a GPU, and a worker holds none "
+                "without --num-gpus-per-worker",
+                hint="add --num-gpus-per-worker 1 (the Ray cluster needs GPUs), or serve the model with vLLM "
+                "and use --backend openai",
+            )
 
     def backend_spec(self) -> BackendSpec:
         """The backend these options ask for (`llmst.backends.make_backend(config.backend_spec())`)."""

@@ -33,7 +33,18 @@ from llmst.records import PendingOutputs, check_output
 from llmst.shard import INPUT_LINE, parse_shard, shard_of
 
 MANIFEST_KIND = "llmst-shards"
-_REDO = "rerun its `llmst label ... --shard I/N` command: it resumes where it stopped"
+
+
+def _redo(path: Path, damaged: bool = False) -> str:
+    """The hint for a shard or part that is unfinished (or `damaged`): the command that writes it again."""
+    if path.parent.name.endswith(".parts"):  # a part of `llmst label --engine ray` (`ray_engine.parts_dir`)
+        command = f"the `llmst label ... -o {path.parent.name[: -len('.parts')]} --engine ray` command"
+        if damaged:
+            return f"delete {path.name} and rerun {command}: it labels that part again and merges the parts"
+        return f"rerun {command}: it labels the parts not done yet and merges them into its output"
+    if damaged:
+        return "relabel that shard: rerun its `llmst label ... --shard I/N` command with --overwrite"
+    return "rerun its `llmst label ... --shard I/N` command: it resumes where it stopped"
 
 
 @dataclass
@@ -104,7 +115,8 @@ def _read_shard(path: Path) -> _Shard:
         marker = json.loads(marker_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise ConfigError(
-            f"{path} is incomplete: its labeling run has not finished (no {marker_file.name})", hint=_REDO
+            f"{path} is incomplete: its labeling run has not finished (no {marker_file.name})",
+            hint=_redo(path),
         ) from None
     if not isinstance(marker, dict) or not marker.get("shard") or not marker.get("job"):
         raise ConfigError(
@@ -162,8 +174,8 @@ def _check_records(shard: _Shard, calibration: list[Any]) -> None:
         if not isinstance(position, int) or position <= previous:
             raise ConfigError(
                 f"{where}: '{INPUT_LINE}' is missing or out of input order ({position!r} after {previous})",
-                hint="the shard file was edited or written by something else than `llmst label --shard`; "
-                + _REDO.replace("rerun", "relabel"),
+                hint="the file was edited or written by something else than `llmst label`; "
+                + _redo(shard.path, damaged=True),
             )
         if hashed and shard_of(rid, shard.count) != shard.index:
             raise ConfigError(
@@ -184,7 +196,7 @@ def _check_records(shard: _Shard, calibration: list[Any]) -> None:
     if rows != shard.marker.get("rows"):
         raise ConfigError(
             f"{shard.path} holds {rows} records but its run wrote {shard.marker.get('rows')}",
-            hint="the file changed after its run finished; " + _REDO.replace("rerun", "relabel"),
+            hint="the file changed after its run finished; " + _redo(shard.path, damaged=True),
         )
 
 
@@ -196,7 +208,9 @@ def _records(shard: _Shard) -> Iterator[tuple[int, dict[str, Any]]]:
 def _rejects(shard: _Shard) -> Iterator[tuple[int, dict[str, Any]]]:
     if not shard.rejects.exists():
         if shard.marker.get("rejected"):
-            raise ConfigError(f"{shard.rejects} is missing ({shard.name} rejected rows)", hint=_REDO)
+            raise ConfigError(
+                f"{shard.rejects} is missing ({shard.name} rejected rows)", hint=_redo(shard.path)
+            )
         return
     with open(shard.rejects, encoding="utf-8") as handle:
         for text in handle:

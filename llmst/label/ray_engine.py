@@ -1,19 +1,22 @@
 """`llmst label --engine ray`: the same labeling job on a Ray cluster, through Ray Data's `map_batches`.
 
 The driver reads the input with llmst's own readers (every format; bad rows stay rejects, with their line),
-fits the calibration once, as the local engine does (prior: on the corpus's first `--prior-fit-rows` rows;
-contextual; or `--calibration-from`), and cuts the rows (after `--limit`) into parts of `--part-rows` input
-rows. The parts not done yet become a Ray dataset; `map_batches` runs them on `--num-workers` actors, one CPU
-each, each holding one backend and the answer cache (a worker is `ChunkLabeler` over its own backend: the
-local engine's scoring and calibration code, with the driver's biases). The driver writes each part as it comes
-back (`OUT.parts/part-K.jsonl` and its rejects, atomically, then the part's marker), shows the progress, writes
-`OUT.parts/manifest.json` and merges the parts into OUT with `llmst.label.merge` (input order, rejects by
-line, the signature the local engine records: the engine is a runtime option).
+builds the job as the local engine does (`llmst.label.run.prepare_label_job`), fits the calibration once (prior:
+on the corpus's first `--prior-fit-rows` rows; contextual; or `--calibration-from`), and cuts the rows (after
+`--limit`) into parts of `--part-rows` input rows. It writes `OUT.parts/manifest.json` (the parts and the job's
+identity), then the parts not done yet become a Ray dataset; `map_batches` runs them on `--num-workers` actors
+of one CPU (and `--num-gpus-per-worker` GPUs) each. A worker builds the same job from the options with its own
+backend (and the answer cache) and labels with the driver's biases; it refuses to start when its prompt or
+model differs from the driver's (other files on its node). The driver writes each part as it comes back
+(`OUT.parts/part-K.jsonl` and its rejects, atomically, then the part's marker), shows the progress and merges
+the parts into OUT with `llmst.label.merge` (input order, rejects by line, the signature the local engine
+records: the engine is a runtime option).
 
-Resume: a rerun skips every part whose marker matches (the same job, calibration and rows); a part being
-written when the driver died has no marker and is labeled again (its answers come back from the cache), so a
-killed driver loses no row and writes none twice. Memory: the driver holds the rows of the parts still to
-label, pickled, while Ray runs them (they travel through the object store, which spills to disk).
+Resume: a rerun skips every part whose marker matches (the same job without --limit, calibration and rows); a
+part being written when the driver died has no marker and is labeled again (its answers come back from the
+cache), so a killed driver loses no row and writes none twice. An OUT (or OUT.parts/) of another job is refused
+unless --overwrite, as by the local engine. Memory: the driver holds the rows of the parts still to label,
+pickled, while Ray runs them (they travel through the object store, which spills to disk).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
-import threading
+import socket
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -31,28 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from llmst import stage
-from llmst.backends import backend_model_identity, make_backend
+from llmst.backends import make_backend
 from llmst.backends.base import Backend
-from llmst.cache import AnswerCache, cache_key
+from llmst.cache import cache_key
 from llmst.errors import ConfigError
 from llmst.label.calibrate import read_fitted_calibration, record_calibration
-from llmst.label.config import LabelConfig
-from llmst.label.fewshot import FewShotSelector
+from llmst.label.config import DEFAULT_PART_ROWS, LabelConfig
 from llmst.label.merge import MANIFEST_KIND, MergeConfig, run_merge
-from llmst.label.run import (
-    COMPUTED,
-    FROM_CACHE,
-    REUSED,
-    ChunkLabeler,
-    Labeler,
-    LabelSummary,
-    _calibration,
-    _few_shot_examples,
-    _job_identity,
-    _Scorer,
-    _signature,
-)
-from llmst.models import llmst_home
+from llmst.label.run import LabelJob, LabelSummary, prepare_label_job
+from llmst.label.scoring import COMPUTED, FROM_CACHE, REUSED
 from llmst.progress import progress_bar
 from llmst.readers import read_records
 from llmst.records import PendingOutputs, chunked, write_json_atomic
@@ -66,52 +57,83 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def _cache(config: LabelConfig) -> AnswerCache | None:
-    if not config.cache:
-        return None
-    return AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
-
-
-def _fewshot(config: LabelConfig, task) -> FewShotSelector | None:
-    examples = _few_shot_examples(config, task)
-    if examples is None:
-        return None
-    return FewShotSelector(examples, task, shots=config.shots, select=config.select, seed=config.seed)
-
-
 class PartWorker:
-    """A Ray actor: one backend, one answer cache, the local engine's `ChunkLabeler`; labels whole parts."""
+    """A Ray actor: one backend, the local engine's labeling job (`prepare_label_job`) with the driver's
+    calibration; labels whole parts. It refuses to start (`WorkerJobError`) when the prompt or the model it builds
+    from the files on its node is not the driver's: its records would carry the driver's signature."""
 
-    def __init__(self, options: dict[str, Any], method: str, bias: list[float], prompt_hash: str):
+    def __init__(
+        self,
+        options: dict[str, Any],
+        source: str,
+        method: str,
+        bias: list[float],
+        prompt_hash: str,
+        model: str,
+    ):
         try:
             import torch
 
             torch.set_num_threads(1)  # one CPU per actor
         except ImportError:  # an openai-backend worker needs no torch
             pass
-        self.config = config = LabelConfig(**options)
-        task = config.build_task()
+        config = LabelConfig(**options)
         self.backend = make_backend(config.backend_spec())
-        self.scorer, self.cache_thread = _Scorer(self.backend, task, None), None
-        labeler = Labeler(config, task, self.backend, _fewshot(config, task))
-        self.label = ChunkLabeler(labeler, self.scorer, method, bias, prompt_hash, input_line=True)
+        try:
+            self.job = prepare_label_job(source, config, self.backend)
+            check_worker_job(self.job, prompt_hash, model)
+        except BaseException:
+            self.close()
+            raise
+        self.label = self.job.chunk_labeler(method, bias, input_line=True)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"part": [], "records": [], "rejects": [], "counts": []}
-        if self.config.cache and self.cache_thread != threading.get_ident():  # sqlite: one thread each
-            self.scorer.cache, self.cache_thread = _cache(self.config), threading.get_ident()
-        for part, blob in zip(batch["part"], batch["rows"], strict=True):
-            self.scorer.counts.clear()
-            records, rejects = [], []
-            for chunk in chunked(iter(pickle.loads(blob)), self.backend.chunk_size):
-                labeled, bad = self.label(chunk)
-                records += labeled
-                rejects += bad
-            out["part"].append(int(part))
-            out["records"].append(json.dumps(records, ensure_ascii=False))
-            out["rejects"].append(json.dumps([r.to_json() for r in sorted(rejects, key=lambda r: r.line)]))
-            out["counts"].append(json.dumps(dict(self.scorer.counts)))
+        self.job.open_cache()  # per call: sqlite connections stay in their thread, and Ray may switch threads
+        try:
+            for part, blob in zip(batch["part"], batch["rows"], strict=True):
+                self.job.scorer.counts.clear()
+                records, rejects = [], []
+                for chunk in chunked(iter(pickle.loads(blob)), self.backend.chunk_size):
+                    labeled, bad = self.label(chunk)
+                    records += labeled
+                    rejects += bad
+                out["part"].append(int(part))
+                out["records"].append(json.dumps(records, ensure_ascii=False))
+                out["rejects"].append(
+                    json.dumps([r.to_json() for r in sorted(rejects, key=lambda r: r.line)])
+                )
+                out["counts"].append(json.dumps(dict(self.job.scorer.counts)))
+        finally:
+            self.job.close_cache()
         return out
+
+    def close(self) -> None:
+        """Release the backend (Ray Data calls `__del__` when it shuts the actor pool down)."""
+        backend, self.backend = getattr(self, "backend", None), None
+        if backend is not None:
+            backend.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def check_worker_job(job: LabelJob, prompt_hash: str, model: str) -> None:
+    """A `WorkerJobError` (a ConfigError) unless a worker's job, built on its node, has the driver's prompt and
+    model."""
+    node = socket.gethostname()
+    if job.prompt_hash != prompt_hash:
+        raise WorkerJobError(
+            f"the Ray worker on {node} builds another prompt than the driver (prompt hash {job.prompt_hash}, "
+            f"the driver's {prompt_hash}): the task YAML or the --few-shot file differs on that node",
+            hint="give every node the same files at the same paths (e.g. a shared filesystem)",
+        )
+    if job.model != model:
+        raise WorkerJobError(
+            f"the Ray worker on {node} loads another model than the driver ({job.model}, the driver's {model})",
+            hint="give every node the same model files at the same path (--model), or serve the model and use "
+            "--backend openai",
+        )
 
 
 def _write_part(folder: Path, result: dict[str, Any], meta: dict[str, Any], job: str) -> dict[str, Any]:
@@ -179,35 +201,49 @@ def label_with_ray(
             path.unlink(missing_ok=True)
         stage.clear_marker(out)
     started = time.perf_counter()
-    own_backend, cache = backend is None, _cache(config)
+    own_backend, job = backend is None, None
     backend = backend or make_backend(config.backend_spec())
     try:  # on the driver: the job's identity and the calibration, once
-        fewshot = _fewshot(config, task)
-        prompt_hash = task.prompt_hash(fewshot.describe() if fewshot else "")
-        signature = _signature(source, config, backend_model_identity(backend), prompt_hash)
+        job = prepare_label_job(source, config, backend, task)
         summary = LabelSummary(output=str(out), rejects=str(out.with_name(out.name + ".rejects.jsonl")))
-        summary.prompt_hash, summary.signature = prompt_hash, signature
-        if stage.is_current(out, signature):  # a finished job: nothing to do
+        summary.prompt_hash, summary.signature = job.prompt_hash, job.signature()
+        if stage.is_current(out, summary.signature):  # a finished job: nothing to do
             summary.labeled = json.loads(stage.marker_path(out).read_text(encoding="utf-8"))["rows"]
             return summary
-        if out.exists() and not folder.exists():
-            raise ConfigError(f"{out} already exists", hint="pass --overwrite to replace it")
-        job = _job_identity(config, source, prompt_hash, backend)
-        scorer = _Scorer(backend, task, cache)
-        labeler = Labeler(config, task, backend, fewshot)
-        method, bias = _calibration(source, config, task, fewshot, labeler, scorer, summary)
+        identity = job.identity()  # the job without --limit: a rerun with another limit reuses the parts
+        _check_same_job(out, folder, identity)
+        job.open_cache()
+        method, bias = job.calibrate(summary)
     finally:
-        if cache is not None:
-            cache.close()
+        if job is not None:
+            job.close_cache()
         if own_backend:
             backend.close()  # the workers hold their own
     calibration = record_calibration(method, bias, task.label_names)
-    part_job = cache_key(job=job, calibration=calibration, part_rows=config.part_rows)
-    pending, metas = _plan_parts(folder, rows, config, part_job)
-    _label_parts(folder, pending, metas, config, signature, summary, (method, list(map(float, bias))))
-    manifest = folder / "manifest.json"
+    part_rows = config.part_rows or DEFAULT_PART_ROWS
+    part_job = cache_key(job=identity, calibration=calibration, part_rows=part_rows)
+    pending, metas = _plan_parts(folder, rows, config, part_job, summary.signature)
+    manifest = folder / "manifest.json"  # before any part: what a rerun compares its job with
     names = [meta["file"] for meta in metas]
-    write_json_atomic(manifest, {"kind": MANIFEST_KIND, "job": signature, "input": source, "shards": names})
+    write_json_atomic(
+        manifest,
+        {
+            "kind": MANIFEST_KIND,
+            "job": summary.signature,
+            "identity": identity,
+            "input": source,
+            "shards": names,
+        },
+    )
+    worker = {
+        "options": asdict(config),
+        "source": source,
+        "method": method,
+        "bias": list(map(float, bias)),
+        "prompt_hash": job.prompt_hash,
+        "model": job.model,
+    }
+    _label_parts(folder, pending, metas, config, summary, worker)
     merged = run_merge([str(manifest)], out, MergeConfig(overwrite=True))
     summary.labeled, summary.rejected = merged["rows"], merged["rejected"]
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -218,12 +254,44 @@ def label_with_ray(
     return summary
 
 
-def _plan_parts(folder: Path, rows, config: LabelConfig, part_job: str) -> tuple[list[dict], list[dict]]:
-    """Cut the input into parts; the pending ones (no matching marker) carry their rows, pickled."""
+def _check_same_job(out: Path, folder: Path, identity: dict[str, str]) -> None:
+    """Refuse, as the local engine does, to replace or resume an output another labeling job wrote (its
+    manifest records that job's identity); `--overwrite` removed them before this check."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    theirs = manifest.get("identity") if isinstance(manifest, dict) else None
+    if theirs == identity:
+        return
+    if theirs is not None and theirs.get("input") != identity["input"]:
+        raise ConfigError(
+            f"{out} was started on other input content ({folder}): the input file changed since, and "
+            "resuming would mix two corpora",
+            hint="pass --overwrite to label the new input from the start, or choose another -o",
+        )
+    if theirs is not None:
+        raise ConfigError(
+            f"{out} was written by a different labeling job (other model, dtype, device, task or options; "
+            f"its parts: {folder})",
+            hint="pass --overwrite to replace it, or choose another -o",
+        )
+    if out.exists():
+        raise ConfigError(
+            f"{out} already exists",
+            hint="pass --overwrite to replace it (an output of --engine local resumes with --engine local)",
+        )
+
+
+def _plan_parts(
+    folder: Path, rows, config: LabelConfig, part_job: str, signature: str
+) -> tuple[list[dict], list[dict]]:
+    """Cut the input into parts; the pending ones (no matching marker) carry their rows, pickled. A part done
+    by an earlier run of this job under another --limit is kept, and its marker names this run's job."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = islice(rows, config.limit) if config.limit is not None else rows
     pending, metas = [], []
-    for index, items in enumerate(chunked(rows, config.part_rows)):
+    for index, items in enumerate(chunked(rows, config.part_rows or DEFAULT_PART_ROWS)):
         meta = {"file": f"part-{index:06d}.jsonl", "items": len(items)}
         meta["signature"] = cache_key(part=part_job, index=index, items=len(items), first=items[0].line)
         marker = _read_part_marker(folder / meta["file"])
@@ -233,15 +301,17 @@ def _plan_parts(folder: Path, rows, config: LabelConfig, part_job: str) -> tuple
         metas.append(meta)
     for index, meta in enumerate(metas):
         meta["shard"] = f"{index}/{len(metas)}"
-        if meta["done"] is not None and meta["done"].get("shard") != meta["shard"]:  # --limit moved the end
-            write_json_atomic(
-                stage.marker_path(folder / meta["file"]), {**meta["done"], "shard": meta["shard"]}
-            )
+        done = meta["done"]
+        if done is not None and (done.get("shard"), done.get("job")) != (meta["shard"], signature):
+            # --limit moved the end (the part count) and the job's signature (which `llmst merge` compares)
+            done.update(shard=meta["shard"], job=signature)
+            write_json_atomic(stage.marker_path(folder / meta["file"]), done)
     return pending, metas
 
 
-def _label_parts(folder, pending, metas, config, signature, summary, calibration) -> None:
-    """Run the pending parts on Ray workers; write each as it comes back; count into `summary`."""
+def _label_parts(folder, pending, metas, config, summary, worker: dict[str, Any]) -> None:
+    """Run the pending parts on Ray workers (`worker`: PartWorker's arguments); write each as it comes back;
+    count into `summary`."""
     counts: Counter[str] = Counter()
     label_counts: Counter[str] = Counter()
     for meta in metas:
@@ -253,33 +323,27 @@ def _label_parts(folder, pending, metas, config, signature, summary, calibration
         try:
             import ray
 
-            workers = config.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            gpus = config.num_gpus_per_worker or 0
+            workers = _workers(ray.cluster_resources(), config.num_workers, gpus)
             size = min(workers, len(pending))
             dataset = ray.data.from_items(pending, override_num_blocks=len(pending))
             pending.clear()  # the rows live in the object store now
-            method, bias = calibration
             results = dataset.map_batches(
                 PartWorker,
-                fn_constructor_kwargs={
-                    "options": asdict(config),
-                    "method": method,
-                    "bias": bias,
-                    "prompt_hash": summary.prompt_hash,
-                },
+                fn_constructor_kwargs=worker,
                 batch_size=1,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=size),
                 num_cpus=1,
+                **({"num_gpus": gpus} if gpus else {}),
             )
             todo = sum(meta["items"] for meta in metas if meta["done"] is None)
-            with progress_bar(
-                config.progress, todo, what=f"labeling on {workers} Ray workers", unit=""
-            ) as bar:
+            with progress_bar(config.progress, todo, what=f"labeling on {size} Ray workers", unit="") as bar:
                 task = bar.add_task("ray", total=todo, rate="-")
                 begin = time.perf_counter()
-                for result in results.iter_rows():
+                for result in _worker_errors(results.iter_rows()):
                     meta = metas[int(result["part"])]
-                    details = _write_part(folder, result, meta, signature)
+                    details = _write_part(folder, result, meta, summary.signature)
                     counts.update(details["counts"])
                     label_counts.update(details["label_counts"])
                     summary.truncated += details["truncated"]
@@ -287,7 +351,7 @@ def _label_parts(folder, pending, metas, config, signature, summary, calibration
                     elapsed = max(time.perf_counter() - begin, 1e-9)
                     bar.update(task, advance=meta["items"], rate=f"{summary.rows_read / elapsed:.1f} docs/s")
         finally:
-            if started_ray:
+            if started_ray:  # only a Ray this call started (or joined) is shut down; not the caller's
                 import ray
 
                 ray.shutdown()
@@ -295,3 +359,40 @@ def _label_parts(folder, pending, metas, config, signature, summary, calibration
     summary.reused_from_prior_fit += counts[REUSED]
     summary.computed += counts[COMPUTED]
     summary.label_counts = dict(label_counts)
+
+
+def _workers(resources: dict[str, float], num_workers: int | None, gpus: float) -> int:
+    """The actor count: --num-workers, else one per CPU of the cluster (and per `gpus` of its GPUs)."""
+    available = resources.get("GPU", 0)
+    if gpus and available < gpus:
+        raise ConfigError(
+            f"--num-gpus-per-worker {gpus}: the Ray cluster has {available:g} GPU(s)",
+            hint="join a cluster with GPUs (--ray-address), or leave the option out to label on CPUs",
+        )
+    if num_workers:
+        return num_workers
+    workers = max(1, int(resources.get("CPU", 1)))
+    return min(workers, max(1, int(available // gpus))) if gpus else workers
+
+
+class WorkerJobError(ConfigError):
+    """A worker's job is not the driver's (`check_worker_job`). Ray hands the driver only the text of an error
+    raised while an actor starts, so this text holds the message and the hint on lines of their own."""
+
+    def __str__(self) -> str:
+        return f"{self.message}\nhint: {self.hint}"
+
+
+_WORKER_JOB_ERROR = re.compile(r"WorkerJobError: (.+)\nhint: (.+)")
+
+
+def _worker_errors(rows):
+    """The rows of a Ray dataset; a worker that refused the job (`WorkerJobError`, wrapped in Ray's errors)
+    comes out as one ConfigError, so the CLI prints it as one error line and its hint."""
+    try:
+        yield from rows
+    except Exception as error:
+        found = _WORKER_JOB_ERROR.search(str(error))
+        if found is None:
+            raise
+        raise ConfigError(found.group(1), hint=found.group(2)) from None
