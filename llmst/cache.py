@@ -66,6 +66,9 @@ class AnswerCache:
         )
         self._db.commit()
 
+    def __bool__(self) -> bool:  # an empty cache is still a cache (`if cache:` must not read its size)
+        return True
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 

@@ -145,6 +145,28 @@ def test_a_rerun_reuses_every_teachers_scores(tmp_path, tiny_cross_encoder):
     assert len(read_lines(teacher_file)) == 11 and len(read_lines(tmp_path / "scored.jsonl")) == 11
 
 
+def test_teacher_scores_land_in_a_new_cache_and_serve_another_output(tmp_path, tiny_cross_encoder):
+    """The first run fills an empty answer cache (an empty cache once read as false and was never written);
+    a run into another output then asks the model nothing."""
+    from unittest import mock
+
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from llmst.cache import AnswerCache
+
+    assert AnswerCache(None)  # empty, yet a cache
+    source = write_jsonl(tmp_path / "pairs.jsonl", _pairs(6))
+    config = ScoreConfig(
+        teachers=f"cross-encoder:{tiny_cross_encoder}", cache_path=str(tmp_path / "new.sqlite")
+    )
+    first = score_pairs(source, tmp_path / "first.jsonl", config)
+    assert len(AnswerCache(tmp_path / "new.sqlite")) == 6
+    with mock.patch.object(CrossEncoder, "predict", side_effect=AssertionError("asked the model")):
+        second = score_pairs(source, tmp_path / "second.jsonl", config)
+    assert first["scored"] == second["scored"] == 6
+    assert read_lines(tmp_path / "first.jsonl") == read_lines(tmp_path / "second.jsonl")
+
+
 def test_kill_9_during_scoring_then_resume(tmp_path, tiny_cross_encoder):
     rows = _pairs(3000)
     source = write_jsonl(tmp_path / "pairs.jsonl", rows)
@@ -171,3 +193,80 @@ def test_kill_9_during_scoring_then_resume(tmp_path, tiny_cross_encoder):
     teacher_rows = read_lines(tmp_path / f"scored.jsonl.teacher-{name}.jsonl")
     assert [r["id"] for r in teacher_rows] == [r["id"] for r in rows]  # none lost, none twice
     assert [r["id"] for r in read_lines(out)] == [r["id"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def servable_cross_encoder(tmp_path_factory) -> str:
+    """A random-init one-label BERT cross-encoder small enough for a test, with a head size (64) that vLLM's
+    CPU attention supports (the 16 of tiny_bert_dir is refused)."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from llmst.models import resolve_model
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6").path)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
+    base = tmp_path_factory.mktemp("servable-bert")
+    BertForSequenceClassification(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    folder = tmp_path_factory.mktemp("servable-ce")
+    CrossEncoder(str(base), num_labels=1).save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.mark.vllm
+def test_a_cross_encoder_served_by_vllm_scores_like_the_local_one(tmp_path, servable_cross_encoder):
+    """`--teacher cross-encoder:NAME --backend openai --base-url URL` scores through a real vLLM server's score
+    API: the same scores as sentence-transformers' CrossEncoder on the same folder, cached under the served
+    name (a rerun asks the server nothing)."""
+    from unittest import mock
+
+    from llmst.backends.openai import OpenAIBackend
+    from llmst.backends.vllm_server import start_vllm_server
+
+    source = write_jsonl(tmp_path / "pairs.jsonl", [*_pairs(12), {"id": "bad", "text_a": "", "text_b": "x"}])
+    local = score_pairs(
+        source,
+        tmp_path / "local.jsonl",
+        ScoreConfig(
+            teachers=f"cross-encoder:{servable_cross_encoder}", cache_path=str(tmp_path / "c.sqlite")
+        ),
+    )
+    assert local["scored"] == 12 and local["rejected"] == 1
+    # float32 like the local run (the last --dtype wins), no compile warm-up, and no prefix caching, which
+    # vLLM refuses for an encoder-only model ("requires at least one cacheable group")
+    float32 = ["--dtype", "float32", "--enforce-eager", "--no-enable-prefix-caching"]
+    with start_vllm_server(
+        servable_cross_encoder, served_name="tiny-ce", max_model_len=128, extra_args=float32
+    ) as url:
+        config = ScoreConfig(
+            teachers="cross-encoder:tiny-ce",
+            backend="openai",
+            base_url=url,
+            cache_path=str(tmp_path / "c.sqlite"),
+        )
+        served = score_pairs(source, tmp_path / "served.jsonl", config)
+        assert served["scored"] == 12 and served["rejected"] == 1
+        expected = {r["id"]: r["score"] for r in read_lines(tmp_path / "local.jsonl")}
+        got = {r["id"]: r["scores"]["tiny-ce"] for r in read_lines(tmp_path / "served.jsonl")}
+        assert got.keys() == expected.keys()
+        assert max(abs(got[k] - expected[k]) for k in got) < 1e-4
+        assert len(set(got.values())) > 1  # a real model: the scores differ from pair to pair
+        with mock.patch.object(OpenAIBackend, "score_pairs", side_effect=AssertionError("asked the server")):
+            again = score_pairs(source, tmp_path / "again.jsonl", config)
+        assert again["scored"] == 12
+
+
+def test_a_cross_encoder_runs_in_process_or_on_a_server_not_in_vllm():
+    with pytest.raises(ConfigError, match="--backend vllm runs llm teachers only"):
+        ScoreConfig(teachers="cross-encoder:some-ce", backend="vllm")

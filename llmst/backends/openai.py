@@ -255,6 +255,38 @@ class OpenAIBackend:
         answer = await self._request("POST", "/completions", {"model": self.model_id, **payload}, client)
         return sorted(answer["choices"], key=lambda choice: choice.get("index", 0))
 
+    # ------------------------------------------------------ cross-encoder pairs
+    def score_pairs(
+        self, pairs: list[tuple[str, str]], *, batch_size: int = 32, truncate: int | None = None
+    ) -> list[float]:
+        """A served cross-encoder's score of each (text_1, text_2) pair through the score API (`POST /score`,
+        which `vllm serve` exposes for a one-label sequence-classification model: its sigmoid score, what
+        sentence-transformers' `CrossEncoder.predict` gives). `truncate`: tokens per pair at most (and never
+        more than the server's context, which vLLM refuses)."""
+        extra = {"truncate_prompt_tokens": min(truncate, self.max_context)} if truncate else {}
+
+        def make(part: list[tuple[str, str]]):
+            async def call(client) -> list[float]:
+                payload = {
+                    "model": self.model_id,
+                    "text_1": [a for a, _ in part],
+                    "text_2": [b for _, b in part],
+                    **extra,
+                }
+                answer = await self._request("POST", "/score", payload, client)
+                data = sorted(answer.get("data", []), key=lambda item: item.get("index", 0))
+                if len(data) != len(part):
+                    raise BackendError(
+                        f"server at {self.base_url} scored {len(data)} of {len(part)} pairs",
+                        hint="is the served model a cross-encoder (one-label sequence classifier)?",
+                    )
+                return [float(item["score"]) for item in data]
+
+            return call
+
+        parts = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
+        return [score for part in asyncio.run(self._gather([make(p) for p in parts])) for score in part]
+
     # ---------------------------------------------------------------- scoring
     def score(self, requests: list[ScoreRequest]) -> list[list[float]]:
         return asyncio.run(self._gather([self._score_one_call(r) for r in requests]))

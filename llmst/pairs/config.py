@@ -192,10 +192,15 @@ class ScoreConfig:
         },
     )
     backend: Literal["hf", "openai", "vllm"] = field(
-        default="hf", metadata={"help": "llm teachers: hf, openai (a vLLM server) or vllm."}
+        default="hf",
+        metadata={
+            "help": "Where llm and cross-encoder teachers run: hf (in-process), openai (a vLLM server at "
+            "--base-url: llm:NAME and cross-encoder:NAME are served names; a cross-encoder is scored "
+            "through the server's score API) or vllm (in-process; llm teachers only)."
+        },
     )
     base_url: str | None = field(
-        default=None, metadata={"help": "llm teachers: server URL for --backend openai."}
+        default=None, metadata={"help": "Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1."}
     )
     calibrate_on: str | None = field(
         default=None,
@@ -240,6 +245,12 @@ class ScoreConfig:
             raise ConfigError(f"--calibrate-on file not found: {self.calibrate_on}")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
+        if self.backend == "vllm" and any(parse_teacher(t)[0] == "cross-encoder" for t in self.teachers):
+            raise ConfigError(
+                "--backend vllm runs llm teachers only",
+                hint="serve the cross-encoder (vllm serve CE_FOLDER) and use --backend openai --base-url URL, "
+                "or score it in-process with --backend hf",
+            )
         if self.max_length < 8 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError("--max-length must be >= 8, --batch-size and --limit >= 1")
 

@@ -3,7 +3,9 @@ resumably, so that a killed run loses nothing and a rerun reuses what is done.
 
 - `cross-encoder:PATH|HUB_ID`: sentence-transformers `CrossEncoder.predict` (its default activation, so a
   one-label model scores in 0..1), chunk by chunk through `llmst.resumable`, each score cached by the model's
-  fingerprint and the pair's texts.
+  fingerprint and the pair's texts. With `--backend openai --base-url URL`, `cross-encoder:NAME` is a model
+  served there (`vllm serve CE_FOLDER`) and scored through its score API (`POST /score`: the same sigmoid
+  score), cached under the served name, URL and the server's description of the model.
 - `bi-encoder:PATH|HUB_ID`: a SentenceTransformer embeds both texts; the score is their cosine clipped to
   [0, 1] (`cosine_to_target`), cached and resumable like a cross-encoder's. This is Trans-Encoder's mapping
   (Liu et al. 2022 train the cross-encoder's BCE on the bi-encoder's raw cosine): a trained sentence encoder
@@ -49,6 +51,12 @@ def teacher_identity(spec: str, config: ScoreConfig) -> str:
     from llmst.models import model_fingerprint
 
     kind, model = parse_teacher(spec)
+    if kind == "cross-encoder" and config.backend == "openai":  # served: its name at the server's URL
+        from llmst.backends import spec_model_identity
+        from llmst.backends.base import BackendSpec
+
+        served = BackendSpec(backend="openai", model=model, base_url=config.base_url)
+        return f"{kind}:{spec_model_identity(served)}:{config.max_length}"
     if kind in ("cross-encoder", "bi-encoder"):
         return f"{kind}:{model_fingerprint(model)}:{config.max_length}"
     from llmst.label.run import label_signature
@@ -168,17 +176,29 @@ def _model_teacher(
     """A cross-encoder's or a bi-encoder's scores of every pair, chunk by chunk, cached per pair."""
     from llmst.models import llmst_home, model_fingerprint, resolve_model
 
-    if kind == "cross-encoder":
+    if kind == "cross-encoder" and config.backend == "openai":
+        from llmst.backends import backend_model_identity
+        from llmst.backends.openai import OpenAIBackend
+
+        server = OpenAIBackend(config.base_url or "", model)
+        fingerprint = f"served:{backend_model_identity(server)}|{server.fingerprint}"
+
+        def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
+            return np.array(
+                server.score_pairs(pairs, batch_size=config.batch_size, truncate=config.max_length)
+            )
+    elif kind == "cross-encoder":
         from sentence_transformers.cross_encoder import CrossEncoder
 
         encoder = CrossEncoder(resolve_model(model).path, max_length=config.max_length)
+        fingerprint = model_fingerprint(model)
 
         def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
             return encoder.predict(pairs, batch_size=config.batch_size, show_progress_bar=False)
     else:
         predict = _bi_encoder_predictor(model, config)
-    # a bi-encoder's keys name their kind: the same folder scored as a cross-encoder is another teacher
-    fingerprint = model_fingerprint(model) if kind == "cross-encoder" else f"bi:{model_fingerprint(model)}"
+        # a bi-encoder's keys name their kind: the same folder scored as a cross-encoder is another teacher
+        fingerprint = f"bi:{model_fingerprint(model)}"
     cache = None
     if config.cache:
         cache = AnswerCache(Path(config.cache_path) if config.cache_path else llmst_home() / "cache.sqlite")
@@ -189,13 +209,13 @@ def _model_teacher(
             texts = _pair_texts(item, config.text_fields) if isinstance(item, Row) else item
             (bad if isinstance(texts, Reject) else good).append((item, texts))
         keys = [cache_key(model=fingerprint, max_length=config.max_length, pair=list(t)) for _, t in good]
-        found = cache.get_many(keys) if cache else {}
+        found = cache.get_many(keys) if cache is not None else {}
         missing = [i for i, key in enumerate(keys) if key not in found]
         if missing:
             scores = predict([good[i][1] for i in missing])
             new = {keys[i]: float(s) for i, s in zip(missing, np.atleast_1d(scores), strict=True)}
             found.update(new)
-            if cache:
+            if cache is not None:
                 cache.put_many(new)
         records = [
             {"id": pair_row_id(item.record, config.text_fields), "score": round(found[key], 6)}
