@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument(
         "--no-oracle", action="store_true", help="skip the best-candidate-in-hindsight search"
     )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="results file (default: by report and select)"
+    )
     args = parser.parse_args()
     args.backend = None
     started = time.perf_counter()
@@ -154,7 +157,7 @@ def _table(args: argparse.Namespace, results: list[dict]) -> str:
 
 
 def _write_results(args: argparse.Namespace, results: list[dict], started: float, table: str) -> None:
-    out = RESULTS / f"suite_tune_{args.report}_{args.select}.json"
+    out = args.json or RESULTS / f"suite_tune_{args.report}_{args.select}.json"
     out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "model": args.model,
                                "seconds": round(time.perf_counter() - started, 1), "results": results, "table": table}, indent=1) + "\n")  # fmt: skip
 
