@@ -560,3 +560,24 @@ def test_few_shot_signature_matches_the_run(tmp_path, tiny_model_dir):
     assert summary.signature == label_signature(src, cfg)
     assert label_signature(src, config(tmp_path, model=tiny_model_dir, dtype="float32", few_shot=str(shots),
                                        shots=2, seed=1)) != summary.signature  # fmt: skip
+
+
+def test_a_larger_limit_never_appends_rows_calibrated_on_fewer_rows(tmp_path, backend):
+    """`--calibrate prior` with `--limit` under `--prior-fit-rows` fits the prior on the first --limit rows;
+    raising --limit would fit other biases, so the rows already written cannot be extended: refused. With the
+    prior fitted on rows both runs share, the output extends with one calibration."""
+    src = write_jsonl(tmp_path / "in.jsonl", corpus(30))
+    out = tmp_path / "out.jsonl"
+    label_corpus(src, out, config(tmp_path, calibrate="prior", limit=10), backend=backend)
+    with pytest.raises(ConfigError, match="holds rows calibrated as prior") as err:
+        label_corpus(src, out, config(tmp_path, calibrate="prior", limit=20), backend=backend)
+    assert "--overwrite" in err.value.hint
+    assert len(read_lines(out)) == 10  # nothing appended
+    fixed = tmp_path / "fixed.jsonl"
+    label_corpus(src, fixed, config(tmp_path, calibrate="prior", prior_fit_rows=8, limit=10), backend=backend)
+    summary = label_corpus(
+        src, fixed, config(tmp_path, calibrate="prior", prior_fit_rows=8, limit=20), backend=backend
+    )
+    rows = read_lines(fixed)
+    assert summary.resumed_rows == 10 and len(rows) == 20
+    assert len({json.dumps(r["calibration_bias"], sort_keys=True) for r in rows}) == 1

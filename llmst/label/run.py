@@ -28,15 +28,10 @@ from llmst.backends import backend_model_identity, make_backend, spec_model_iden
 from llmst.backends.base import Backend
 from llmst.cache import AnswerCache, cache_key
 from llmst.errors import ConfigError
-from llmst.label.calibrate import (
-    contextual_bias,
-    read_fitted_calibration,
-    record_calibration,
-    softmax,
-)
+from llmst.label.calibrate import read_fitted_calibration, record_calibration, softmax
 from llmst.label.config import LabelConfig
 from llmst.label.fewshot import FewShotSelector, describe_selection, load_examples
-from llmst.label.prior_fit import fit_prior
+from llmst.label.prior_fit import check_resumed_calibration, fit_calibration
 from llmst.label.scoring import COMPUTED, FROM_CACHE, REUSED, Scorer
 from llmst.label.task import Task
 from llmst.models import llmst_home
@@ -273,7 +268,7 @@ class LabelJob:
 
     def calibrate(self, summary: LabelSummary) -> tuple[str, np.ndarray]:
         """The calibration method and per-label biases (fitted here, or `--calibration-from`'s)."""
-        return _calibration(
+        return fit_calibration(
             self.source, self.config, self.task, self.fewshot, self.labeler, self.scorer, summary
         )
 
@@ -366,6 +361,9 @@ def _label(job: LabelJob, output: ResumableOutput, rows_iter) -> LabelSummary:
     summary.resumed_rows = run.resumed
     scorer = job.scorer
     method, bias = job.calibrate(summary)
+    fitted = record_calibration(method, bias, job.task.label_names)
+    if run.resumed:  # appended rows must be calibrated like the rows already written
+        check_resumed_calibration(run.state.get("calibration"), fitted, output.out)
     scorer.counts.clear()  # the counts below are of the main pass (content-free prompts are not rows)
     counts: Counter[str] = Counter(run.state.get("label_counts", {}))
     chunks = job.chunk_labeler(method, bias, input_line=config.shard is not None)
@@ -382,7 +380,7 @@ def _label(job: LabelJob, output: ResumableOutput, rows_iter) -> LabelSummary:
         chunk_size=job.backend.chunk_size,
         progress=config.progress,
         rate=lambda done, elapsed: f"{done / elapsed:.1f} docs/s",
-        extra_state=lambda: {"label_counts": dict(counts)},
+        extra_state=lambda: {"label_counts": dict(counts), "calibration": fitted},
         keep=shard_filter(config.shard, job.task.text_fields, config.id_field),
     )
     summary.rows_read = state["processed"]
@@ -465,34 +463,3 @@ def _labeled_record(item, row_probs, names, task, backend, prompt_hash) -> dict[
         truncated=item.truncated,
     )
     return record
-
-
-def _calibration(source, config, task, fewshot, labeler, scorer, summary) -> tuple[str, np.ndarray]:
-    """The calibration method and per-label biases of this run: reused from `--calibration-from`, or fitted
-    (contextual: on content-free inputs; prior: on the corpus's first rows). Recorded in `summary`."""
-    names = task.label_names
-    method, bias = config.calibrate, np.zeros(len(names))
-    if config.calibration_from:
-        method, bias = read_fitted_calibration(config.calibration_from, names)
-    elif config.calibrate == "contextual":
-        bias = _content_free_bias(task, fewshot, scorer)
-    elif config.calibrate == "prior":
-        reference = _content_free_bias(task, fewshot, scorer) if config.prior == "em" else None
-        scorer.remember = True  # the main pass reuses these answers (counted as reused_from_prior_fit)
-        bias, summary.prior_estimate = fit_prior(source, labeler, scorer, config, reference)
-        scorer.remember = False
-        summary.prior_fit_computed = scorer.counts[COMPUTED]
-    summary.calibration = method
-    if method != "none":
-        summary.calibration_bias = {n: float(b) for n, b in zip(names, bias, strict=True)}
-    return method, bias
-
-
-def _content_free_bias(task, fewshot, scorer) -> np.ndarray:
-    """Zhao et al. (2021): the bias that makes the model's answer to content-free inputs uniform."""
-    block = fewshot.blocks(["N/A"])[0] if fewshot else ""
-    prompts = [
-        task.instruction + block + task.render({f: cf for f in task.text_fields}, cf)
-        for cf in task.content_free
-    ]
-    return contextual_bias(scorer.label_logprobs(prompts, [0] * len(prompts)))
