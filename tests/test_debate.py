@@ -121,6 +121,28 @@ def test_debate_records_rejects_cache_and_signature(tmp_path, tiny_model_dir):
     assert all(
         [t["speaker"] for t in r["turns"]] == ["Consultant"] * 2 for r in read_lines(tmp_path / "solo.jsonl")
     )
+    # chat: another job (signature, cache keys); each turn is the reply to the prompt as a user message
+    from llmst.backends.hf import HFBackend
+
+    chat = replace(config, chat=True)
+    assert debate_signature(source, chat) != debate_signature(source, config)
+    backend = HFBackend(tiny_model_dir, dtype="float32")
+    chatted = run_debate(source, tmp_path / "chat.jsonl", chat, backend=backend)
+    assert chatted.questions == 5 and chatted.generated == 15 and chatted.from_cache == 0
+    first = read_lines(tmp_path / "chat.jsonl")[0]
+    prompts = load_prompts("debate")
+    variables = turn_variables(
+        "debate",
+        0,
+        "A",
+        first["question"],
+        first["passage"],
+        first["assigned"],
+        [],
+        prompts.instruction("debate", 0),
+    )
+    reply = backend.generate([prompts.render(variables)], max_tokens=8, stop=prompts.stop, chat=True)[0][0]
+    assert first["turns"][0]["text"] == prompts.cut(reply)
 
 
 def test_kill_9_then_resume(tmp_path, tiny_model_dir):

@@ -105,6 +105,23 @@ def test_generate_keeps_the_callers_order_and_stops_at_a_stop_string(backend):
     assert cut.find(stop) == full.find(stop)  # generation ended at the first occurrence
 
 
+def test_chat_generation_replies_to_the_prompt_as_a_user_message(backend, monkeypatch):
+    """`chat=True` generates what the model generates after its own chat template applied to one user message
+    (the template's special tokens once: none added on top), and is refused without a template."""
+    from llmst.errors import BackendError
+
+    tok = backend.tokenizer
+    messages = [{"role": "user", "content": "Is the sky blue?"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        out = backend.model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=backend._pad_id)
+    expected = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert backend.generate(["Is the sky blue?"], max_tokens=6, chat=True) == [[expected]]
+    monkeypatch.setattr(tok, "chat_template", None)
+    with pytest.raises(BackendError, match="has no chat template"):
+        backend.generate(["Is the sky blue?"], max_tokens=6, chat=True)
+
+
 def test_bad_model_path_is_a_config_error():
     from llmst.errors import ConfigError
 

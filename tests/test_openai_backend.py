@@ -336,6 +336,31 @@ def test_generate_sends_at_most_four_stop_strings_and_cuts_at_the_rest(served, m
     assert cut == full[: full.find(stop)]
 
 
+@pytest.mark.vllm
+def test_chat_generation_goes_through_chat_completions_with_the_models_template(served, smollm2_dir):
+    """`chat=True` asks /chat/completions with one user message; the server's template gives the same reply
+    as the raw completion of the template's text (so the template was applied once, by the server)."""
+    from transformers import AutoTokenizer
+
+    from llmst.backends.base import chat_text
+    from llmst.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(served.url, SERVED)
+    prompt = "Name one colour of the sky."
+    paths = []
+    real = backend._request
+
+    async def spy(method, path, payload, client=None, **kwargs):
+        paths.append(path)
+        return await real(method, path, payload, client, **kwargs)
+
+    backend._request = spy
+    replied = backend.generate([prompt], max_tokens=10, chat=True)[0][0]
+    assert paths == ["/chat/completions"] and replied.strip()
+    rendered = chat_text(AutoTokenizer.from_pretrained(smollm2_dir), prompt, SERVED)
+    assert backend.generate([rendered], max_tokens=10)[0][0] == replied
+
+
 def test_unreachable_server_fails_fast_with_one_line():
     from llmst.backends.openai import OpenAIBackend
     from llmst.backends.vllm_server import free_port

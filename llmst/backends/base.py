@@ -104,8 +104,11 @@ class Backend(Protocol):
         temperature: float = 0.0,
         max_tokens: int = 64,
         stop: list[str] | None = None,
+        chat: bool = False,
     ) -> list[list[str]]:
-        """`n` completions per prompt; generation may end at a `stop` string (which may stay in the text)."""
+        """`n` completions per prompt; generation may end at a `stop` string (which may stay in the text).
+        `chat`: each prompt is one user message in the model's chat template (instruct models), the
+        completion the assistant's reply."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -117,6 +120,20 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def chat_text(tokenizer, prompt: str, model: str) -> str:
+    """`prompt` as one user message in the tokenizer's chat template, ready for the assistant's reply (the
+    text already holds the template's special tokens: tokenize it with add_special_tokens=False)."""
+    from llmst.errors import BackendError
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackendError(
+            f"model '{model}' has no chat template",
+            hint="leave chat off for a base model (it reads the prompt as plain text)",
+        )
+    messages = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def truncate_with_tokenizer(tokenizer, text: str, max_tokens: int) -> str:

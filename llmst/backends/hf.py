@@ -14,7 +14,7 @@ import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from llmst.backends.base import ScoreRequest, device_kind, truncate_with_tokenizer
+from llmst.backends.base import ScoreRequest, chat_text, device_kind, truncate_with_tokenizer
 from llmst.errors import BackendError
 from llmst.models import resolve_model
 
@@ -256,9 +256,12 @@ class HFBackend:
         temperature: float = 0.0,
         max_tokens: int = 64,
         stop: list[str] | None = None,
+        chat: bool = False,
     ) -> list[list[str]]:
         import torch
 
+        if chat:  # the template's own special tokens; the tokenizer adds none
+            prompts = [chat_text(self.tokenizer, p, self.model_id) for p in prompts]
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = self._pad_id
@@ -268,7 +271,8 @@ class HFBackend:
         for start in range(0, len(order), self.batch_size):
             positions = order[start : start + self.batch_size]
             chunk = [prompts[i] for i in positions]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True).to(self.device)
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=not chat)
+            enc = enc.to(self.device)
             sample = temperature > 0
             returned = n if sample else 1  # greedy samples are identical: decode once, repeat
             with torch.inference_mode():

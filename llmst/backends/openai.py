@@ -399,7 +399,10 @@ class OpenAIBackend:
         temperature: float = 0.0,
         max_tokens: int = 64,
         stop: list[str] | None = None,
+        chat: bool = False,
     ) -> list[list[str]]:
+        """Completions, or with `chat` chat completions (`/chat/completions`: the server applies the model's
+        chat template to one user message)."""
         greedy = temperature <= 0  # deterministic: vLLM rejects n > 1 here, so ask once and repeat
         # the OpenAI API takes at most 4 stop strings: the server stops at the first 4, the rest are cut here
         stop = list(stop or [])
@@ -408,13 +411,21 @@ class OpenAIBackend:
         def make(prompt: str):
             async def call(client) -> list[str]:
                 payload = {
-                    "prompt": prompt,
                     "n": 1 if greedy else n,
                     "temperature": max(temperature, 0.0),
                     "max_tokens": max_tokens,
                     **({"stop": sent} if sent else {}),
                 }
-                texts = [cut_at_stop(c["text"], extra) for c in await self._completions(client, payload)]
+                if chat:
+                    payload["messages"] = [{"role": "user", "content": prompt}]
+                    answer = await self._request(
+                        "POST", "/chat/completions", {"model": self.model_id, **payload}, client
+                    )
+                    choices = sorted(answer["choices"], key=lambda choice: choice.get("index", 0))
+                    texts = [cut_at_stop(c["message"]["content"] or "", extra) for c in choices]
+                else:
+                    payload["prompt"] = prompt
+                    texts = [cut_at_stop(c["text"], extra) for c in await self._completions(client, payload)]
                 return texts * n if greedy else texts
 
             return call

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from llmst.backends.base import ScoreRequest, truncate_with_tokenizer
+from llmst.backends.base import ScoreRequest, chat_text, truncate_with_tokenizer
 from llmst.errors import ConfigError
 from llmst.models import resolve_model
 
@@ -92,12 +92,18 @@ class VLLMBackend:
         temperature: float = 0.0,
         max_tokens: int = 64,
         stop: list[str] | None = None,
+        chat: bool = False,
     ) -> list[list[str]]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         params = SamplingParams(
             n=n, temperature=temperature, max_tokens=max_tokens, stop=list(stop or []) or None
         )
+        if chat:  # token ids, so vLLM adds no second set of special tokens to the template's
+            texts = [chat_text(self.tokenizer, p, self.model_id) for p in prompts]
+            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+            prompts = [TokensPrompt(prompt_token_ids=i) for i in ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[choice.text for choice in output.outputs] for output in outputs]
 

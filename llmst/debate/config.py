@@ -46,6 +46,14 @@ class DebateConfig:
         default=None, metadata={"help": "Optional context field(s), comma-separated (e.g. passage)."}
     )
     id_field: str = field(default="id", metadata={"help": "Input field holding a stable id."})
+    chat: bool = field(
+        default=False,
+        metadata={
+            "help": "Send each turn's prompt as one user message in the model's chat template (hf, vllm) or "
+            "through /v1/chat/completions (openai), the reply being the turn: for instruct debaters. Off: "
+            "the prompt is plain text the model continues."
+        },
+    )
     max_tokens: int = field(default=128, metadata={"help": "Tokens generated per turn at most."})
     max_context_tokens: int = field(
         default=384, metadata={"help": "The context is cut to this many tokens (the question never is)."}

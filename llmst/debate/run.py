@@ -117,6 +117,7 @@ class _Generator:
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
             stop=self.prompts.stop,
+            **({"chat": True} if self.config.chat else {}),  # plain prompts keep their keys
         )
 
     def __call__(self, prompt_texts: list[str]) -> list[str]:
@@ -129,6 +130,7 @@ class _Generator:
                 temperature=self.config.temperature,
                 max_tokens=self.config.max_tokens,
                 stop=self.prompts.stop,
+                chat=self.config.chat,
             )
             new = {keys[i]: out[0] for i, out in zip(missing, outputs, strict=True)}
             if self.cache is not None:
