@@ -324,3 +324,40 @@ def test_cli_shards_killed_then_rerun_then_merged(tmp_path, tiny_model_dir):
     )
     assert missing.returncode == 2 and "1 of 2 shards missing: 0/2" in missing.stderr
     assert missing.stderr.splitlines()[1].startswith("hint: ")
+
+
+def test_predict_shards_merge_into_the_unsharded_prediction(tmp_path, tiny_bert_dir):
+    """`llmst predict --shard I/N` partitions rows like `llmst label --shard`; the merged shards equal one
+    unsharded prediction (records, order, rejects, signature)."""
+    from llmst.train import PredictConfig, TrainConfig, predict_file, predict_signature, train
+
+    labeled = write_jsonl(
+        tmp_path / "labeled.jsonl",
+        [{"text": r["text"], "label": "positive" if i % 2 else "negative"} for i, r in enumerate(corpus(16))],
+    )
+    student = tmp_path / "student"
+    names = ["negative", "positive"]
+    train(
+        labeled,
+        student,
+        TrainConfig(student=tiny_bert_dir, labels=names, epochs=1, batch_size=8, progress=False),
+    )
+    src = tmp_path / "in.jsonl"
+    write_corpus_with_bad_rows(src, 40)
+    whole = predict_file(student, src, tmp_path / "whole.jsonl", PredictConfig(progress=False))
+    parts = []
+    for index in range(3):
+        out = tmp_path / f"p{index}.jsonl"
+        summary = predict_file(student, src, out, PredictConfig(shard=f"{index}/3", progress=False))
+        assert all(shard_of(r["id"], 3) == index and INPUT_LINE in r for r in read_lines(out))
+        parts.append(summary)
+    lines = sum(1 for _ in open(src, encoding="utf-8"))
+    assert sum(p["labeled"] + p["rejected"] for p in parts) == whole["labeled"] + whole["rejected"]
+    assert all(p["labeled"] + p["rejected"] + p["other_shards"] == lines for p in parts)
+    merged = run_merge([str(tmp_path / f"p{i}.jsonl") for i in range(3)], tmp_path / "merged.jsonl")
+    assert merged["signature"] == predict_signature(student, src, PredictConfig(progress=False))
+    assert read_lines(tmp_path / "merged.jsonl") == read_lines(tmp_path / "whole.jsonl")
+    rejects = [json.loads(x) for x in open(tmp_path / "merged.jsonl.rejects.jsonl", encoding="utf-8")]
+    assert [r["line"] for r in rejects] == [
+        json.loads(x)["line"] for x in open(tmp_path / "whole.jsonl.rejects.jsonl", encoding="utf-8")
+    ]

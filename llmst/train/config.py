@@ -278,8 +278,8 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    """How a trained student relabels a corpus (`llmst predict`). Only `text_fields`, `id_field`, `encoding`
-    and `limit` change the output; the rest is runtime."""
+    """How a trained student relabels a corpus (`llmst predict`). Only `text_fields`, `id_field`, `encoding`,
+    `limit` and `shard` change the output; the rest is runtime."""
 
     text_fields: list[str] | None = field(
         default=None,
@@ -291,12 +291,22 @@ class PredictConfig:
         metadata={"help": "Text encoding of CSV, TSV and .txt inputs (JSON is always UTF-8)."},
     )
     limit: int | None = field(default=None, metadata={"help": "Only the first N rows."})
+    shard: str | None = field(
+        default=None,
+        metadata=stage.only_if_set(
+            "I/N (0 <= I < N): relabel only the rows whose id hashes to shard I of N (the partition of "
+            "llmst label --shard), for job arrays; `llmst merge` joins the N outputs."
+        ),
+    )
     batch_size: int = field(default=64, metadata=stage.runtime("Rows per forward pass."))
     overwrite: bool = field(default=False, metadata=stage.runtime("Replace OUT."))
     progress: bool = field(default=True, metadata=stage.runtime("Progress bars."))
 
     def __post_init__(self) -> None:
+        from llmst.shard import normalize_shard
+
         self.text_fields = _names(self.text_fields, "--text-field")
+        self.shard = normalize_shard(self.shard)
         stage.check_encoding(self.encoding)
         _check_limit(self.limit)
         if self.batch_size < 1:

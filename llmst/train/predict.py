@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from llmst import stage
 from llmst.errors import ConfigError
 from llmst.readers import Reject, Row, read_records
 from llmst.records import PendingOutputs, chunked, keep_input_fields, label_fields, record_id, record_text
+from llmst.shard import INPUT_LINE, RESERVED_FIELD, shard_filter
 from llmst.train.config import PredictConfig, predict_signature
 from llmst.train.model import StudentClassifier, load_tokenizer, read_student_meta
 
@@ -86,8 +88,19 @@ def predict_file(
         summary = _predict_generative(model_dir, source, out, config)
     else:
         summary = _predict_classifier(model_dir, source, out, config)
+    details: dict[str, Any] = {}
+    if config.shard is not None:  # what `llmst merge` checks (the marker of `llmst label --shard`)
+        details = {
+            "shard": config.shard,
+            "partition": "hash",
+            "job": predict_signature(model_dir, source, replace(config, shard=None)),
+            "rejects": out.name + ".rejects.jsonl",
+            "rejected": summary["rejected"],
+            "rows": summary["labeled"],
+            "input": str(source),
+        }
     stage.write_marker(
-        out, predict_signature(model_dir, source, config), stage="predict", model=str(model_dir)
+        out, predict_signature(model_dir, source, config), stage="predict", model=str(model_dir), **details
     )
     return summary
 
@@ -100,7 +113,7 @@ def _predict_classifier(
     fields = config.text_fields or meta["text_fields"]
     fingerprint = student_fingerprint(model_dir)
     counts: Counter[str] = Counter()
-    rejected = 0
+    rejected = other_shards = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     outputs = PendingOutputs()
     try:
@@ -111,11 +124,17 @@ def _predict_classifier(
             rows = read_records(source, config.encoding)
             if config.limit is not None:
                 rows = islice(rows, config.limit)
+            keep = shard_filter(config.shard, fields, config.id_field)
             for chunk in chunked(rows, CHUNK_ROWS):
                 good: list[tuple[Row, str]] = []
                 for item in chunk:
+                    if keep is not None and not keep(item):
+                        other_shards += 1
+                        continue
                     if isinstance(item, Reject):
                         reject = {"line": item.line, "reason": item.reason, "raw": item.raw}
+                    elif config.shard is not None and INPUT_LINE in item.record:
+                        reject = {"line": item.line, "reason": RESERVED_FIELD}
                     elif not (text := record_text(item.record, fields)):
                         reject = {"line": item.line, "reason": f"no text in fields {fields}"}
                     else:
@@ -141,6 +160,8 @@ def _predict_classifier(
                         calibration="none",
                         truncated=False,
                     )
+                    if config.shard is not None:  # `llmst merge` restores input order with it
+                        record[INPUT_LINE] = row.line
                     counts[record["label"]] += 1
                     writer.write(json.dumps(record, ensure_ascii=False) + "\n")
             for handle in (writer, rejects):  # durable before the rename makes them visible
@@ -153,6 +174,7 @@ def _predict_classifier(
         "output": str(out),
         "labeled": sum(counts.values()),
         "rejected": rejected,
+        **({"other_shards": other_shards} if config.shard is not None else {}),
         "label_counts": dict(counts),
     }
 
@@ -172,6 +194,7 @@ def _predict_generative(
         encoding=config.encoding,
         batch_size=config.batch_size,
         limit=config.limit,
+        shard=config.shard,
         cache=False,
         overwrite=True,
         progress=config.progress,
@@ -181,6 +204,7 @@ def _predict_generative(
         "output": str(out),
         "labeled": summary.labeled,
         "rejected": summary.rejected,
+        **({"other_shards": summary.other_shards} if config.shard is not None else {}),
         "label_counts": summary.label_counts,
     }
 
