@@ -126,6 +126,9 @@ def test_debate_records_rejects_cache_and_signature(tmp_path, tiny_model_dir):
 
     chat = replace(config, chat=True)
     assert debate_signature(source, chat) != debate_signature(source, config)
+    from llmst.stage import signature_fields
+
+    assert "chat" not in signature_fields(config)  # outputs made before --chat existed stay current
     backend = HFBackend(tiny_model_dir, dtype="float32")
     chatted = run_debate(source, tmp_path / "chat.jsonl", chat, backend=backend)
     assert chatted.questions == 5 and chatted.generated == 15 and chatted.from_cache == 0

@@ -434,6 +434,9 @@ def test_w2s_calibrated_selection_needs_a_held_out_slice(tmp_path, tiny_bert_dir
     with pytest.raises(ConfigError, match="fewer than 2 rows of A"):
         load(select=[conformal], calibration_rows=20, n_train=40)
     assert load(select=[conformal], calibration_rows=8).calibration_rows == 8
+    # without n_train the halves are only known once the train rows are read: refused there, before training
+    with pytest.raises(ConfigError, match="fewer than 2 rows of A"):
+        run_w2s(load(select=[conformal], calibration_rows=19))
 
 
 def test_w2s_under_two_rank_torchrun_trains_on_every_rank_and_runs_other_stages_once(tmp_path, tiny_bert_dir):

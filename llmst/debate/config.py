@@ -48,11 +48,13 @@ class DebateConfig:
     id_field: str = field(default="id", metadata={"help": "Input field holding a stable id."})
     chat: bool = field(
         default=False,
-        metadata={
-            "help": "Send each turn's prompt as one user message in the model's chat template (hf, vllm) or "
+        metadata=stage.only_if(  # in the signature only when on: outputs made before the option stay current
+            "Send each turn's prompt as one user message in the model's chat template (hf, vllm) or "
             "through /v1/chat/completions (openai), the reply being the turn: for instruct debaters. Off: "
-            "the prompt is plain text the model continues."
-        },
+            "the prompt is plain text the model continues.",
+            "chat",
+            True,
+        ),
     )
     max_tokens: int = field(default=128, metadata={"help": "Tokens generated per turn at most."})
     max_context_tokens: int = field(

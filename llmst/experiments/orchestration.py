@@ -3,6 +3,7 @@ config from a YAML section, and resolve paths relative to the YAML file."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,17 @@ def log(owner: str, message: str) -> None:
 def pending_path(out: Path) -> Path:
     """The file that says `out` is being computed, and under which signature (so a rerun can resume it)."""
     return out.with_name(out.name + ".stage-pending")
+
+
+def start_experiment(out_dir: Path, source: str | None) -> bool:
+    """Create `out_dir` and copy the experiment's YAML (`source`) into it, on the main process only (under
+    torchrun every rank runs the experiment); True on the main process, which alone writes reports."""
+    main = is_main_process()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if source:
+            shutil.copyfile(source, out_dir / "config.yaml")
+    return main
 
 
 def run_stage(

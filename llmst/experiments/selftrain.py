@@ -25,15 +25,20 @@ Config (YAML):
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
-from llmst.experiments.orchestration import build, log, read_experiment_yaml, resolver, run_stage
+from llmst.experiments.orchestration import (
+    build,
+    log,
+    read_experiment_yaml,
+    resolver,
+    run_stage,
+    start_experiment,
+)
 from llmst.records import write_json_atomic
 from llmst.stage import signature
 from llmst.train.config import TrainConfig
@@ -110,9 +115,7 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
     from llmst.train import PredictConfig, predict_file, predict_signature, train, train_signature
 
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config.source:
-        shutil.copyfile(config.source, out_dir / "config.yaml")
+    main = start_experiment(out_dir, config.source)
     # validate every stage's options before any work starts
     label_config = _build(LabelConfig, config.label, "label", progress=False)
     first_filter = _build(FilterConfig, config.filter, "filter")
@@ -193,7 +196,7 @@ def run_selftrain(config: SelfTrainConfig) -> dict[str, Any]:
         _log(f"round {index}: " + json.dumps({k: v for k, v in entry.items() if k != "round"}))
         source = pool_pred
     report["seconds"] = round(time.perf_counter() - started, 1)
-    if is_main_process():
+    if main:
         write_json_atomic(out_dir / "report.json", report)
         (out_dir / "report.md").write_text(report_markdown(report))
         _plot(report, out_dir / "rounds.png")

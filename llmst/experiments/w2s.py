@@ -27,7 +27,6 @@ Config (YAML):
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
 from llmst.experiments import pgr as pgr_stats
-from llmst.experiments.orchestration import log, run_stage
+from llmst.experiments.orchestration import log, run_stage, start_experiment
 from llmst.experiments.w2s_config import W2SConfig
 from llmst.experiments.w2s_report import plot_pgr, report_markdown
 from llmst.readers import iter_checked
@@ -191,6 +189,12 @@ class _Seed:
             n = self.config.n_train or len(rows)
             if n > len(rows):
                 raise ConfigError(f"w2s: n_train is {n} but {data['train']} has {len(rows)} rows")
+            if held_out and held_out > n // 2 - 2:
+                raise ConfigError(
+                    f"w2s: calibration_rows ({held_out}) leaves fewer than 2 rows of A ({n // 2}) to train "
+                    "the weak model",
+                    hint="lower calibration_rows or use more train rows (n_train)",
+                )
             order = np.random.default_rng(self.seed).permutation(len(rows))[:n]
             chosen = [{**rows[i], "label": rows[i]["gold"]} for i in order]
             if held_out:
@@ -347,11 +351,7 @@ def load_scored(config: W2SConfig, labels: list[str]) -> dict[str, list[pgr_stat
 def run_w2s(config: W2SConfig) -> dict[str, Any]:
     """Run (or resume) every seed; returns the report also written to `out_dir/report.json`."""
     out_dir = Path(config.out_dir)
-    main = is_main_process()
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if config.source:
-            shutil.copyfile(config.source, out_dir / "config.yaml")
+    main = start_experiment(out_dir, config.source)
     started = time.perf_counter()
     # the label set is data.labels, else that of the train rows
     train_rows, labels = _gold_rows(config.data["train"], config.data, config.data["labels"])
