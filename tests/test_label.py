@@ -581,3 +581,20 @@ def test_a_larger_limit_never_appends_rows_calibrated_on_fewer_rows(tmp_path, ba
     rows = read_lines(fixed)
     assert summary.resumed_rows == 10 and len(rows) == 20
     assert len({json.dumps(r["calibration_bias"], sort_keys=True) for r in rows}) == 1
+
+
+def test_knn_demonstrations_never_include_the_query_itself(tiny_model_dir):
+    """A pool row with the query's text (case and spacing aside) is never its demonstration: it would show
+    the query its own gold label (tune's folds, or a corpus that holds the gold rows)."""
+    from llmst.label.fewshot import Example, FewShotSelector
+    from llmst.label.task import load_task
+
+    task = load_task("sentiment")
+    texts = ["a gripping, moving film", "dull and far too long", "the best film of the year", "a total mess"]
+    pool = [Example({"text": t}, t, ["positive", "negative"][i % 2]) for i, t in enumerate(texts)]
+    selector = FewShotSelector(pool, task, shots=2, select="knn")
+    for query in texts:
+        block = selector.blocks(["  " + query.upper() + " "])[0]
+        assert query not in block.lower() and block.count("Movie review") == 2
+    other = selector.blocks(["an unrelated sentence"])[0]
+    assert other.count("Movie review") == 2  # nothing excluded when no pool row is the query

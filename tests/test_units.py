@@ -467,3 +467,18 @@ def test_local_model_fingerprint_follows_content(tmp_path):
     before = model_fingerprint(str(folder))
     (folder / "model.safetensors").write_bytes(b"weights-2")
     assert model_fingerprint(str(folder)) != before
+
+
+def test_same_calibration_allows_refit_noise_only():
+    """Biases refitted on the same rows in another process differ by ~1e-7: still the same calibration (a
+    resume or a merge goes on); another fit, another method or other labels is not."""
+    from llmst.label.calibrate import same_calibration
+
+    fitted = {"calibration": "prior", "calibration_bias": {"neg": 0.25, "pos": -0.25}}
+    refit = {"calibration": "prior", "calibration_bias": {"neg": 0.25 + 3e-7, "pos": -0.25 - 3e-7}}
+    other = {"calibration": "prior", "calibration_bias": {"neg": 0.26, "pos": -0.26}}
+    assert same_calibration(fitted, refit) and not same_calibration(fitted, other)
+    assert not same_calibration(fitted, {**fitted, "calibration": "contextual"})
+    assert not same_calibration(fitted, {"calibration": "prior", "calibration_bias": {"a": 0.25, "b": -0.25}})
+    assert same_calibration({"calibration": "none"}, {"calibration": "none"})
+    assert not same_calibration(fitted, {"calibration": "none"})

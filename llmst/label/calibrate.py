@@ -140,6 +140,24 @@ def calibration_identity(record: dict) -> tuple | None:
     return (method, tuple(sorted((str(k), round(float(v), BIAS_DECIMALS)) for k, v in bias.items())))
 
 
+BIAS_TOLERANCE = 1e-6  # biases refitted on the same rows in another process or machine differ by ~1e-7
+
+
+def same_calibration(a: dict, b: dict, tolerance: float = BIAS_TOLERANCE) -> bool:
+    """Whether two records (or calibration-field dicts) were calibrated alike: the same method and, but for
+    `tolerance`, the same per-label biases (a refit on the same rows elsewhere matches; another fit does not)."""
+    first, second = calibration_identity(a), calibration_identity(b)
+    if first is None or second is None or len(first) != len(second) or first[0] != second[0]:
+        return first == second
+    if len(first) == 1:
+        return True
+    names_a, values_a = zip(*first[1], strict=True) if first[1] else ((), ())
+    names_b, values_b = zip(*second[1], strict=True) if second[1] else ((), ())
+    return names_a == names_b and all(
+        abs(x - y) <= tolerance for x, y in zip(values_a, values_b, strict=True)
+    )
+
+
 def describe_identity(identity: tuple) -> str:
     if len(identity) == 1:
         return identity[0]

@@ -3,7 +3,8 @@
 - random: one fixed, label-stratified sample for the whole corpus (so the few-shot block is a shared prefix
   that backends can encode once).
 - knn: the K pool rows nearest to each query by MiniLM embeddings (Liu et al., 2022, "What Makes Good
-  In-Context Examples for GPT-3?"), most similar last.
+  In-Context Examples for GPT-3?"), most similar last; never a pool row with the query's own text (case and
+  whitespace aside), which would show the query its own gold label.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def load_examples(path: str | Path, task: Task, label_field: str = "label") -> l
     if not examples:
         raise ConfigError(f"few-shot file {path} has no rows")
     return examples
+
+
+def _normalized(text: str) -> str:
+    """Text compared for identity: case and whitespace do not count."""
+    return " ".join(text.split()).casefold()
 
 
 def stratified_sample(examples: list[Example], k: int, seed: int) -> list[Example]:
@@ -114,6 +120,7 @@ class FewShotSelector:
 
             self._encoder = SentenceTransformer(resolve_model(embedder).path, device="cpu")
             self._pool = self._embed([e.text for e in examples])
+            self._normalized = [_normalized(e.text) for e in examples]
         else:
             raise ConfigError(f"unknown few-shot selection '{select}'", hint="use random or knn")
 
@@ -130,8 +137,11 @@ class FewShotSelector:
             return [block] * len(texts)
         sims = self._embed(texts) @ self._pool.T
         blocks = []
-        for row in sims:
-            top = np.argsort(-row)[: self.shots][::-1]  # most similar closest to the query
+        for text, row in zip(texts, sims, strict=True):
+            # never the query itself: a pool row with the same text would hand the query its own gold label
+            own = _normalized(text)
+            ranked = [i for i in np.argsort(-row) if self._normalized[i] != own]
+            top = ranked[: self.shots][::-1]  # most similar closest to the query
             blocks.append(self._block([self.examples[i] for i in top]))
         return blocks
 

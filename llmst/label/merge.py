@@ -28,6 +28,7 @@ from typing import Any
 
 from llmst import stage
 from llmst.errors import ConfigError
+from llmst.label.calibrate import calibration_identity, same_calibration
 from llmst.readers import iter_checked
 from llmst.records import PendingOutputs, check_output
 from llmst.shard import INPUT_LINE, parse_shard, shard_of
@@ -157,12 +158,6 @@ def check_shards(shards: list[_Shard]) -> tuple[str, int]:
     return first.marker["job"], first.count
 
 
-def _calibration(record: dict[str, Any]) -> tuple | None:
-    from llmst.label.calibrate import calibration_identity
-
-    return calibration_identity(record)
-
-
 def _check_records(shard: _Shard, calibration: list[Any]) -> None:
     """Every record of `shard` belongs to it, in input order, one per input line (`_merged` checks the lines
     across shards); the same calibration in every shard."""
@@ -183,12 +178,12 @@ def _check_records(shard: _Shard, calibration: list[Any]) -> None:
                 f"{shard.index}/{shard.count}",
                 hint="this file mixes rows of several shards or jobs; relabel that shard with --overwrite",
             )
-        identity = _calibration(record)
         if not calibration:
-            calibration.append(identity)
-        elif identity != calibration[0]:
+            calibration.append(record)
+        elif not same_calibration(record, calibration[0]):
+            identity, first = calibration_identity(record), calibration_identity(calibration[0])
             raise ConfigError(
-                f"{where}: calibrated differently from the other shards ({identity} vs {calibration[0]})",
+                f"{where}: calibrated differently from the other shards ({identity} vs {first})",
                 hint="label every shard with the same options (the prior is fitted on the whole input's "
                 "first rows); or fit once and pass --calibration-from to every shard",
             )

@@ -20,6 +20,7 @@ from llmst.label.calibrate import (
     estimated_target,
     prior_bias,
     read_fitted_calibration,
+    same_calibration,
 )
 from llmst.label.config import LabelConfig
 from llmst.label.scoring import COMPUTED
@@ -109,8 +110,8 @@ def check_resumed_calibration(previous: dict | None, fitted: dict, out) -> None:
     `--prior-fit-rows` fits the prior on fewer rows, so raising it changes the biases)."""
     if previous is None:  # a checkpoint from before the calibration was recorded in it
         return
-    before, now = calibration_identity(previous), calibration_identity(fitted)
-    if before != now:
+    if not same_calibration(previous, fitted):
+        before, now = calibration_identity(previous), calibration_identity(fitted)
         raise ConfigError(
             f"{out} holds rows calibrated as {describe_identity(before)}; this run fitted "
             f"{describe_identity(now)}, so the rows it would append would not match",
