@@ -355,6 +355,7 @@ def test_predict_shards_merge_into_the_unsharded_prediction(tmp_path, tiny_bert_
     assert sum(p["labeled"] + p["rejected"] for p in parts) == whole["labeled"] + whole["rejected"]
     assert all(p["labeled"] + p["rejected"] + p["other_shards"] == lines for p in parts)
     merged = run_merge([str(tmp_path / f"p{i}.jsonl") for i in range(3)], tmp_path / "merged.jsonl")
+    assert json.loads(stage.marker_path(tmp_path / "merged.jsonl").read_text())["stage"] == "predict"
     assert merged["signature"] == predict_signature(student, src, PredictConfig(progress=False))
     assert read_lines(tmp_path / "merged.jsonl") == read_lines(tmp_path / "whole.jsonl")
     rejects = [json.loads(x) for x in open(tmp_path / "merged.jsonl.rejects.jsonl", encoding="utf-8")]

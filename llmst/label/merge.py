@@ -36,7 +36,7 @@ from llmst.shard import INPUT_LINE, parse_shard, shard_of
 MANIFEST_KIND = "llmst-shards"
 
 
-def _redo(path: Path, damaged: bool = False) -> str:
+def _redo(path: Path, damaged: bool = False, command: str = "label") -> str:
     """The hint for a shard or part that is unfinished (or `damaged`): the command that writes it again."""
     if path.parent.name.endswith(".parts"):  # a part of `llmst label --engine ray` (`ray_engine.parts_dir`)
         command = f"the `llmst label ... -o {path.parent.name[: -len('.parts')]} --engine ray` command"
@@ -44,8 +44,8 @@ def _redo(path: Path, damaged: bool = False) -> str:
             return f"delete {path.name} and rerun {command}: it labels that part again and merges the parts"
         return f"rerun {command}: it labels the parts not done yet and merges them into its output"
     if damaged:
-        return "relabel that shard: rerun its `llmst label ... --shard I/N` command with --overwrite"
-    return "rerun its `llmst label ... --shard I/N` command: it resumes where it stopped"
+        return f"relabel that shard: rerun its `llmst {command} ... --shard I/N` command with --overwrite"
+    return f"rerun its `llmst {command} ... --shard I/N` command: it resumes where it stopped"
 
 
 @dataclass
@@ -61,6 +61,11 @@ class _Shard:
     marker: dict[str, Any]
     index: int
     count: int
+
+    @property
+    def command(self) -> str:
+        """The llmst command that wrote the shard (`label` or `predict`)."""
+        return str(self.marker.get("stage") or "label")
 
     @property
     def rejects(self) -> Path:
@@ -117,7 +122,7 @@ def _read_shard(path: Path) -> _Shard:
     except (OSError, ValueError):
         raise ConfigError(
             f"{path} is incomplete: its labeling run has not finished (no {marker_file.name})",
-            hint=_redo(path),
+            hint=_redo(path, command="label (or predict)"),
         ) from None
     if not isinstance(marker, dict) or not marker.get("shard") or not marker.get("job"):
         raise ConfigError(
@@ -170,7 +175,7 @@ def _check_records(shard: _Shard, calibration: list[Any]) -> None:
             raise ConfigError(
                 f"{where}: '{INPUT_LINE}' is missing or out of input order ({position!r} after {previous})",
                 hint="the file was edited or written by something else than `llmst label`; "
-                + _redo(shard.path, damaged=True),
+                + _redo(shard.path, damaged=True, command=shard.command),
             )
         if hashed and shard_of(rid, shard.count) != shard.index:
             raise ConfigError(
@@ -191,7 +196,8 @@ def _check_records(shard: _Shard, calibration: list[Any]) -> None:
     if rows != shard.marker.get("rows"):
         raise ConfigError(
             f"{shard.path} holds {rows} records but its run wrote {shard.marker.get('rows')}",
-            hint="the file changed after its run finished; " + _redo(shard.path, damaged=True),
+            hint="the file changed after its run finished; "
+            + _redo(shard.path, damaged=True, command=shard.command),
         )
 
 
@@ -204,7 +210,8 @@ def _rejects(shard: _Shard) -> Iterator[tuple[int, dict[str, Any]]]:
     if not shard.rejects.exists():
         if shard.marker.get("rejected"):
             raise ConfigError(
-                f"{shard.rejects} is missing ({shard.name} rejected rows)", hint=_redo(shard.path)
+                f"{shard.rejects} is missing ({shard.name} rejected rows)",
+                hint=_redo(shard.path, command=shard.command),
             )
         return
     with open(shard.rejects, encoding="utf-8") as handle:
@@ -253,6 +260,6 @@ def run_merge(inputs: list[str], out: str | Path, config: MergeConfig | None = N
         )
         outputs.commit()
     stage.write_marker(
-        out, job, stage="label", rows=rows, rejected=rejected, input=summary["input"], merged=count
+        out, job, stage=shards[0].command, rows=rows, rejected=rejected, input=summary["input"], merged=count
     )
     return {**summary, "rows": rows, "rejected": rejected, "already": False}
