@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import islice
 from pathlib import Path
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
@@ -72,6 +73,16 @@ def ensure(name: str, out: Path = DEFAULT_OUT) -> Path:
                 handle.write(json.dumps(row) + "\n")
         tmp.replace(path)
     return path
+
+
+def first_lines(source: Path, out: Path, n: int) -> Path:
+    """The first `n` lines of `source` as `out` (a smoke run's data), rewritten only when they differ."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, encoding="utf-8") as handle:
+        text = "".join(islice(handle, n))
+    if not out.exists() or out.read_text(encoding="utf-8") != text:
+        out.write_text(text, encoding="utf-8")
+    return out
 
 
 def main() -> None:

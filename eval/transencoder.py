@@ -19,7 +19,6 @@ import json
 import platform
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 import yaml
@@ -31,15 +30,6 @@ from llmst.experiments.pair_report import transencoder_markdown  # noqa: E402
 from llmst.experiments.transencoder import load_transencoder_config, run_transencoder  # noqa: E402
 
 START = "minilm-l6"
-
-
-def _first(source: Path, out: Path, n: int) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(source, encoding="utf-8") as handle:
-        text = "".join(islice(handle, n))
-    if not out.exists() or out.read_text(encoding="utf-8") != text:
-        out.write_text(text, encoding="utf-8")
-    return out
 
 
 def main() -> None:
@@ -61,7 +51,10 @@ def main() -> None:
     names = ("stsb-train", "sick-train", "stsb-dev", "stsb-test")
     files = {name: pairs_data.ensure(name, args.data_dir) for name in names}
     if args.limit:
-        files = {n: _first(p, args.out_dir / "limited" / p.name, args.limit) for n, p in files.items()}
+        files = {
+            n: pairs_data.first_lines(p, args.out_dir / "limited" / p.name, args.limit)
+            for n, p in files.items()
+        }
     common = {"epochs": args.epochs, "batch_size": 32, "max_length": 128}
     config = {
         "out_dir": str(args.out_dir.resolve()),

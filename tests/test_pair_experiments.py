@@ -81,6 +81,14 @@ def _outputs(run) -> dict[str, int]:
     }
 
 
+def _same_except(after: dict[str, int], first: dict[str, int], kept: tuple, changed: tuple) -> None:
+    """A rerun kept the outputs `kept` and rewrote the outputs `changed`."""
+    for name in kept:
+        assert after[name] == first[name], name
+    for name in changed:
+        assert after[name] != first[name], name
+
+
 def _tiny(tiny_bert_dir: str, **extra) -> dict:
     return {"student": tiny_bert_dir, "epochs": 1, "batch_size": 8, "max_length": 32, **extra}
 
@@ -189,8 +197,9 @@ def _transencoder_yaml(tmp_path, tiny_bert_dir, **extra) -> str:
 
     pairs = _gold(16, 300)  # their scores must not reach any model
     dev = _gold(8, 400)
-    # a dev pair (reversed) among the unlabeled pairs: dropped, as are duplicates
+    # a dev pair (reversed) among the unlabeled pairs: dropped, as are duplicates and a row without text
     pairs += [{"text_a": dev[0]["text_b"], "text_b": dev[0]["text_a"]}, dict(pairs[0])]
+    pairs += [{"text_a": "a pair with one text", "text_b": " "}]
     write_jsonl(tmp_path / "pairs.jsonl", pairs)
     write_jsonl(tmp_path / "dev.jsonl", [{**r, "label": r.pop("score")} for r in dev])
     write_jsonl(tmp_path / "test.jsonl", [{**r, "label": r.pop("score")} for r in _gold(8, 500)])
@@ -223,7 +232,9 @@ def test_transencoder_cycles_report_and_rerun_only_changed_stages(tmp_path, tiny
     run = tmp_path / "run"
     for name in ("report.json", "report.md", "transencoder.png", "config.yaml"):
         assert (run / name).exists(), name
-    assert report["pairs"] == {"read": 18, "duplicate": 1, "excluded_eval_pair": 1, "no_text": 0, "pairs": 16}
+    assert report["pairs"] == {"read": 19, "duplicate": 1, "excluded_eval_pair": 1, "no_text": 1, "pairs": 16}
+    rejected = read_lines(run / "pairs.rejects.jsonl")
+    assert [(r["file"], r["line"]) for r in rejected] == [(str(tmp_path / "pairs.jsonl"), 19)]
     unlabeled = read_lines(run / "pairs.jsonl")
     assert len(unlabeled) == 16 and all(set(r) == {"id", "text_a", "text_b"} for r in unlabeled)
     chain = report["chains"][0]
@@ -239,6 +250,20 @@ def test_transencoder_cycles_report_and_rerun_only_changed_stages(tmp_path, tiny
     # cycle 2: the cycle-1 bi-encoder scores; the cross-encoder's scores teach each bi-encoder
     assert list(read_lines(run / "cycle2" / "bi-scores.jsonl")[0]["scores"]) == ["bi"]
     assert list(read_lines(run / "cycle2" / "cross-scores.jsonl")[0]["scores"]) == ["cross"]
+    # symmetric: a cross-encoder scores both orders of each pair, the mean is the score (a cosine: one order)
+    assert not (run / "cycle2" / "bi-scores.ab.jsonl").exists()
+    for cycle in ("cycle1", "cycle2"):
+        ab, ba = (
+            {r["id"]: r for r in read_lines(run / cycle / f"cross-scores.{order}.jsonl")}
+            for order in ("ab", "ba")
+        )
+        assert {ba[i]["text_a"] for i in ba} == {ab[i]["text_b"] for i in ab}
+        merged = read_lines(run / cycle / "cross-scores.jsonl")
+        assert len(merged) == 16 and any(ab[i]["score"] != ba[i]["score"] for i in ab)
+        for row in merged:
+            assert row["score"] == pytest.approx(
+                (ab[row["id"]]["score"] + ba[row["id"]]["score"]) / 2, abs=2e-6
+            )
     card = json.loads((run / "cycle2" / "bi" / "llmst_student.json").read_text())
     assert card["kind"] == "bi-encoder" and card["loss"].startswith("mse")
     assert "| 2 | bi-encoder |" in (run / "report.md").read_text()
@@ -253,20 +278,14 @@ def test_transencoder_cycles_report_and_rerun_only_changed_stages(tmp_path, tiny
     )
     open(path, "w").write(yaml.safe_dump(data))
     run_transencoder(load_transencoder_config(path))
-    after = _outputs(run)
-    for kept in (
+    kept = (
         "pairs.jsonl",
         "cycle1/bi-scores.jsonl",
         "cycle1/cross/model.safetensors",
         "cycle1/cross-scores.jsonl",
-    ):
-        assert after[kept] == first[kept], kept
-    for changed in (
-        "cycle1/bi/model.safetensors",
-        "cycle2/bi-scores.jsonl",
-        "cycle2/cross/model.safetensors",
-    ):
-        assert after[changed] != first[changed], changed
+    )
+    changed = ("cycle1/bi/model.safetensors", "cycle2/bi-scores.jsonl", "cycle2/cross/model.safetensors")
+    _same_except(_outputs(run), first, kept, changed)
 
 
 def test_transencoder_mutual_distillation_with_an_llm_first_teacher(tmp_path, tiny_bert_dir, tiny_model_dir):
@@ -350,10 +369,41 @@ def test_bad_experiment_configs_are_one_clear_config_error(tmp_path, tiny_bert_d
         (load_transencoder_config, transencoder, {"bi": {"loss": "marginmse"}}, "bi.loss must be"),
         (load_transencoder_config, transencoder, {"cross": {"student": "x"}}, "may not set"),
         (load_transencoder_config, transencoder, {"score": {"calibrate_on": "dev.jsonl"}}, "may not set"),
+        (load_transencoder_config, transencoder, {"score": {"backend": "vllm"}}, "may not set"),
+        (
+            load_transencoder_config,
+            transencoder,
+            {"first_teacher": f"cross-encoder:{tiny_bert_dir}", "score": {"backend": "vllm"}},
+            "vllm runs llm teachers only",
+        ),
+        (
+            load_transencoder_config,
+            transencoder,
+            {"first_teacher": "llm:m", "score": {"backend": "openai"}},
+            "needs --base-url",
+        ),
     ]
     for loader, base, change, message in cases:
         with pytest.raises(ConfigError, match=message):
             load(loader, base, **change)
+
+
+def test_transencoder_sends_only_the_first_teacher_to_the_score_backend(tmp_path, tiny_bert_dir):
+    import yaml
+
+    from llmst.experiments.transencoder import load_transencoder_config
+
+    base = yaml.safe_load(open(_transencoder_yaml(tmp_path, tiny_bert_dir)))
+    for backend in ({"backend": "vllm"}, {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1"}):
+        path = tmp_path / "served.yaml"
+        config = {**base, "first_teacher": "llm:judge", "score": {**base["score"], **backend}}
+        path.write_text(yaml.safe_dump(config))
+        loaded = load_transencoder_config(path)  # vllm was refused: validated against a cross-encoder
+        assert loaded.scoring(first_teacher=True) == config["score"]
+        trained = loaded.scoring(first_teacher=False)  # the cycle's bi- and cross-encoders: in-process
+        assert trained == base["score"]
+        score = ScoreConfig(**trained, teachers=[f"cross-encoder:{tiny_bert_dir}"])
+        assert score.backend == "hf" and score.base_url is None
 
 
 def test_the_commands_print_the_report_and_explain_a_bad_config(tmp_path, tiny_bert_dir):

@@ -1,6 +1,7 @@
-"""What the pair experiments (`augsbert`, `transencoder`) share: their stages (train a pair model, score pairs
-with teachers, evaluate a model on gold pairs), each a signature-cached `run_stage`, the validation of the
-`llmst train` / `llmst pairs score` options a config passes through, and the t-interval over seeds."""
+"""What the pair experiments (`augsbert`, `transencoder`) share: reading their YAML, their stages (train a pair
+model, score pairs with teachers, evaluate a model on gold pairs), each a signature-cached `run_stage`, the
+validation of the `llmst train` / `llmst pairs score` options a config passes through, and the t-interval over
+seeds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from llmst.errors import ConfigError
-from llmst.experiments.orchestration import build, run_stage
+from llmst.experiments.orchestration import build, read_experiment_yaml, resolver, run_stage
 from llmst.records import PendingOutputs
 from llmst.stage import signature
 
@@ -39,6 +40,37 @@ OWNED_SCORE = {
         "progress",
     )
 }
+# Where a teacher runs: they apply to an LLM (or served) teacher named in the config, never to the models an
+# experiment trains itself, which always score in-process.
+SERVER_SCORE = ("backend", "base_url")
+
+
+def load_config(
+    path: str | Path,
+    config_cls: type,
+    what: str,
+    required: tuple[str, ...],
+    paths: tuple[str, ...] = (),
+    sections: tuple[str, ...] = (),
+):
+    """An experiment's YAML as `config_cls`: the keys in `paths` (a file or a list of files) and every value of
+    the mappings in `sections` that names a file are taken from the YAML file's folder; a missing or unknown
+    key is one ConfigError."""
+    path = Path(path)
+    data = read_experiment_yaml(path, config_cls, what, required)
+    resolve = resolver(path.resolve().parent)
+    for key in paths:
+        if isinstance(data.get(key), list):
+            data[key] = [resolve(v) for v in data[key]]
+        elif key in data:
+            data[key] = resolve(data[key])
+    for section in sections:
+        if isinstance(data.get(section), dict):
+            data[section] = {k: resolve(v) for k, v in data[section].items()}
+    try:
+        return config_cls(**data, source=str(path))
+    except TypeError as error:
+        raise ConfigError(f"{path}: {error}") from error
 
 
 def is_int(value: Any) -> bool:
@@ -65,8 +97,10 @@ def train_options(
     return dict(options)
 
 
-def score_options(options: Any, section: str, owner: str) -> dict[str, Any]:
-    """`llmst pairs score` options (batch size, max length, judge task, backend, cache), checked now."""
+def score_options(options: Any, section: str, owner: str, served: str | None = None) -> dict[str, Any]:
+    """`llmst pairs score` options (batch size, max length, judge task, backend, cache), checked now. `backend`
+    and `base_url` are checked against teacher `served` (transencoder's `first_teacher`) and refused without
+    one: the models an experiment trains always score in-process (`in_process`)."""
     from llmst.pairs.config import ScoreConfig
 
     if not isinstance(options, dict):
@@ -77,11 +111,26 @@ def score_options(options: Any, section: str, owner: str) -> dict[str, Any]:
             f"{owner}: '{section}' may not set {sorted(taken)}",
             hint=f"{owner} chooses the teachers and the pairs; no gold calibration of teachers",
         )
-    build(ScoreConfig, {**options, "teachers": "cross-encoder:x"}, section, owner=owner, progress=False)
+    build(ScoreConfig, {**in_process(options), "teachers": "cross-encoder:x"}, section, owner, progress=False)
+    server = sorted(set(SERVER_SCORE) & set(options))
+    if server and served is None:
+        raise ConfigError(
+            f"{owner}: '{section}' may not set {server}",
+            hint=f"the models {owner} trains score in-process; a server backend is for transencoder's "
+            "first_teacher (llm:MODEL)",
+        )
+    if served is not None:
+        build(ScoreConfig, {**options, "teachers": served}, section, owner=owner, progress=False)
     return dict(options)
 
 
+def in_process(options: dict[str, Any]) -> dict[str, Any]:
+    """Score options for the models an experiment trains: `backend`/`base_url` dropped (in-process, hf)."""
+    return {k: v for k, v in options.items() if k not in SERVER_SCORE}
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`rows` as JSONL at `path` (its folder made), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with PendingOutputs() as pending:
         pending.write_jsonl(path, rows)

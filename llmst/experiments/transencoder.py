@@ -4,11 +4,14 @@ modelling through self- and mutual-distillations"): sentence-pair models from un
 Cycle c (1..`cycles`): the current bi-encoder scores every pair (`llmst pairs score --teacher bi-encoder:...`:
 the cosine clipped to [0, 1]); a cross-encoder learns those scores (`llmst train --kind cross-encoder`, BCE by
 default, on both orders of each pair with `symmetric: true`, as the paper does); the cross-encoder scores the
-pairs; a bi-encoder learns the cross-encoder's scores (`llmst train --kind bi-encoder`, MSE of the cosine by
-default as in the paper, or CoSENT); it is the next cycle's bi-encoder.
+pairs (with `symmetric: true` in both orders, the mean of the two is the score); a bi-encoder learns the
+cross-encoder's scores (`llmst train --kind bi-encoder`, MSE of the cosine by default as in the paper, or
+CoSENT); it is the next cycle's bi-encoder.
 
 - `first_teacher: llm:MODEL` (or `cross-encoder:PATH`): that teacher scores the pairs of cycle 1 instead of the
-  bi-encoder (an LLM judge with the shipped `pair-similarity` task, P(Yes); `score.judge_task` for another).
+  bi-encoder (an LLM judge with the shipped `pair-similarity` task, P(Yes); `score.judge_task` for another;
+  both orders averaged with `symmetric: true`). `score.backend` / `score.base_url` apply to it alone: the bi-
+  and cross-encoders the cycles train always score in-process.
 - Mutual distillation (`start: [A, B]`): two chains, each with its own bi- and cross-encoder; every score the
   models of one kind give is the mean of both chains' models (`llmst pairs score` with both as teachers), so
   each model learns from the pair of models of the other kind.
@@ -18,7 +21,8 @@ default as in the paper, or CoSENT); it is the next cycle's bi-encoder.
   start model).
 
 Per cycle, the report gives every bi- and cross-encoder's Spearman x 100 on `dev` and `test` (gold pairs; they
-are never trained on, and their pairs are removed from the unlabeled ones) next to the start bi-encoder's.
+are never trained on, and their pairs are removed from the unlabeled ones) next to the start bi-encoder's. A
+pair row without both texts is left out and written to `pairs.rejects.jsonl` with its file and line.
 Every stage stays under `out_dir/cycle<c>/` with its signature: a rerun recomputes only what changed.
 
 Config (YAML):
@@ -32,22 +36,20 @@ Config (YAML):
     first_teacher: llm:qwen2.5-coder-1.5b-instruct   # optional
     cross: {epochs: 1, batch_size: 32, max_length: 128}        # llmst train options (cross-encoders)
     bi: {loss: mse, epochs: 1, batch_size: 32, learning_rate: 2.0e-5}   # llmst train options (bi-encoders)
-    score: {batch_size: 64, max_length: 128}     # llmst pairs score options (judge_task, backend, ...)
+    score: {batch_size: 64, max_length: 128}     # llmst pairs score options (judge_task; backend: first_teacher)
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
 from llmst.experiments import pair_stages as stages
-from llmst.experiments.orchestration import log, read_experiment_yaml, resolver, run_stage
+from llmst.experiments.orchestration import log, run_stage, start_experiment
 from llmst.readers import iter_checked
 from llmst.records import write_json_atomic
 from llmst.stage import signature
@@ -122,33 +124,27 @@ class TransEncoderConfig:
         self.bi = stages.train_options({"loss": "mse", **self.bi}, "bi", OWNER, "bi-encoder", _OWNED)
         if self.bi["loss"] not in ("mse", "cosent", "angle"):
             raise ConfigError(f"transencoder: bi.loss must be mse, cosent or angle, not {self.bi['loss']!r}")
-        self.score = stages.score_options(self.score, "score", OWNER)
+        self.score = stages.score_options(self.score, "score", OWNER, served=self.first_teacher)
 
     def fields(self) -> list[str]:
         return [f.strip() for f in self.text_field.split(",")]
 
+    def scoring(self, first_teacher: bool) -> dict[str, Any]:
+        """The `llmst pairs score` options of a scoring step: every `score` option for `first_teacher`; for
+        the bi- and cross-encoders the cycles train, in-process (`backend`/`base_url` dropped)."""
+        return dict(self.score) if first_teacher else stages.in_process(self.score)
+
 
 def load_transencoder_config(path: str | Path) -> TransEncoderConfig:
     """Read and validate a transencoder YAML; relative paths are taken from the YAML file's folder."""
-    path = Path(path)
-    data = read_experiment_yaml(path, TransEncoderConfig, "transencoder config", ("out_dir", "pairs"))
-    resolve = resolver(path.resolve().parent)
-    for key in ("pairs", "start"):
-        if isinstance(data.get(key), list):
-            data[key] = [resolve(v) for v in data[key]]
-        else:
-            data[key] = resolve(data.get(key)) if key in data else None
-    if data.get("start") is None:
-        data.pop("start", None)
-    for key in ("dev", "test"):
-        data[key] = resolve(data.get(key))
-    for section in ("cross", "bi", "score"):
-        if isinstance(data.get(section), dict):
-            data[section] = {k: resolve(v) for k, v in data[section].items()}
-    try:
-        return TransEncoderConfig(**data, source=str(path))
-    except TypeError as error:
-        raise ConfigError(f"{path}: {error}") from error
+    return stages.load_config(
+        path,
+        TransEncoderConfig,
+        "transencoder config",
+        ("out_dir", "pairs"),
+        paths=("pairs", "start", "dev", "test"),
+        sections=("cross", "bi", "score"),
+    )
 
 
 def _log(message: str) -> None:
@@ -157,7 +153,8 @@ def _log(message: str) -> None:
 
 def _unlabeled(config: TransEncoderConfig, out_dir: Path) -> tuple[Path, dict[str, int]]:
     """The pair files as one file of `{id, text_a, text_b}`: every score dropped, each unordered pair once,
-    no pair of the dev or test file (in either order); the counts go to `pairs.report.json`."""
+    no pair of the dev or test file (in either order); a row without both texts goes to
+    `pairs.rejects.jsonl` (file, line); the counts go to `pairs.report.json`."""
     from llmst.pairs.sample import pair_id, pair_key, read_exclusions
 
     out = out_dir / "pairs.jsonl"
@@ -167,18 +164,19 @@ def _unlabeled(config: TransEncoderConfig, out_dir: Path) -> tuple[Path, dict[st
     inputs = {f"pairs{i}": p for i, p in enumerate(config.pairs)} | {
         f"eval{i}": p for i, p in enumerate(evals)
     }
-    sig = signature("transencoder-pairs", {"fields": fields, "limit": config.limit}, inputs)
+    sig = signature("transencoder-pairs", {"fields": fields, "limit": config.limit, "rejects": 1}, inputs)
 
     def write(_fresh: bool) -> None:
         excluded, _ = read_exclusions(evals, fields)
-        rows, seen = [], set()
+        rows, seen, rejects = [], set(), []
         counts = {"read": 0, "duplicate": 0, "excluded_eval_pair": 0, "no_text": 0}
         for path in config.pairs:
-            for _, record in iter_checked(path):
+            for line, record in iter_checked(path):
                 counts["read"] += 1
                 texts = [record.get(name) for name in fields]
                 if any(not isinstance(t, str) or not t.strip() for t in texts):
                     counts["no_text"] += 1
+                    rejects.append({"file": path, "line": line, "reason": f"no text in field(s) {fields}"})
                     continue
                 key = pair_key(*texts)
                 if key in excluded:
@@ -191,6 +189,7 @@ def _unlabeled(config: TransEncoderConfig, out_dir: Path) -> tuple[Path, dict[st
         if len(rows) < 2:
             raise ConfigError(f"transencoder: fewer than 2 usable pairs in {config.pairs}")
         stages.write_jsonl(out, rows)
+        stages.write_jsonl(out_dir / "pairs.rejects.jsonl", rejects)
         write_json_atomic(counts_path, {**counts, "pairs": len(rows)})
 
     run_stage("unlabeled pairs", out, sig, write, owner=OWNER)
@@ -214,6 +213,100 @@ def _both_orders(scored: Path, out: Path) -> Path:
     return out
 
 
+def _reversed(pairs: Path) -> Path:
+    """The unlabeled pairs as (b, a), each under its own id (for scoring a pair in both orders)."""
+    out = pairs.with_name("pairs.ba.jsonl")
+    sig = signature("transencoder-reversed", {}, {"pairs": pairs})
+
+    def write(_fresh: bool) -> None:
+        rows = [{"id": r["id"], "text_a": r["text_b"], "text_b": r["text_a"]} for _, r in iter_checked(pairs)]
+        stages.write_jsonl(out, rows)
+
+    run_stage("unlabeled pairs in the other order", out, sig, write, owner=OWNER)
+    return out
+
+
+def _mean_of_orders(ab: Path, ba: Path, out: Path) -> Path:
+    """Per pair, the mean of its (a, b) and (b, a) scores (every teacher's and the combined `score`); the
+    orders' scores stay under `orders`. A pair one order could not score is left out, in `OUT.rejects.jsonl`."""
+    sig = signature("transencoder-mean-of-orders", {}, {"ab": ab, "ba": ba})
+
+    def write(_fresh: bool) -> None:
+        other = {r["id"]: r for _, r in iter_checked(ba)}
+        rows, rejects = [], []
+        for line, r in iter_checked(ab):
+            if r["id"] not in other:
+                rejects.append(
+                    {"id": r["id"], "line": line, "reason": f"not scored in order (b, a): see {ba}"}
+                )
+                continue
+            s = other[r["id"]]
+            scores = {name: round((value + s["scores"][name]) / 2, 6) for name, value in r["scores"].items()}
+            rows.append(
+                {
+                    "id": r["id"],
+                    "text_a": r["text_a"],
+                    "text_b": r["text_b"],
+                    "scores": scores,
+                    "score": round((r["score"] + s["score"]) / 2, 6),
+                    "orders": {"ab": r["score"], "ba": s["score"]},
+                }
+            )
+        stages.write_jsonl(out, rows)
+        stages.write_jsonl(out.with_name(out.name + ".rejects.jsonl"), rejects)
+
+    run_stage(f"{out.parent.name}: mean of both orders", out, sig, write, owner=OWNER)
+    return out
+
+
+def _score(
+    config: TransEncoderConfig, name: str, teachers: list[str], pairs: list[Path], out: Path, first: bool
+) -> Path:
+    """`llmst pairs score` of the unlabeled pairs by `teachers`; with `symmetric` and a teacher that reads a
+    pair in order (a cross-encoder or an LLM: a bi-encoder's cosine is symmetric), in both orders
+    (`pairs`: the pairs and `_reversed` of them) and their mean."""
+    from llmst.pairs.config import parse_teacher
+
+    options = config.scoring(first_teacher=first)
+    ordered = any(parse_teacher(t)[0] != "bi-encoder" for t in teachers)
+    if not (config.symmetric and ordered):
+        return stages.score_with(name, teachers, pairs[0], out, options, OWNER)
+    orders = []
+    for order, source in zip(("ab", "ba"), pairs, strict=True):
+        scored = out.with_name(f"{out.stem}.{order}.jsonl")
+        orders.append(stages.score_with(f"{name} ({order})", teachers, source, scored, options, OWNER))
+    return _mean_of_orders(*orders, out)
+
+
+def _inits(config: TransEncoderConfig, own: list[str], other: list[str]) -> list[str]:
+    """Where each chain's next model starts: `alternate` from the other kind's model, `continue` from its
+    own previous one, `fresh` from the start model."""
+    return {"alternate": other, "continue": own, "fresh": config.start}[config.init]
+
+
+def _train_chains(
+    config: TransEncoderConfig, kind: str, cycle: int, data: Path, inits: list[str], folder: Path
+) -> list[str]:
+    """Each chain's `kind` model (cross or bi) of `cycle`, trained on `data`'s scores from `inits`."""
+    names = _chain_names(config)
+    suffixes = [f"-{k}" for k in range(len(names))] if len(names) > 1 else [""]
+    options = {"cross": config.cross, "bi": config.bi}[kind]
+    return [
+        str(
+            stages.train_model(
+                f"cycle {cycle}: {kind}-encoder {name}",
+                data,
+                folder / f"{kind}{suffix}",
+                {**options, "score_field": "score", "seed": config.seed},
+                OWNER,
+                kind=f"{kind}-encoder",
+                student=init,
+            )
+        )
+        for name, suffix, init in zip(names, suffixes, inits, strict=True)
+    ]
+
+
 def _chain_names(config: TransEncoderConfig) -> list[str]:
     from llmst.pairs.config import teacher_name
 
@@ -223,18 +316,14 @@ def _chain_names(config: TransEncoderConfig) -> list[str]:
 def run_transencoder(config: TransEncoderConfig) -> dict[str, Any]:
     """Run (or resume) every cycle; returns the report also written to `out_dir/report.json`."""
     out_dir = Path(config.out_dir)
-    main = is_main_process()
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if config.source:
-            shutil.copyfile(config.source, out_dir / "config.yaml")
+    main = start_experiment(out_dir, config.source)
     started = time.perf_counter()
     pairs, counts = _unlabeled(config, out_dir)
     evals = {}
     if config.dev or config.test:  # the gold files, in the fields `llmst.pairs.evaluate` reads
         evals = _eval_files(config, out_dir)
     names = _chain_names(config)
-    suffixes = [f"-{k}" for k in range(len(names))] if len(names) > 1 else [""]
+    unlabeled = [pairs, _reversed(pairs)] if config.symmetric else [pairs]
     report: dict[str, Any] = {"config": asdict(config), "pairs": counts, "chains": names}
     report["start"] = {
         name: stages.evaluate_model(
@@ -249,57 +338,25 @@ def run_transencoder(config: TransEncoderConfig) -> dict[str, Any]:
         folder = out_dir / f"cycle{cycle}"
         first = cycle == 1 and config.first_teacher
         teachers = [config.first_teacher] if first else [f"bi-encoder:{model}" for model in bi]
-        labels = stages.score_with(
+        labels = _score(
+            config,
             f"cycle {cycle}: {'the first teacher' if first else 'the bi-encoder(s)'} score the pairs",
             teachers,
-            pairs,
+            unlabeled,
             folder / "bi-scores.jsonl",
-            config.score,
-            OWNER,
+            first=bool(first),
         )
         cross_data = _both_orders(labels, folder / "cross-train.jsonl") if config.symmetric else labels
-        new_cross = []
-        for k, suffix in enumerate(suffixes):
-            init = {"alternate": bi[k], "continue": cross[k], "fresh": config.start[k]}[config.init]
-            new_cross.append(
-                str(
-                    stages.train_model(
-                        f"cycle {cycle}: cross-encoder {names[k]}",
-                        cross_data,
-                        folder / f"cross{suffix}",
-                        {**config.cross, "score_field": "score", "seed": config.seed},
-                        OWNER,
-                        kind="cross-encoder",
-                        student=init,
-                    )
-                )
-            )
-        cross = new_cross
-        cross_scores = stages.score_with(
+        cross = _train_chains(config, "cross", cycle, cross_data, _inits(config, cross, bi), folder)
+        cross_scores = _score(
+            config,
             f"cycle {cycle}: the cross-encoder(s) score the pairs",
             [f"cross-encoder:{model}" for model in cross],
-            pairs,
+            unlabeled,
             folder / "cross-scores.jsonl",
-            config.score,
-            OWNER,
+            first=False,
         )
-        new_bi = []
-        for k, suffix in enumerate(suffixes):
-            init = {"alternate": cross[k], "continue": bi[k], "fresh": config.start[k]}[config.init]
-            new_bi.append(
-                str(
-                    stages.train_model(
-                        f"cycle {cycle}: bi-encoder {names[k]}",
-                        cross_scores,
-                        folder / f"bi{suffix}",
-                        {**config.bi, "score_field": "score", "seed": config.seed},
-                        OWNER,
-                        kind="bi-encoder",
-                        student=init,
-                    )
-                )
-            )
-        bi = new_bi
+        bi = _train_chains(config, "bi", cycle, cross_scores, _inits(config, bi, cross), folder)
         entry: dict[str, Any] = {"cycle": cycle, "teacher": config.first_teacher if first else "bi-encoder"}
         for kind, models in (("cross", cross), ("bi", bi)):
             entry[kind] = {
