@@ -8,13 +8,15 @@ cross-encoder teacher, with random sampling as the control; MiniLM-L6 (all-MiniL
 A thin driver of `llmst augsbert` (llmst/experiments/augsbert.py, the one implementation): it writes
 OUT_DIR/augsbert.yaml for STS-b and runs it. The experiment's stages, each signature-cached under OUT_DIR (a rerun
 reuses what is current):
-1. teacher: `llmst train --kind cross-encoder` on STS-b train gold (MiniLM-L6 weights, new head, scores / 5);
+1. teacher: `llmst train --kind cross-encoder` on STS-b train gold (MiniLM-L6 weights, new head, scores / 5),
+   less the train pairs that are also dev or test pairs (counted in the report, OUT_DIR/data/train.rejects.jsonl);
 2. silver pairs: `llmst pairs sample` over the train sentences by bm25, semantic (MiniLM-L6) and random, top-3,
-   with STS-b dev and test pairs excluded (the leak guard); a seeded subset of `--silver` pairs per variant
-   (bm25 + semantic: half each, each pair once);
+   with STS-b dev and test pairs excluded (the leak guard); AugSBERT's `--silver` pairs take bm25 and semantic
+   pairs in turn (each pair once); the random control is cut to exactly as many pairs;
 3. `llmst pairs score` with the teacher (its sigmoid score is the target);
 4. per seed, bi-encoders (`llmst train --kind bi-encoder --loss cosent`) on gold only, gold + bm25/semantic
    silver (AugSBERT) and gold + random silver; Spearman x 100 on STS-b dev and test (`llmst.pairs.evaluate`).
+The seeds vary the bi-encoder students only (the teacher and the silver pairs are shared by every seed).
 Prints the experiment's table (mean over seeds, 95% t-interval; AugSBERT minus gold-only paired by seed) and
 writes JSON in the format of eval/results/augsbert_seed*.json (the full report is OUT_DIR/report.json).
 """
@@ -26,7 +28,6 @@ import json
 import platform
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 import yaml
@@ -38,16 +39,6 @@ from llmst.experiments.augsbert import load_augsbert_config, run_augsbert  # noq
 from llmst.experiments.pair_report import augsbert_markdown  # noqa: E402
 
 STUDENT = "minilm-l6"
-
-
-def _first(source: Path, out: Path, n: int) -> Path:
-    """The first `n` lines of `source` (a smoke run's data)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(source, encoding="utf-8") as handle:
-        text = "".join(islice(handle, n))
-    if not out.exists() or out.read_text(encoding="utf-8") != text:
-        out.write_text(text, encoding="utf-8")
-    return out
 
 
 def experiment_config(args, files: dict[str, Path]) -> dict:
@@ -90,6 +81,7 @@ def results_json(report: dict, args) -> dict:
             "limit": args.limit,
         },
         "teacher": report["teacher"],
+        "gold_pairs": report["gold"],
         "results": results,
         "versus_gold": {name: diff["test"] for name, diff in report["versus_gold"].items()},
         "silver_pairs": {name: silver["pairs"] for name, silver in report["silver"].items()},
@@ -115,7 +107,10 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     files = {s: pairs_data.ensure(f"stsb-{s}", args.data_dir) for s in ("train", "dev", "test")}
     if args.limit:
-        files = {s: _first(p, args.out_dir / "limited" / p.name, args.limit) for s, p in files.items()}
+        files = {
+            s: pairs_data.first_lines(p, args.out_dir / "limited" / p.name, args.limit)
+            for s, p in files.items()
+        }
     config_path = args.out_dir / "augsbert.yaml"
     config_path.write_text(yaml.safe_dump(experiment_config(args, files), sort_keys=False))
     report = run_augsbert(load_augsbert_config(config_path))

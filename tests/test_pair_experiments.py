@@ -96,12 +96,14 @@ def _tiny(tiny_bert_dir: str, **extra) -> dict:
 def _augsbert_yaml(tmp_path, tiny_bert_dir, **extra) -> str:
     import yaml
 
-    train = _gold(12, 0)
+    train, test = _gold(12, 0), _gold(8, 200)
     # a dev pair made of two train sentences: every sampler below proposes it unless the guard drops it
     leak = {"text_a": train[0]["text_a"], "text_b": train[1]["text_b"], "score": 0.5}
-    write_jsonl(tmp_path / "train.jsonl", train)
+    # a test pair among the gold train pairs (reversed, re-cased, re-spaced): dropped from training (line 13)
+    copy = {"text_a": test[3]["text_b"].upper(), "text_b": "  " + test[3]["text_a"], "score": 1.0}
+    write_jsonl(tmp_path / "train.jsonl", [*train, copy])
     write_jsonl(tmp_path / "dev.jsonl", [leak, *_gold(7, 100)])
-    write_jsonl(tmp_path / "test.jsonl", _gold(8, 200))
+    write_jsonl(tmp_path / "test.jsonl", test)
     config = {
         "out_dir": "run",
         "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl", "gold_field": "score"},
@@ -133,7 +135,20 @@ def test_augsbert_runs_reports_guards_leaks_and_reruns_only_changed_stages(tmp_p
     assert list(report["variants"]) == ["gold", "augsbert", "random"]
     assert set(report["teacher"]) == set(report["start"]) == {"dev", "test"}
     assert report["silver"]["augsbert"]["methods"] == ["bm25", "semantic"]
-    assert 0 < report["silver"]["augsbert"]["pairs"] <= 16 and report["silver"]["random"]["pairs"] == 16
+    # the control is exactly as large as the augsbert set, which takes the methods' pairs in turn up to silver
+    assert report["silver"]["augsbert"]["pairs"] == report["silver"]["random"]["pairs"] == 16
+    subset = read_lines(run / "silver" / "augsbert.jsonl")
+    assert [r["sampler"] for r in subset[:2]] == ["bm25", "semantic"]
+    assert len(subset) == len(read_lines(run / "silver" / "random.jsonl")) == 16
+    # the test pair in the train file: dropped, counted, in the rejects file with its line, trained on nowhere
+    assert report["gold"] == {"train": 13, "also_dev": 0, "also_test": 1, "dropped": 1, "kept": 12}
+    rejects = read_lines(run / "data" / "train.rejects.jsonl")
+    assert [(r["line"], r["reason"]) for r in rejects] == [(13, "also a test pair")]
+    assert "1 dropped as dev or test pairs" in (run / "report.md").read_text()
+    copied = pair_key(rejects[0]["text_a"], rejects[0]["text_b"])
+    assert copied in {pair_key(r["text_a"], r["text_b"]) for r in read_lines(run / "data" / "test.jsonl")}
+    for trained in ("data/train.jsonl", "train/augsbert.jsonl", "train/random.jsonl"):  # gold: data/train
+        assert copied not in {pair_key(r["text_a"], r["text_b"]) for r in read_lines(run / trained)}, trained
     for summary in report["variants"].values():
         assert len(summary["per_seed"]["test"]) == 2 and summary["ci"]["test"] is not None
         assert summary["mean"]["test"] == pytest.approx(np.mean(summary["per_seed"]["test"]), abs=0.01)
@@ -173,23 +188,28 @@ def test_augsbert_runs_reports_guards_leaks_and_reruns_only_changed_stages(tmp_p
     data["student"]["epochs"] = 2  # only the bi-encoders and their scores change
     open(path, "w").write(yaml.safe_dump(data))
     run_augsbert(load_augsbert_config(path))
-    after = _outputs(run)
-    for kept in (
-        "data/train.jsonl",
-        "teacher/model.safetensors",
-        "teacher.eval.json",
-        "start.eval.json",
-        "silver/sampled-bm25.jsonl",
-        "silver/augsbert.scored.jsonl",
-        "train/random.jsonl",
-    ):
-        assert after[kept] == first[kept], kept
-    for changed in (
-        "seed0/gold/model.safetensors",
-        "seed1/augsbert/model.safetensors",
-        "seed1/random.eval.json",
-    ):
-        assert after[changed] != first[changed], changed
+    kept = ("data/train.jsonl", "teacher/model.safetensors", "teacher.eval.json", "start.eval.json")
+    kept += ("silver/sampled-bm25.jsonl", "silver/augsbert.scored.jsonl", "train/random.jsonl")
+    changed = ("seed0/gold/model.safetensors", "seed1/augsbert/model.safetensors", "seed1/random.eval.json")
+    _same_except(_outputs(run), first, kept, changed)
+
+
+def test_round_robin_takes_one_pair_per_method_in_turn_skipping_pairs_already_taken():
+    from llmst.experiments.augsbert import round_robin
+
+    def pools():
+        bm25 = [{"id": i} for i in ("a", "b", "c", "d")]
+        semantic = [{"id": i} for i in ("b", "e")]
+        return [iter(bm25), iter(semantic)]
+
+    def ids(rows):
+        return [r["id"] for r in rows]
+
+    # turn 1: a (bm25), b (semantic); turn 2: bm25 skips b, taken, for c; e (semantic)
+    assert ids(round_robin(pools(), 4)) == ["a", "b", "c", "e"]
+    assert ids(round_robin(pools(), 3)) == ["a", "b", "c"]  # the quota after de-duplication
+    assert ids(round_robin(pools(), None)) == ["a", "b", "c", "e", "d"]  # every pair once
+    assert ids(round_robin(pools(), 9)) == ["a", "b", "c", "e", "d"]  # fewer than the quota: all there are
 
 
 def _transencoder_yaml(tmp_path, tiny_bert_dir, **extra) -> str:
@@ -346,6 +366,14 @@ def test_bad_experiment_configs_are_one_clear_config_error(tmp_path, tiny_bert_d
         (load_augsbert_config, augsbert, {"data": {**augsbert["data"], "dev": "nope.jsonl"}}, "not found"),
         (load_augsbert_config, augsbert, {"seeds": 3}, "seeds must be"),
         (load_augsbert_config, augsbert, {"silver": 0}, "silver must be"),
+        (
+            load_augsbert_config,
+            augsbert,
+            {"silver": 1},
+            r"silver \(1\) is less than the number of sample.methods",
+        ),
+        (load_augsbert_config, augsbert, {"sample": {"methods": ["bm25"], "new_only": False}}, "may not set"),
+        (load_augsbert_config, augsbert, {"score": {"backend": "vllm"}}, "may not set"),
         (load_augsbert_config, augsbert, {"sample": {"methods": ["hard-negatives"]}}, "sample.methods"),
         (load_augsbert_config, augsbert, {"sample": {"methods": ["bm25"], "exclude": "x"}}, "may not set"),
         (load_augsbert_config, augsbert, {"sample": {"methods": ["bm25"], "top_k": 0}}, "top-k"),

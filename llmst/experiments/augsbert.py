@@ -1,15 +1,21 @@
 """`llmst augsbert CONFIG.yaml`: Augmented SBERT (Thakur et al. 2021, "Augmented SBERT: Data Augmentation Method
 for Improving Bi-Encoders for Pairwise Sentence Scoring Tasks"), in-domain.
 
-A cross-encoder teacher learns the gold train pairs (`llmst train --kind cross-encoder`); new pairs are sampled
+A gold train pair that is also a dev or test pair (either order, compared as the leak guard compares) is
+dropped from training, counted in the report and written to `data/train.rejects.jsonl` with its line. A
+cross-encoder teacher learns the gold train pairs (`llmst train --kind cross-encoder`); new pairs are sampled
 from the gold train sentences (`llmst pairs sample`, one file per method, with the dev and test pairs excluded:
-the leak guard); a seeded subset of them (`silver` pairs, split evenly over the methods) is scored by the
-teacher (`llmst pairs score`); per seed, bi-encoders learn the gold pairs alone (the baseline) and the gold
-plus silver pairs (`llmst train --kind bi-encoder`), and, with `control: true`, gold plus as many randomly
-paired silver pairs (the control: AugSBERT found random pairs hurt). Every model is scored by Spearman x 100 on
-dev and test (`llmst.pairs.evaluate`); the report gives the mean over seeds with a 95% t-interval and the
-paired difference to gold-only. Every stage's output stays under `out_dir` with its signature: a rerun
-recomputes only what changed (change `student.epochs` and the teacher and silver pairs are reused).
+the leak guard, and the gold train pairs themselves); the silver set takes one pair from each method in turn
+(each method's pairs in a seeded order, a pair already taken skipped) until it holds `silver` pairs, or every
+sampled pair when `silver` is absent, and is scored by the teacher (`llmst pairs score`). Per seed,
+bi-encoders learn the gold pairs alone (the baseline) and the gold plus silver pairs (`llmst train --kind
+bi-encoder`), and, with `control: true`, gold plus exactly as many randomly paired silver pairs (the control:
+AugSBERT found random pairs hurt). Every model is scored by Spearman x 100 on dev and test
+(`llmst.pairs.evaluate`); the report gives the mean over seeds with a 95% t-interval and the paired difference
+to gold-only. The seeds vary the bi-encoder students only (head, data order, dropout): the teacher, the sampled
+pairs and the silver sets are the same for every seed, so the intervals measure student training alone. Every
+stage's output stays under `out_dir` with its signature: a rerun recomputes only what changed (change
+`student.epochs` and the teacher and silver pairs are reused).
 
 Config (YAML):
 
@@ -18,13 +24,14 @@ Config (YAML):
            gold_field: label, gold_scale: 1}     # gold / gold_scale is the target (it must lie in 0..1)
     teacher: {student: minilm-l6, epochs: 3}     # llmst train options of the cross-encoder teacher
     sample: {methods: [bm25, semantic], top_k: 3}   # llmst pairs sample options, one file per method
-    silver: 6000                                 # silver pairs per variant (all sampled pairs when absent)
-    control: true                                # also gold + random silver pairs
+    silver: 6000                                 # silver pairs (all sampled pairs when absent), >= methods
+    control: true                                # also gold + as many random silver pairs
     score: {max_length: 128, batch_size: 64}     # llmst pairs score options of the teacher
     student: {student: minilm-l6, loss: cosent, epochs: 1, learning_rate: 2.0e-5}   # the bi-encoders
     seeds: [0, 1, 2, 3, 4]
 
-Outputs: `data/` (the gold files as `id, text_a, text_b, label`), `teacher/`, `silver/` (sampled, subset and
+Outputs: `data/` (the gold files as `id, text_a, text_b, label`; `train.rejects.jsonl` and `report.json`:
+the train pairs dropped as dev or test pairs), `teacher/`, `silver/` (sampled, subset and
 scored pairs per variant), `train/<variant>.jsonl`, `seed<s>/<variant>/` (each student) with `<variant>.eval.json`,
 and `report.json`, `report.md`, `augsbert.png`.
 """
@@ -33,24 +40,26 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmst.distributed import is_main_process
 from llmst.errors import ConfigError
 from llmst.experiments import pair_stages as stages
-from llmst.experiments.orchestration import build, log, read_experiment_yaml, resolver, run_stage
+from llmst.experiments.orchestration import build, log, run_stage, start_experiment
+from llmst.readers import iter_checked
 from llmst.records import write_json_atomic
 from llmst.stage import signature
 
 OWNER = "augsbert"
 SPLITS = ("train", "dev", "test")
-_OWNED_SAMPLE = {"method", "exclude", "text_fields", "progress", "corpus", "positive_field", "limit"}
+_OWNED_SAMPLE = {
+    *("method", "exclude", "text_fields", "progress", "corpus", "positive_field", "limit", "new_only")
+}
 
 
 @dataclass
@@ -122,11 +131,17 @@ class AugSBERTConfig:
             )
         if len(set(methods)) != len(methods):
             raise ConfigError("augsbert: sample.methods must be distinct")
+        if self.silver is not None and self.silver < len(methods):
+            raise ConfigError(
+                f"augsbert: silver ({self.silver}) is less than the number of sample.methods ({len(methods)})",
+                hint="every method gives at least one silver pair: raise silver or list fewer methods",
+            )
         taken = _OWNED_SAMPLE & set(sample)
         if taken:
             raise ConfigError(
                 f"augsbert: 'sample' may not set {sorted(taken)}",
-                hint="list the methods in sample.methods; the dev and test files are always excluded",
+                hint="list the methods in sample.methods; the dev and test pairs and the gold train pairs "
+                "are always excluded from the silver pairs",
             )
         for method in {*methods, *(["random"] if self.control else [])}:
             build(SampleConfig, sample, "sample", owner=OWNER, method=method, progress=False)
@@ -142,46 +157,78 @@ class AugSBERTConfig:
 
 def load_augsbert_config(path: str | Path) -> AugSBERTConfig:
     """Read and validate an augsbert YAML; relative paths are taken from the YAML file's folder."""
-    path = Path(path)
-    data = read_experiment_yaml(path, AugSBERTConfig, "augsbert config", ("out_dir", "data"))
-    resolve = resolver(path.resolve().parent)
-    for section in ("data", "teacher", "student", "sample", "score"):
-        if isinstance(data.get(section), dict):
-            data[section] = {k: resolve(v) for k, v in data[section].items()}
-    try:
-        return AugSBERTConfig(**data, source=str(path))
-    except TypeError as error:
-        raise ConfigError(f"{path}: {error}") from error
+    sections = ("data", "teacher", "student", "sample", "score")
+    required = ("out_dir", "data")
+    return stages.load_config(path, AugSBERTConfig, "augsbert config", required, sections=sections)
 
 
 def _log(message: str) -> None:
     log(OWNER, message)
 
 
-def _gold_rows(source: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """A gold pair file as `{id, text_a, text_b, label}` (label = gold / gold_scale); a row without both
-    texts or a numeric gold score is an error naming its line, never dropped."""
-    from llmst.pairs.data import read_scored_pairs
+def _gold_rows(source: str, data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """A gold pair file as (line, `{id, text_a, text_b, label}`) (label = gold / gold_scale); a row without
+    both texts or a numeric gold score is an error naming its line, never dropped."""
+    from llmst.pairs.data import read_pair_rows
+    from llmst.records import record_id
 
-    pairs = read_scored_pairs(source, data["text_fields"], data["gold_field"])
     return [
-        {"id": i, "text_a": a, "text_b": b, "label": float(score) / data["gold_scale"]}
-        for i, a, b, score in zip(pairs.ids, pairs.text_a, pairs.text_b, pairs.scores, strict=True)
+        (
+            row.line,
+            {
+                "id": record_id(row.record, f"{row.text_a}\n{row.text_b}"),  # as read_scored_pairs does
+                "text_a": row.text_a,
+                "text_b": row.text_b,
+                "label": float(row.target) / data["gold_scale"],
+            },
+        )
+        for row in read_pair_rows(source, data["text_fields"], data["gold_field"])
     ]
 
 
-def _data(config: AugSBERTConfig, out_dir: Path) -> dict[str, Path]:
-    """The gold files as `data/<split>.jsonl` in the fields every later stage reads."""
+def _data(config: AugSBERTConfig, out_dir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The gold files as `data/<split>.jsonl` in the fields every later stage reads, less the train pairs that
+    are also dev or test pairs (`pair_key`: either order, whitespace and case folded, as the leak guard
+    compares): those go to `data/train.rejects.jsonl` with their line, their counts to `data/report.json`."""
+    from llmst.pairs.sample import pair_key
+
     folder = out_dir / "data"
     files = {split: config.data[split] for split in SPLITS if config.data[split]}
     options = {k: config.data[k] for k in ("text_fields", "gold_field", "gold_scale")}
+    options["drop_eval_pairs"] = True
 
     def write(_fresh: bool) -> None:
-        for split, source in files.items():
-            stages.write_jsonl(folder / f"{split}.jsonl", _gold_rows(source, config.data))
+        rows = {split: _gold_rows(source, config.data) for split, source in files.items()}
+        evals = {
+            split: {pair_key(r["text_a"], r["text_b"]) for _, r in rows[split]}
+            for split in ("dev", "test")
+            if split in rows
+        }
+        kept, rejects = [], []
+        counts = {"train": len(rows["train"]), **{f"also_{split}": 0 for split in evals}}
+        for line, row in rows["train"]:
+            found = [split for split, keys in evals.items() if pair_key(row["text_a"], row["text_b"]) in keys]
+            for split in found:
+                counts[f"also_{split}"] += 1
+            if found:
+                rejects.append({"line": line, "reason": f"also a {' and '.join(found)} pair", **row})
+            else:
+                kept.append(row)
+        if not kept:
+            raise ConfigError(f"augsbert: every pair of {files['train']} is also a dev or test pair")
+        counts |= {"dropped": len(rejects), "kept": len(kept)}
+        for split in files:
+            stages.write_jsonl(
+                folder / f"{split}.jsonl", kept if split == "train" else [r for _, r in rows[split]]
+            )
+        stages.write_jsonl(folder / "train.rejects.jsonl", rejects)
+        write_json_atomic(folder / "report.json", counts)
+        if rejects:
+            _log(f"dropped {len(rejects)} gold train pair(s) that are also dev/test pairs: see {folder}")
 
     run_stage("gold pairs", folder, signature("augsbert-data", options, files), write, owner=OWNER)
-    return {split: folder / f"{split}.jsonl" for split in files}
+    counts = json.loads((folder / "report.json").read_text())
+    return {split: folder / f"{split}.jsonl" for split in files}, counts
 
 
 def _sampled(config: AugSBERTConfig, method: str, gold: dict[str, Path], out_dir: Path) -> Path:
@@ -190,7 +237,7 @@ def _sampled(config: AugSBERTConfig, method: str, gold: dict[str, Path], out_dir
 
     options = {k: v for k, v in config.sample.items() if k != "methods"}
     exclude = [str(gold[split]) for split in ("dev", "test") if split in gold]
-    sample_config = SampleConfig(**options, method=method, exclude=exclude, progress=False)
+    sample_config = SampleConfig(**options, method=method, exclude=exclude, new_only=True, progress=False)
     out = out_dir / "silver" / f"sampled-{method}.jsonl"
     run_stage(
         f"sample {method} pairs from the gold train sentences",
@@ -202,25 +249,50 @@ def _sampled(config: AugSBERTConfig, method: str, gold: dict[str, Path], out_dir
     return out
 
 
-def _subset(config: AugSBERTConfig, name: str, sampled: list[Path], out_dir: Path) -> Path:
-    """A seeded subset of `silver` pairs (an equal share of each method's), each pair once."""
+def round_robin(pools: list[Iterator[dict[str, Any]]], quota: int | None) -> list[dict[str, Any]]:
+    """One record from each pool in turn, a record whose `id` is already taken skipped, until `quota` records
+    are taken (every record of every pool when None) or the pools run out."""
+    rows: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    active = list(pools)
+    while active and (quota is None or len(rows) < quota):
+        for pool in list(active):
+            if quota is not None and len(rows) >= quota:
+                break
+            record = next((r for r in pool if r["id"] not in taken), None)
+            if record is None:
+                active.remove(pool)
+            else:
+                taken.add(record["id"])
+                rows.append(record)
+    return rows
+
+
+def _subset(
+    config: AugSBERTConfig, name: str, sampled: list[Path], quota: int | None, out_dir: Path, exact: bool
+) -> Path:
+    """The silver pairs of variant `name`: `round_robin` over the methods' sampled pairs, each method's in
+    a seeded order, up to `quota` pairs; `exact`: exactly `quota` or an error (the control's size)."""
     out = out_dir / "silver" / f"{name}.jsonl"
-    share = None if config.silver is None else config.silver // len(sampled)
-    options = {"share": share, "seed": config.subset_seed}
+    options = {"quota": quota, "exact": exact, "seed": config.subset_seed, "take": "round-robin"}
     sig = signature("augsbert-subset", options, {f"sampled{i}": path for i, path in enumerate(sampled)})
 
     def write(_fresh: bool) -> None:
-        rows, seen = [], set()
+        pools = []
         for path in sampled:
-            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            random.Random(config.subset_seed).shuffle(lines)
-            for record in map(json.loads, lines if share is None else lines[:share]):
-                if record["id"] not in seen:
-                    seen.add(record["id"])
-                    rows.append(record)
+            records = [record for _, record in iter_checked(path)]
+            random.Random(config.subset_seed).shuffle(records)
+            pools.append(iter(records))
+        rows = round_robin(pools, quota)
         if not rows:
             raise ConfigError(
                 f"augsbert: the {name} sampling found no new pairs", hint="see silver/*.report.json"
+            )
+        if exact and len(rows) < quota:
+            raise ConfigError(
+                f"augsbert: the {name} control has {len(rows)} new pairs, fewer than the {quota} silver pairs "
+                "of augsbert it must match",
+                hint="raise sample.top_k or lower silver; see silver/sampled-random.jsonl.report.json",
             )
         stages.write_jsonl(out, rows)
 
@@ -228,10 +300,12 @@ def _subset(config: AugSBERTConfig, name: str, sampled: list[Path], out_dir: Pat
     return out
 
 
+def _rows(path: Path) -> int:
+    return sum(1 for _ in iter_checked(path))
+
+
 def _training_file(name: str, gold: Path, scored: Path, out_dir: Path) -> Path:
     """Gold pairs (their label) plus silver pairs (the teacher's score as their label)."""
-    from llmst.readers import iter_checked
-
     out = out_dir / "train" / f"{name}.jsonl"
     sig = signature("augsbert-train-file", {"name": name}, {"gold": gold, "silver": scored})
 
@@ -263,13 +337,9 @@ def _paired(values: list[float], baseline: list[float]) -> dict[str, Any]:
 def run_augsbert(config: AugSBERTConfig) -> dict[str, Any]:
     """Run (or resume) the experiment; returns the report also written to `out_dir/report.json`."""
     out_dir = Path(config.out_dir)
-    main = is_main_process()
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if config.source:
-            shutil.copyfile(config.source, out_dir / "config.yaml")
+    main = start_experiment(out_dir, config.source)
     started = time.perf_counter()
-    gold = _data(config, out_dir)
+    gold, gold_counts = _data(config, out_dir)
     evals = {split: str(gold[split]) for split in ("dev", "test") if split in gold}
     teacher_options = {"score_field": "label", **config.teacher}
     teacher = stages.train_model(
@@ -280,7 +350,7 @@ def run_augsbert(config: AugSBERTConfig) -> dict[str, Any]:
         OWNER,
         kind="cross-encoder",
     )
-    report: dict[str, Any] = {"config": asdict(config)}
+    report: dict[str, Any] = {"config": asdict(config), "gold": gold_counts}
     report["teacher"] = stages.evaluate_model(
         "teacher", teacher, "cross-encoder", evals, out_dir / "teacher.eval.json", OWNER
     )
@@ -288,25 +358,31 @@ def run_augsbert(config: AugSBERTConfig) -> dict[str, Any]:
     report["start"] = stages.evaluate_model(
         "start student", start, "bi-encoder", evals, out_dir / "start.eval.json", OWNER
     )
-    sampled: dict[str, Path] = {}
+    variants = {name: methods for name, methods in config.variants().items() if methods}
+    methods = dict.fromkeys(m for names in variants.values() for m in names)
+    sampled = {method: _sampled(config, method, gold, out_dir) for method in methods}
+    pools = [sampled[m] for m in variants["augsbert"]]
+    subsets = {"augsbert": _subset(config, "augsbert", pools, config.silver, out_dir, exact=False)}
+    if config.control:  # the control: exactly as many pairs as the augsbert set holds
+        size = _rows(subsets["augsbert"])
+        subsets["random"] = _subset(config, "random", [sampled["random"]], size, out_dir, exact=True)
     files, silver = {"gold": gold["train"]}, {}
-    for name, methods in config.variants().items():
-        if not methods:
-            continue
-        for method in methods:
-            if method not in sampled:
-                sampled[method] = _sampled(config, method, gold, out_dir)
-        subset = _subset(config, name, [sampled[m] for m in methods], out_dir)
+    for name, subset in subsets.items():
         scored = stages.score_with(
             f"the teacher scores the {name} silver pairs",
             [f"cross-encoder:{teacher}"],
             subset,
             out_dir / "silver" / f"{name}.scored.jsonl",
-            config.score,
+            stages.in_process(config.score),
             OWNER,
         )
-        silver[name] = {"methods": methods, "pairs": sum(1 for _ in open(scored, encoding="utf-8"))}
+        silver[name] = {"methods": variants[name], "pairs": _rows(scored)}
         files[name] = _training_file(name, gold["train"], scored, out_dir)
+    if len({entry["pairs"] for entry in silver.values()}) > 1:
+        raise ConfigError(
+            f"augsbert: the teacher scored unequal silver sets {silver}",
+            hint="see silver/<variant>.scored.jsonl.rejects.jsonl",
+        )
     report["silver"] = silver
     results: dict[str, dict[str, list[float]]] = {name: {s: [] for s in evals} for name in files}
     for seed in config.seeds:

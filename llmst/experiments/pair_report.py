@@ -6,13 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _value(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
-
-
-def _interval(value: list[float] | None) -> str:
-    return "" if value is None else f"[{value[0]:.2f}, {value[1]:.2f}]"
+from llmst.experiments.w2s_report import format_interval as _interval
+from llmst.experiments.w2s_report import format_value as _value
+from llmst.filter.plots import _pyplot
 
 
 def augsbert_markdown(report: dict[str, Any]) -> str:
@@ -22,13 +18,25 @@ def augsbert_markdown(report: dict[str, Any]) -> str:
     teacher = config["teacher"].get("student", "minilm-l6")
     lines = [
         f"Augmented SBERT, {len(config['seeds'])} seed(s) {config['seeds']}: bi-encoder {student}, cross-encoder "
-        f"teacher from {teacher}. Spearman x 100; 95% t-intervals over seeds.",
+        f"teacher from {teacher}. Spearman x 100; 95% t-intervals over seeds. The seeds vary the bi-encoder "
+        "students only (head, data order, dropout): the teacher, the sampled pairs and the silver sets are the "
+        "same for every seed.",
         "",
+    ]
+    gold = report.get("gold")
+    if gold:
+        also = ", ".join(f"{gold[k]} in {k[5:]}" for k in gold if k.startswith("also_"))
+        lines += [
+            f"Gold train pairs: {gold['kept']} of {gold['train']} trained on; {gold['dropped']} dropped as "
+            f"dev or test pairs ({also}; see data/train.rejects.jsonl).",
+            "",
+        ]
+    lines += [
         "| model | silver pairs | seeds | " + " | ".join(f"{s} Spearman | {s} 95% CI" for s in splits) + " |",
         "|---|---|---|" + "---|---|" * len(splits),
     ]
     for name, label in (("teacher", "cross-encoder teacher"), ("start", f"{student} (start)")):
-        cells = [f"{report[name][s]:.2f} | " for s in splits]
+        cells = [f"{_value(report[name][s])} | " for s in splits]
         lines.append(f"| {label} | | 1 | " + " | ".join(cells) + " |")
     for name, summary in report["variants"].items():
         silver = report["silver"].get(name)
@@ -47,15 +55,6 @@ def augsbert_markdown(report: dict[str, Any]) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_augsbert(report: dict[str, Any], path: Path) -> None:
