@@ -186,6 +186,16 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         outputs.commit()
 
 
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """`rows` as JSONL at `path` (its folder made), via a temp file + rename; returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with PendingOutputs() as outputs:
+        outputs.write_jsonl(path, rows)
+        outputs.commit()
+    return path
+
+
 # ---------------------------------------------------------------- labeled records as arrays
 
 

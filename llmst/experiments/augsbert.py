@@ -52,7 +52,7 @@ from llmst.errors import ConfigError
 from llmst.experiments import pair_stages as stages
 from llmst.experiments.orchestration import build, log, run_stage, start_experiment
 from llmst.readers import iter_checked
-from llmst.records import write_json_atomic
+from llmst.records import write_json_atomic, write_jsonl_atomic
 from llmst.stage import signature
 
 OWNER = "augsbert"
@@ -218,10 +218,10 @@ def _data(config: AugSBERTConfig, out_dir: Path) -> tuple[dict[str, Path], dict[
             raise ConfigError(f"augsbert: every pair of {files['train']} is also a dev or test pair")
         counts |= {"dropped": len(rejects), "kept": len(kept)}
         for split in files:
-            stages.write_jsonl(
+            write_jsonl_atomic(
                 folder / f"{split}.jsonl", kept if split == "train" else [r for _, r in rows[split]]
             )
-        stages.write_jsonl(folder / "train.rejects.jsonl", rejects)
+        write_jsonl_atomic(folder / "train.rejects.jsonl", rejects)
         write_json_atomic(folder / "report.json", counts)
         if rejects:
             _log(f"dropped {len(rejects)} gold train pair(s) that are also dev/test pairs: see {folder}")
@@ -294,7 +294,7 @@ def _subset(
                 "of augsbert it must match",
                 hint="raise sample.top_k or lower silver; see silver/sampled-random.jsonl.report.json",
             )
-        stages.write_jsonl(out, rows)
+        write_jsonl_atomic(out, rows)
 
     run_stage(f"silver subset {name}", out, sig, write, owner=OWNER)
     return out
@@ -315,7 +315,7 @@ def _training_file(name: str, gold: Path, scored: Path, out_dir: Path) -> Path:
             {"id": r["id"], "text_a": r["text_a"], "text_b": r["text_b"], "label": r["score"]}
             for _, r in iter_checked(scored)
         ]
-        stages.write_jsonl(out, rows)
+        write_jsonl_atomic(out, rows)
 
     run_stage(f"training pairs {name}", out, sig, write, owner=OWNER)
     return out

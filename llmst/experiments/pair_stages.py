@@ -129,14 +129,6 @@ def in_process(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in SERVER_SCORE}
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """`rows` as JSONL at `path` (its folder made), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with PendingOutputs() as pending:
-        pending.write_jsonl(path, rows)
-        pending.commit()
-
-
 def train_model(
     name: str, data: Path, out: Path, options: dict[str, Any], owner: str, **overrides: Any
 ) -> Path:

@@ -51,7 +51,7 @@ from llmst.errors import ConfigError
 from llmst.experiments import pair_stages as stages
 from llmst.experiments.orchestration import log, run_stage, start_experiment
 from llmst.readers import iter_checked
-from llmst.records import write_json_atomic
+from llmst.records import write_json_atomic, write_jsonl_atomic
 from llmst.stage import signature
 
 OWNER = "transencoder"
@@ -188,8 +188,8 @@ def _unlabeled(config: TransEncoderConfig, out_dir: Path) -> tuple[Path, dict[st
                     rows.append({"id": pair_id(*texts), "text_a": texts[0], "text_b": texts[1]})
         if len(rows) < 2:
             raise ConfigError(f"transencoder: fewer than 2 usable pairs in {config.pairs}")
-        stages.write_jsonl(out, rows)
-        stages.write_jsonl(out_dir / "pairs.rejects.jsonl", rejects)
+        write_jsonl_atomic(out, rows)
+        write_jsonl_atomic(out_dir / "pairs.rejects.jsonl", rejects)
         write_json_atomic(counts_path, {**counts, "pairs": len(rows)})
 
     run_stage("unlabeled pairs", out, sig, write, owner=OWNER)
@@ -207,7 +207,7 @@ def _both_orders(scored: Path, out: Path) -> Path:
             rows.append(
                 {"id": f"{r['id']}-ba", "text_a": r["text_b"], "text_b": r["text_a"], "score": r["score"]}
             )
-        stages.write_jsonl(out, rows)
+        write_jsonl_atomic(out, rows)
 
     run_stage(f"{scored.parent.name}: both orders of each pair", out, sig, write, owner=OWNER)
     return out
@@ -220,7 +220,7 @@ def _reversed(pairs: Path) -> Path:
 
     def write(_fresh: bool) -> None:
         rows = [{"id": r["id"], "text_a": r["text_b"], "text_b": r["text_a"]} for _, r in iter_checked(pairs)]
-        stages.write_jsonl(out, rows)
+        write_jsonl_atomic(out, rows)
 
     run_stage("unlabeled pairs in the other order", out, sig, write, owner=OWNER)
     return out
@@ -252,8 +252,8 @@ def _mean_of_orders(ab: Path, ba: Path, out: Path) -> Path:
                     "orders": {"ab": r["score"], "ba": s["score"]},
                 }
             )
-        stages.write_jsonl(out, rows)
-        stages.write_jsonl(out.with_name(out.name + ".rejects.jsonl"), rejects)
+        write_jsonl_atomic(out, rows)
+        write_jsonl_atomic(out.with_name(out.name + ".rejects.jsonl"), rejects)
 
     run_stage(f"{out.parent.name}: mean of both orders", out, sig, write, owner=OWNER)
     return out
@@ -395,7 +395,7 @@ def _eval_files(config: TransEncoderConfig, out_dir: Path) -> dict[str, str]:
         for split, path in files.items():
             gold = read_scored_pairs(path, config.fields(), config.gold_field)
             rows = zip(gold.ids, gold.text_a, gold.text_b, gold.scores, strict=True)
-            stages.write_jsonl(
+            write_jsonl_atomic(
                 folder / f"{split}.jsonl",
                 [{"id": i, "text_a": a, "text_b": b, "label": float(s)} for i, a, b, s in rows],
             )

@@ -40,7 +40,7 @@ from llmst.experiments.orchestration import log, run_stage, start_experiment
 from llmst.experiments.w2s_config import W2SConfig
 from llmst.experiments.w2s_report import plot_pgr, report_markdown
 from llmst.readers import iter_checked
-from llmst.records import PendingOutputs, label_index, probs_by_id, record_text, write_json_atomic
+from llmst.records import label_index, probs_by_id, record_text, write_json_atomic, write_jsonl_atomic
 from llmst.stage import signature
 
 DEBATE_FIELD = "debate"
@@ -101,13 +101,6 @@ def _check_disjoint(train: list[dict], test: list[dict], data: dict[str, Any]) -
                 f"w2s: train row {row['id']!r} is also in {data['test']} (same id or same text)",
                 hint="train and test must be disjoint; drop the shared rows from one of them",
             )
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with PendingOutputs() as pending:
-        pending.write_jsonl(path, rows)
-        pending.commit()
 
 
 def _check_same_rows(labeled: Path, source: Path) -> None:
@@ -198,9 +191,9 @@ class _Seed:
             order = np.random.default_rng(self.seed).permutation(len(rows))[:n]
             chosen = [{**rows[i], "label": rows[i]["gold"]} for i in order]
             if held_out:
-                _write_jsonl(a_cal, chosen[:held_out])
-            _write_jsonl(a, chosen[held_out : n // 2])
-            _write_jsonl(b, chosen[n // 2 :])
+                write_jsonl_atomic(a_cal, chosen[:held_out])
+            write_jsonl_atomic(a, chosen[held_out : n // 2])
+            write_jsonl_atomic(b, chosen[n // 2 :])
 
         run_stage(f"seed {self.seed}: split", folder, sig, write, owner="w2s")
         return a, b, (a_cal if held_out else None)
@@ -282,7 +275,7 @@ class _Seed:
                         hint="run llmst debate on every train and test row (same ids)",
                     )
                 joined.append({**row, DEBATE_FIELD: transcripts[str(row["id"])]})
-            _write_jsonl(out, joined)
+            write_jsonl_atomic(out, joined)
 
         run_stage(f"seed {self.seed}: debate context for {rows.name}", out, sig, write, owner="w2s")
         return out
@@ -359,7 +352,7 @@ def run_w2s(config: W2SConfig) -> dict[str, Any]:
     _check_disjoint(train_rows, test_rows, config.data)
     test = out_dir / "test.jsonl"
     test_sig = signature("w2s-test", {**config.data, "labels": labels}, {"test": config.data["test"]})
-    run_stage("test rows", test, test_sig, lambda _fresh: _write_jsonl(test, test_rows), owner="w2s")
+    run_stage("test rows", test, test_sig, lambda _fresh: write_jsonl_atomic(test, test_rows), owner="w2s")
     variants = config.variants()
     for seed in config.seeds:
         stages = _Seed(config, seed, labels, test)

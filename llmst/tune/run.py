@@ -17,7 +17,6 @@ apart.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import replace
@@ -42,7 +41,7 @@ from llmst.label.fewshot import Example, stratified_sample
 from llmst.label.run import label_corpus
 from llmst.label.task import ADHOC_FAMILIES, VERBALIZER_STYLES, Task, adhoc_task, load_task
 from llmst.readers import iter_checked
-from llmst.records import label_index, probs_by_id, write_json_atomic
+from llmst.records import label_index, probs_by_id, write_json_atomic, write_jsonl_atomic
 from llmst.tune.config import TuneConfig
 
 # a tuning row the labeler rejected cannot be scored
@@ -89,12 +88,6 @@ def _gold_rows(path: str, config: TuneConfig, labels: list[str]) -> list[dict[st
             f"{path} has {len(rows)} gold rows; {config.folds}-fold tuning needs at least {2 * config.folds}"
         )
     return rows
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _demos(
@@ -180,7 +173,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
     gold = np.array([row["_gold"] for row in rows])
     work = out.with_name(out.name + ".work")
     fold_files = [
-        _write_jsonl(
+        write_jsonl_atomic(
             work / "folds" / f"fold{f}.jsonl",
             [{k: v for k, v in rows[i].items() if k != "_gold"} for i in fold],
         )
@@ -190,7 +183,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
         model=config.model, dtype=config.dtype, batch_size=config.batch_size, quiet=not config.progress
     )
     demo_files = {  # the same for every prompt: written once per (fold, shots), from the other folds only
-        (f, shots): _write_jsonl(
+        (f, shots): write_jsonl_atomic(
             work / "demos" / f"fold{f}-{shots}-{config.select}.jsonl",
             _demos(
                 [rows[i] for i in range(len(rows)) if i not in set(fold)],
@@ -292,7 +285,7 @@ def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) 
         calibration_options(best["calibration"], np.array([row["_gold"] for row in rows]), len(labels))
     )
     if best["shots"]:
-        demos = _write_jsonl(
+        demos = write_jsonl_atomic(
             out.with_name(out.name + ".demos.jsonl"),
             _demos(rows, labels, best["shots"], config.seed, config.select),
         )
