@@ -328,8 +328,11 @@ def test_label_config_fields_carry_help_and_runtime_flags():
     fields = {f.name: f for f in dataclasses.fields(LabelConfig)}
     assert all(f.metadata.get("help") for f in fields.values())
     runtime = {name for name, f in fields.items() if f.metadata.get("runtime")}
-    assert runtime == {"batch_size", "concurrency", "progress", "cache", "cache_path", "overwrite"}
-    assert set(signature_fields(LabelConfig(task="sentiment"))) == set(fields) - runtime
+    engine = {"engine", "ray_address", "num_workers", "part_rows", "num_gpus_per_worker"}  # where, not what
+    assert runtime == {"batch_size", "concurrency", "progress", "cache", "cache_path", "overwrite", *engine}
+    # --shard signs only when set: outputs made without it keep their signatures
+    assert set(signature_fields(LabelConfig(task="sentiment"))) == set(fields) - runtime - {"shard"}
+    assert "shard" in signature_fields(LabelConfig(task="sentiment", shard="1/4"))
     spec = LabelConfig(task="sentiment", dtype="float32", batch_size=4).backend_spec()
     assert (spec.backend, spec.model, spec.dtype, spec.batch_size) == (
         "hf",
