@@ -19,9 +19,12 @@ $(VLLM_VENV)/.installed: scripts/install_vllm.sh
 demo: setup
 	LLMST=$(BIN)/llmst bash scripts/demo.sh
 
-# Everything, including the end-to-end tests against a real vLLM server. pytest's exit 5 (no tests) fails.
+# Everything, including the end-to-end tests against a real vLLM server and a local Ray cluster. pytest's exit 5
+# (no tests) fails. Two workers (pytest-xdist; a test file stays on one worker, so its module fixtures such as
+# the vLLM server start once) of one torch thread each use the 2 cores without oversubscribing them.
 test: setup vllm-env
-	LLMST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 LLMST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
+		$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 # Unit and integration tests without the vLLM server.
 test-fast: setup
