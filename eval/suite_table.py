@@ -9,7 +9,32 @@ import json
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--split", default="test")
-split = parser.parse_args().split
+parser.add_argument(
+    "--tune",
+    nargs="+",
+    default=None,
+    help="instead: the table of these eval/suite_tune.py JSON files (tasks joined)",
+)
+args = parser.parse_args()
+split = args.split
+if args.tune:  # default vs tuned, from suite_tune runs (each scores its own ad-hoc default in the same run)
+    rows = [r for path in args.tune for r in json.load(open(path))["results"]]
+    print("| task | rows | majority | ad-hoc default | tuned | tuned - default | tuned choice |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        c = r["chosen"]
+        mark = "" if r["tuned_f1"] > r["majority_f1"] else " ✗"
+        dmark = "" if r["default_f1"] > r["majority_f1"] else " ✗"
+        print(f"| {r['task']} | {r['scored_rows']} | {r['majority_f1']:.3f} | {r['default_f1']:.3f}{dmark} | "
+              f"{r['tuned_f1']:.3f}{mark} | {r['tuned_f1'] - r['default_f1']:+.3f} | "
+              f"{c['prompt']}, {c['shots']}-shot, {c['calibration']} |")  # fmt: skip
+    n = len(rows)
+    mean = {k: sum(r[k] for r in rows) / n for k in ("majority_f1", "default_f1", "tuned_f1")}
+    print(f"| **mean ({n} tasks)** | | {mean['majority_f1']:.3f} | {mean['default_f1']:.3f} | "
+          f"{mean['tuned_f1']:.3f} | **{mean['tuned_f1'] - mean['default_f1']:+.3f}** | |")  # fmt: skip
+    above = [sum(r[k] > r["majority_f1"] for r in rows) for k in ("default_f1", "tuned_f1")]
+    print(f"| above majority | | | {above[0]} of {n} | {above[1]} of {n} | | |")
+    raise SystemExit(0)
 R = "eval/results/"
 cfgs = [
     ("adhoc-question", "old default (question)"),
