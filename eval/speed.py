@@ -9,6 +9,11 @@ default bfloat16: the vLLM server's dtype, which `llmst.backends.vllm_server` fi
 the slow one (a few docs/s on 2 cores): `--limit 500` keeps the whole run to a few minutes. Prints a
 markdown table and writes JSON. The vLLM server runs from .venv-vllm (make vllm-env) on the same 2 cores as
 the client.
+
+The yardstick (issue 12): bf16 matmul GFLOP/s at the model's own MLP shapes, measured in the same run, and
+each method's achieved GFLOP/s = 2 x non-embedding parameters x (prompt tokens + one candidate position per
+document) / seconds; the table gives both and their ratio, with the CPU's flags. `--skip-naive` leaves out
+the baseline.
 """
 
 from __future__ import annotations
@@ -34,6 +39,14 @@ from llmst.models import DEFAULT_LABELER, resolve_model  # noqa: E402
 from llmst.readers import read_jsonl  # noqa: E402
 
 
+def _cpu_flags() -> list[str]:
+    """The CPU features that decide matmul speed here (lscpu), recorded with every speed figure."""
+    import subprocess
+
+    flags = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
+
+
 def run_llmst(source: Path, work: Path, name: str, dtype: str, **options) -> dict:
     out = work / f"{name}.jsonl"
     config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
@@ -46,6 +59,42 @@ def run_llmst(source: Path, work: Path, name: str, dtype: str, **options) -> dic
         "seconds": summary.seconds,
         "docs_per_second": summary.docs_per_second,
         "accuracy": round(accuracy, 4),
+    }
+
+
+def model_flops(source: Path, dtype: str, threads: int) -> dict:
+    """The hardware yardstick, measured in this run: bf16/fp32 matmul GFLOP/s at the model's own MLP shapes
+    (a batch of 32 prompts' tokens x hidden x intermediate), and what one labeling pass costs: tokens of the
+    prompts (plus one candidate position each: the single-token fast path) x 2 x non-embedding parameters."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from llmst.label.task import load_task
+
+    path = resolve_model(DEFAULT_LABELER).path
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    tokenizer, task = AutoTokenizer.from_pretrained(path), load_task("sentiment")
+    texts = [task.render(r, r["text"]) for r in read_jsonl(source)]
+    tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
+    m = 32 * tokens // len(texts)  # tokens in a batch of 32 prompts
+    torch.set_num_threads(threads)
+    kind = getattr(torch, dtype)
+    a = torch.randn(m, config.hidden_size, dtype=kind)
+    b = torch.randn(config.hidden_size, config.intermediate_size, dtype=kind)
+    for _ in range(5):
+        a @ b
+    reps, started = 50, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    seconds = (time.perf_counter() - started) / reps
+    return {
+        "non_embedding_params": params,
+        "prompt_tokens": tokens,
+        "flop_per_pass": 2 * params * (tokens + len(texts)),
+        "matmul_shape": [m, config.hidden_size, config.intermediate_size],
+        "matmul_gflops": round(2 * m * config.hidden_size * config.intermediate_size / seconds / 1e9, 1),
     }
 
 
@@ -108,6 +157,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
+    parser.add_argument("--skip-naive", action="store_true", help="leave out the (slow) naive baseline")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 2, help="torch threads of the matmul yardstick"
+    )
     args = parser.parse_args()
 
     from llmst.backends.vllm_server import start_vllm_server
@@ -118,7 +171,8 @@ def main() -> None:
         source = Path(tempfile.mkdtemp()) / "sst2-test.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     work = Path(tempfile.mkdtemp(prefix="llmst-speed-"))
-    results = [run_naive(source, args.dtype)]
+    flops = model_flops(source, args.dtype, args.threads)
+    results = [] if args.skip_naive else [run_naive(source, args.dtype)]
     results.append(
         run_llmst(
             source, work, "llmst hf (in-process)", args.dtype, batch_size=args.batch_size, dtype=args.dtype
@@ -137,13 +191,21 @@ def main() -> None:
                 concurrency=args.concurrency,
             )
         )
-    print("| method | docs | dtype | seconds | docs/s | accuracy |")
-    print("|---|---|---|---|---|---|")
+    peak = flops["matmul_gflops"]
+    print(f"matmul at the model's shapes {flops['matmul_shape']}, {args.dtype}: {peak} GFLOP/s")
+    print("| method | docs | dtype | seconds | docs/s | accuracy | GFLOP/s | share of matmul |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
+        r["gflops"] = round(flops["flop_per_pass"] / r["seconds"] / 1e9, 1) if r["seconds"] else None
+        r["share_of_matmul"] = round(r["gflops"] / peak, 3) if r["gflops"] else None
         print(
             f"| {r['method']} | {r['docs']} | {r['dtype']} | {r['seconds']:.1f} | {r['docs_per_second']:.1f} "
-            f"| {r['accuracy']:.3f} |"
+            f"| {r['accuracy']:.3f} | {r['gflops']} | {r['share_of_matmul']} |"
         )
+    hf = next((r for r in results if r["method"].startswith("llmst hf")), None)
+    served = next((r for r in results if "vllm" in r["method"]), None)
+    if hf and served:
+        print(f"hf / vLLM server docs/s: {hf['docs_per_second'] / served['docs_per_second']:.2f}x")
     if len({r["docs"] for r in results}) != 1:
         raise SystemExit("the methods labeled different numbers of documents: the comparison is not fair")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +213,8 @@ def main() -> None:
         "dataset": "sst2-test",
         "model": DEFAULT_LABELER,
         "docs": results[0]["docs"],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "cpu_flags": _cpu_flags()},
+        "flops": flops,
         "results": results,
     }
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
