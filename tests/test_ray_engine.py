@@ -220,6 +220,8 @@ def test_ray_records_equal_the_local_engine(tmp_path, tiny_model_dir, ray_cluste
         summary.rows_read == 306
         and summary.from_cache + summary.computed + summary.reused_from_prior_fit == 303
     )
+    # the workers reuse the driver's prior-fit answers (not its cache: the same rows, counted alike)
+    assert summary.reused_from_prior_fit == local.reused_from_prior_fit > 90
     # the same signature as the local engine's: a pipeline takes either output for the job's
     assert summary.signature == local.signature == label_signature(src, local_cfg)
     assert stage.is_current(out, local.signature)

@@ -6,8 +6,10 @@ on the corpus's first `--prior-fit-rows` rows; contextual; or `--calibration-fro
 `--limit`) into parts of `--part-rows` input rows. It writes `OUT.parts/manifest.json` (the parts and the job's
 identity), then the parts not done yet become a Ray dataset; `map_batches` runs them on `--num-workers` actors
 of one CPU (and `--num-gpus-per-worker` GPUs) each. A worker builds the same job from the options with its own
-backend (and the answer cache) and labels with the driver's biases; it refuses to start when its prompt or
-model differs from the driver's (other files on its node). The driver writes each part as it comes back
+backend (and the answer cache) and labels with the driver's biases, reusing the driver's answers for the
+prior-fit rows (with `--calibrate prior` no row is scored twice, as in the local engine, also without a
+cache shared with the driver); it refuses to start when its prompt or model differs from the driver's (other
+files on its node). The driver writes each part as it comes back
 (`OUT.parts/part-K.jsonl` and its rejects, atomically, then the part's marker), shows the progress and merges
 the parts into OUT with `llmst.label.merge` (input order, rejects by line, the signature the local engine
 records: the engine is a runtime option).
@@ -70,6 +72,7 @@ class PartWorker:
         bias: list[float],
         prompt_hash: str,
         model: str,
+        fit_answers: Any = None,
     ):
         try:
             import torch
@@ -85,6 +88,8 @@ class PartWorker:
         except BaseException:
             self.close()
             raise
+        if fit_answers is not None:  # the driver's prior-fit answers: those rows are not scored twice
+            self.job.scorer.recall(fit_answers)
         self.label = self.job.chunk_labeler(method, bias, input_line=True)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -214,6 +219,8 @@ def label_with_ray(
         _check_same_job(out, folder, identity)
         job.open_cache()
         method, bias = job.calibrate(summary)
+        fit_answers = job.scorer.remembered()
+        job.scorer.forget()
     finally:
         if job is not None:
             job.close_cache()
@@ -242,6 +249,7 @@ def label_with_ray(
         "bias": list(map(float, bias)),
         "prompt_hash": job.prompt_hash,
         "model": job.model,
+        "fit_answers": fit_answers,
     }
     _label_parts(folder, pending, metas, config, summary, worker)
     merged = run_merge([str(manifest)], out, MergeConfig(overwrite=True))

@@ -34,6 +34,14 @@ class Scorer:
         self.remember = False
         self._memory.clear()
 
+    def remembered(self) -> dict[str, tuple[Any, str]]:
+        """The answers kept by the prior-fit pass, with their origin (for another scorer's `recall`)."""
+        return dict(self._memory)
+
+    def recall(self, memory: dict[str, tuple[Any, str]]) -> None:
+        """Reuse answers another scorer of the same job kept (a Ray worker: the driver's prior-fit pass)."""
+        self._memory.update(memory)
+
     def label_logprobs(self, prompts: list[str], prefix_chars: list[int]) -> np.ndarray:
         """Per-label log-probs of shape (N, K): verbalizers of one label pooled by log-sum-exp."""
         keys = [
