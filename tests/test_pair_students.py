@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -161,6 +162,52 @@ def test_two_rank_torchrun_trains_a_bi_encoder(tiny_bert_dir, tmp_path):
     assert (tmp_path / "two" / "modules.json").exists() and (
         tmp_path / "two" / "llmst_signature.json"
     ).exists()
+
+
+def test_two_rank_torchrun_trains_a_cross_encoder(tiny_bert_dir, tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", _keyword_pairs(96))
+    held_rows = [{**r, "label": r.pop("score")} for r in _keyword_pairs(40, 500)]
+    held = write_jsonl(tmp_path / "held.jsonl", held_rows)
+    args = ["train", str(data), "--kind", "cross-encoder", "--student", tiny_bert_dir, "--epochs", "6"]
+    args += ["--batch-size", "4", "--learning-rate", "3e-3", "--quiet", "--eval", str(held)]
+    args += ["--eval-gold-field", "label", "-o", str(tmp_path / "two")]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llmst", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["steps"] == 72  # 96 pairs x 6 epochs / (4 per batch x 2 ranks): the 1-process test's steps
+    assert summary["metrics"]["spearman"] >= 0.6
+    assert (tmp_path / "two" / "llmst_signature.json").exists()
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    scores = CrossEncoder(str(tmp_path / "two")).predict([("a red car", "the red house")])
+    assert scores.shape == (1,)
+
+
+def test_the_shipped_accelerate_config_launches_pair_training(tiny_bert_dir, tmp_path):
+    """`accelerate launch --config_file scripts/accelerate/ddp.yaml` with `--cpu` (on a machine without GPUs
+    accelerate runs one process; its multi-GPU launcher is torchrun, tested above)."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(48))
+    config = Path(__file__).resolve().parents[1] / "scripts" / "accelerate" / "ddp.yaml"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--cpu"]
+    launch += ["--mixed_precision", "no", "-m", "llmst", "train", str(data), "--kind", "bi-encoder"]
+    launch += ["--student", tiny_bert_dir, "--epochs", "2", "--batch-size", "8", "--quiet"]
+    result = subprocess.run(
+        [*launch, "-o", str(tmp_path / "bi")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["steps"] == 12  # 48 pairs x 2 epochs / 8 per batch, one process
+    assert (tmp_path / "bi" / "modules.json").exists()
 
 
 def test_evaluate_pairs_cli_matches_scipy_and_writes_a_scatter(tiny_bert_dir, tmp_path):

@@ -143,10 +143,11 @@ def _dataset(pairs: ScoredPairs):
     return Dataset.from_dict({"sentence1": pairs.text_a, "sentence2": pairs.text_b, "score": pairs.scores})
 
 
-def _arguments(args_cls, out: Path, config: TrainConfig, rows: int):
+def _arguments(args_cls, out: Path, config: TrainConfig, rows: int, **extra: Any):
     options = training_arguments(out, config, int(np.ceil(rows * config.epochs)))
     options.pop("train_sampling_strategy")  # sentence-transformers batches with its own seeded sampler
-    return args_cls(**{**options, "num_train_epochs": config.epochs, "batch_sampler": batch_sampler(config)})
+    options |= {"num_train_epochs": config.epochs, "batch_sampler": batch_sampler(config)}
+    return args_cls(**(options | extra))
 
 
 def batch_sampler(config: TrainConfig) -> str:
@@ -230,7 +231,12 @@ def train_cross_encoder(labeled: str | Path, out: Path, config: TrainConfig) -> 
         loss = losses.MSELoss(model, activation_fn=torch.nn.Sigmoid())
     trainer = CrossEncoderTrainer(
         model=model,
-        args=_arguments(CrossEncoderTrainingArguments, out, config, len(pairs)),
+        # Under DDP the Trainer's default find_unused_parameters=True fails on a CrossEncoder ("classifier.bias
+        # marked as ready twice": DDP does not see the logits the loss uses in the model's output and marks the
+        # head unused before its gradient arrives); every parameter of a cross-encoder is used, so turn it off.
+        args=_arguments(
+            CrossEncoderTrainingArguments, out, config, len(pairs), ddp_find_unused_parameters=False
+        ),
         train_dataset=_dataset(pairs),
         loss=loss,
     )
