@@ -142,21 +142,29 @@ def test_a_killed_pair_run_resumes_from_its_checkpoint(tiny_bert_dir, tmp_path):
     assert read_marker(out) == train_signature(data, config)
 
 
-def test_two_rank_torchrun_trains_a_bi_encoder(tiny_bert_dir, tmp_path):
-    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(96))
-    held = write_jsonl(tmp_path / "held.jsonl", [{**r, "label": r.pop("score")} for r in _pairs(40, 500)])
-    common = ["-m", "llmst", "train", str(data), "--kind", "bi-encoder", "--student", tiny_bert_dir]
-    common += ["--epochs", "8", "--batch-size", "8", "--learning-rate", "3e-3", "--quiet"]
-    common += ["--eval", str(held), "--eval-gold-field", "label", "-o", str(tmp_path / "two")]
+def _launched_summary(launcher: list[str], args: list[str]) -> dict:
+    """Run `llmst ARGS` under `launcher` (one torch thread per process); its JSON summary."""
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *common[1:]],
+        [sys.executable, "-m", *launcher, "-m", "llmst", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
+TORCHRUN_2 = ["torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def test_two_rank_torchrun_trains_a_bi_encoder(tiny_bert_dir, tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(96))
+    held = write_jsonl(tmp_path / "held.jsonl", [{**r, "label": r.pop("score")} for r in _pairs(40, 500)])
+    args = ["train", str(data), "--kind", "bi-encoder", "--student", tiny_bert_dir]
+    args += ["--epochs", "8", "--batch-size", "8", "--learning-rate", "3e-3", "--quiet"]
+    args += ["--eval", str(held), "--eval-gold-field", "label", "-o", str(tmp_path / "two")]
+    summary = _launched_summary(TORCHRUN_2, args)
     assert summary["steps"] == 48  # 96 pairs x 8 epochs / (8 per batch x 2 ranks)
     assert summary["metrics"]["spearman"] >= 0.6
     assert (tmp_path / "two" / "modules.json").exists() and (
@@ -171,15 +179,7 @@ def test_two_rank_torchrun_trains_a_cross_encoder(tiny_bert_dir, tmp_path):
     args = ["train", str(data), "--kind", "cross-encoder", "--student", tiny_bert_dir, "--epochs", "6"]
     args += ["--batch-size", "4", "--learning-rate", "3e-3", "--quiet", "--eval", str(held)]
     args += ["--eval-gold-field", "label", "-o", str(tmp_path / "two")]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llmst", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    summary = _launched_summary(TORCHRUN_2, args)
     assert summary["steps"] == 72  # 96 pairs x 6 epochs / (4 per batch x 2 ranks): the 1-process test's steps
     assert summary["metrics"]["spearman"] >= 0.6
     assert (tmp_path / "two" / "llmst_signature.json").exists()
@@ -194,18 +194,16 @@ def test_the_shipped_accelerate_config_launches_pair_training(tiny_bert_dir, tmp
     accelerate runs one process; its multi-GPU launcher is torchrun, tested above)."""
     data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(48))
     config = Path(__file__).resolve().parents[1] / "scripts" / "accelerate" / "ddp.yaml"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--cpu"]
-    launch += ["--mixed_precision", "no", "-m", "llmst", "train", str(data), "--kind", "bi-encoder"]
-    launch += ["--student", tiny_bert_dir, "--epochs", "2", "--batch-size", "8", "--quiet"]
-    result = subprocess.run(
-        [*launch, "-o", str(tmp_path / "bi")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    launcher = [
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--cpu",
+        "--mixed_precision",
+        "no",
+    ]
+    args = ["train", str(data), "--kind", "bi-encoder", "--student", tiny_bert_dir, "--epochs", "2"]
+    summary = _launched_summary(launcher, [*args, "--batch-size", "8", "--quiet", "-o", str(tmp_path / "bi")])
     assert summary["steps"] == 12  # 48 pairs x 2 epochs / 8 per batch, one process
     assert (tmp_path / "bi" / "modules.json").exists()
 
