@@ -349,3 +349,55 @@ def test_workers_with_another_model_stop_the_job(tmp_path, tiny_model_dir, ray_c
         label_corpus(src, tmp_path / "out.jsonl", cfg, backend=driver)
     assert refused.value.hint.startswith("give every node the same model files")  # one error and its hint
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_predict_on_ray_equals_one_local_prediction_and_resumes(tmp_path, tiny_bert_dir, ray_cluster):
+    """`llmst predict --engine ray`: shards as Ray tasks, merged into the records, rejects and signature of one
+    local prediction; a rerun after OUT is lost redoes no shard; a half-done run redoes only the missing one."""
+    from llmst.train import PredictConfig, TrainConfig, predict_file, predict_signature, train
+
+    labeled = tmp_path / "labeled.jsonl"
+    labeled.write_text(
+        "".join(
+            json.dumps({"text": f"film {i} was {'fine' if i % 2 else 'poor'}", "label": i % 2}) + "\n"
+            for i in range(16)
+        )
+    )
+    student = tmp_path / "student"
+    cfg = TrainConfig(
+        student=tiny_bert_dir, labels=["negative", "positive"], epochs=1, batch_size=8, progress=False
+    )
+    train(labeled, student, cfg)
+    src = write_corpus(tmp_path / "in.jsonl", 60)
+    local = predict_file(student, src, tmp_path / "local.jsonl", PredictConfig(progress=False))
+    ray_cfg = PredictConfig(progress=False, engine="ray", ray_address=ray_cluster, num_workers=2)
+    out = tmp_path / "ray.jsonl"
+    summary = predict_file(student, src, out, ray_cfg)
+    assert summary["shards"] == 2 and summary["resumed_shards"] == 0
+    assert (summary["labeled"], summary["rejected"]) == (local["labeled"], local["rejected"]) == (60, 3)
+    assert read_lines(out) == read_lines(tmp_path / "local.jsonl")
+    assert read_lines(tmp_path / "ray.jsonl.rejects.jsonl") == read_lines(
+        tmp_path / "local.jsonl.rejects.jsonl"
+    )
+    assert stage.is_current(out, predict_signature(student, src, PredictConfig()))
+    out.unlink()
+    stage.clear_marker(out)
+    shard = tmp_path / "ray.jsonl.parts" / "shard-00001-of-00002.jsonl"
+    stage.clear_marker(shard)  # as if the driver died while shard 1 ran
+    again = predict_file(student, src, out, ray_cfg)
+    assert again["resumed_shards"] == 1 and read_lines(out) == read_lines(tmp_path / "local.jsonl")
+    with pytest.raises(ConfigError, match="exists"):
+        predict_file(student, src, out, ray_cfg)
+
+
+def test_predict_engine_options_are_checked():
+    from llmst.train import PredictConfig
+
+    with pytest.raises(ConfigError, match="does not take --shard"):
+        PredictConfig(engine="ray", shard="0/2")
+    with pytest.raises(
+        ConfigError, match="--num-workers: options of --engine ray, given with --engine local"
+    ):
+        PredictConfig(num_workers=2)
+    with pytest.raises(ConfigError, match="--num-workers must be >= 1"):
+        PredictConfig(engine="ray", num_workers=0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmst.backends.base import BackendSpec
+from llmst.engine_options import check_ray_options
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
 from llmst.option_values import check_choices, normalize_prior, prior_shares
@@ -290,16 +291,8 @@ class LabelConfig:
             raise ConfigError("--backend openai needs --base-url", hint="e.g. http://127.0.0.1:8000/v1")
 
     def _check_engine(self) -> None:
-        given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY if getattr(self, name) is not None]
-        if self.engine != "ray":
-            if given:
-                raise ConfigError(
-                    f"{', '.join(given)}: options of --engine ray, given with --engine {self.engine}",
-                    hint="add --engine ray, or leave them out",
-                )
+        if not check_ray_options(self, RAY_ONLY):
             return
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ConfigError(f"--num-workers must be >= 1, got {self.num_workers}")
         if self.num_gpus_per_worker is not None and self.num_gpus_per_worker <= 0:
             raise ConfigError(
                 f"--num-gpus-per-worker must be > 0, got {self.num_gpus_per_worker}",

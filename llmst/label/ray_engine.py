@@ -24,7 +24,6 @@ pickled, while Ray runs them (they travel through the object store, which spills
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import shutil
@@ -40,6 +39,7 @@ from llmst import stage
 from llmst.backends import make_backend
 from llmst.backends.base import Backend
 from llmst.cache import cache_key
+from llmst.engine_options import ray_init
 from llmst.errors import ConfigError
 from llmst.label.calibrate import read_fitted_calibration, record_calibration
 from llmst.label.config import DEFAULT_PART_ROWS, LabelConfig
@@ -49,8 +49,6 @@ from llmst.label.scoring import COMPUTED, FROM_CACHE, REUSED
 from llmst.progress import progress_bar
 from llmst.readers import read_records
 from llmst.records import PendingOutputs, chunked, write_json_atomic
-
-RAY_HINT = 'install the Ray extra: pip install "llmst[ray]"'
 
 
 def parts_dir(out: str | Path) -> Path:
@@ -173,20 +171,13 @@ def _read_part_marker(path: Path) -> dict[str, Any] | None:
 
 def _ray_init(config: LabelConfig) -> bool:
     """Start or join Ray; True when this call started it (and so shuts it down)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray, which is not installed", hint=RAY_HINT) from None
-    if ray.is_initialized():
-        return False
-    if config.ray_address:
-        ray.init(address=config.ray_address, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(num_cpus=config.num_workers or os.cpu_count(), log_to_driver=False, configure_logging=False)
+    started = ray_init(config.ray_address, config.num_workers)
+    import ray
+
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver shows llmst's own
     context.print_on_execution_start = False
-    return True
+    return started
 
 
 def label_with_ray(

@@ -301,8 +301,29 @@ class PredictConfig:
     batch_size: int = field(default=64, metadata=stage.runtime("Rows per forward pass."))
     overwrite: bool = field(default=False, metadata=stage.runtime("Replace OUT."))
     progress: bool = field(default=True, metadata=stage.runtime("Progress bars."))
+    engine: Literal["local", "ray"] = field(
+        default="local",
+        metadata=stage.runtime(
+            "local (this process) or ray: --num-workers Ray tasks of one CPU each run the shards "
+            "`--shard I/N` of the input (under OUT.parts/), then `llmst merge` joins them into OUT: the same "
+            'records as one local run; a rerun skips finished shards. Needs pip install "llmst[ray]".'
+        ),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=stage.runtime(
+            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
+        ),
+    )
+    num_workers: int | None = field(
+        default=None,
+        metadata=stage.runtime(
+            "--engine ray: shards, one Ray task of one CPU each (default: the cluster's CPUs)."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        from llmst.engine_options import check_ray_options
         from llmst.shard import normalize_shard
 
         self.text_fields = _names(self.text_fields, "--text-field")
@@ -311,6 +332,11 @@ class PredictConfig:
         _check_limit(self.limit)
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
+        if check_ray_options(self, ("ray_address", "num_workers")) and self.shard is not None:
+            raise ConfigError(
+                "--engine ray runs its own shards: it does not take --shard",
+                hint="drop --shard (Ray splits the input among its workers), or use --engine local",
+            )
 
 
 def train_signature(labeled: str | Path, config: TrainConfig) -> str:

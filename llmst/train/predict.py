@@ -82,6 +82,10 @@ def predict_file(
     out = Path(out)
     if out.exists() and not config.overwrite:
         raise ConfigError(f"{out} exists", hint="pass --overwrite to replace it")
+    if config.engine == "ray":
+        from llmst.train.predict_ray import predict_with_ray
+
+        return predict_with_ray(model_dir, source, out, config)
     meta = read_student_meta(model_dir)
     stage.clear_marker(out)
     if meta["kind"] == "generative":
