@@ -1,15 +1,22 @@
 """What `--engine ray` shares between the commands that take it (`llmst label`, `llmst predict`): the check of
-its options and starting or joining Ray."""
+its options, the folder of its parts, and starting or joining Ray."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from llmst.errors import ConfigError
 
 RAY_HINT = 'install the Ray extra: pip install "llmst[ray]"'
+
+
+def parts_dir(out: str | Path) -> Path:
+    """Where `--engine ray` keeps the parts (or shards) of output `out`, and their manifest."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
 
 
 def check_ray_options(config: Any, ray_only: Sequence[str]) -> bool:

@@ -39,7 +39,7 @@ from llmst import stage
 from llmst.backends import make_backend
 from llmst.backends.base import Backend
 from llmst.cache import cache_key
-from llmst.engine_options import ray_init
+from llmst.engine_options import parts_dir, ray_init
 from llmst.errors import ConfigError
 from llmst.label.calibrate import read_fitted_calibration, record_calibration
 from llmst.label.config import DEFAULT_PART_ROWS, LabelConfig
@@ -49,12 +49,6 @@ from llmst.label.scoring import COMPUTED, FROM_CACHE, REUSED
 from llmst.progress import progress_bar
 from llmst.readers import read_records
 from llmst.records import PendingOutputs, chunked, write_json_atomic
-
-
-def parts_dir(out: str | Path) -> Path:
-    """Where `--engine ray` keeps the parts of output `out` (and their manifest)."""
-    out = Path(out)
-    return out.with_name(out.name + ".parts")
 
 
 class PartWorker:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmst import stage
-from llmst.engine_options import ray_init
+from llmst.engine_options import parts_dir, ray_init
 from llmst.label.merge import MergeConfig, run_merge
 from llmst.progress import progress_bar
 from llmst.train.config import PredictConfig, predict_signature
@@ -28,7 +28,7 @@ def predict_with_ray(
 ) -> dict[str, Any]:
     """`predict_file` with `--engine ray` (see the module docstring); the merged summary plus the shard counts."""
     out = Path(out)
-    folder = out.with_name(out.name + ".parts")
+    folder = parts_dir(out)
     if config.overwrite:
         shutil.rmtree(folder, ignore_errors=True)
     started = ray_init(config.ray_address, config.num_workers)
@@ -36,8 +36,9 @@ def predict_with_ray(
         import ray
 
         count = config.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        local = replace(config, engine="local", ray_address=None, num_workers=None, overwrite=True)
-        local = replace(local, progress=False)
+        local = replace(
+            config, engine="local", ray_address=None, num_workers=None, overwrite=True, progress=False
+        )
         shards = [
             (folder / f"shard-{i:05d}-of-{count:05d}.jsonl", replace(local, shard=f"{i}/{count}"))
             for i in range(count)
