@@ -217,7 +217,8 @@ def run_resumable(
     progress: bool,
     what: str,
     rate: Callable[[int, float], str],
+    keep: Callable[[Row | Reject], bool] | None = None,
 ) -> dict[str, Any]:
-    """Open the checkpoint of `job` and run `process` over the rows after it (`ResumableRun`)."""
+    """Open the checkpoint of `job` and run `process` over the rows after it (`ResumableRun`); `keep` as there."""
     run = ResumableRun(source, output, job, overwrite=overwrite, limit=limit, what=what)
-    return run.run(process, rows=rows, chunk_size=chunk_size, progress=progress, rate=rate)
+    return run.run(process, rows=rows, chunk_size=chunk_size, progress=progress, rate=rate, keep=keep)

@@ -55,6 +55,18 @@ def tiny_bert_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_bert_dir, tmp_path_factory) -> str:
+    """A random-init one-label CrossEncoder folder (scores in 0..1, different per pair)."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    CrossEncoder(tiny_bert_dir, num_labels=1).save_pretrained(str(folder))
+    return str(folder)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:

@@ -22,18 +22,6 @@ from llmst.stage import read_marker
 LLMST = [sys.executable, "-m", "llmst"]
 
 
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tiny_bert_dir, tmp_path_factory) -> str:
-    """A random-init one-label CrossEncoder folder (scores in 0..1, different per pair)."""
-    import torch
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-ce")
-    CrossEncoder(tiny_bert_dir, num_labels=1).save_pretrained(str(folder))
-    return str(folder)
-
-
 def _pairs(n: int) -> list[dict]:
     return [
         {"id": f"p{i}", "text_a": f"a man plays guitar number {i}", "text_b": f"someone cooks dinner {i % 7}"}

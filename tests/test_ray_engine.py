@@ -401,3 +401,127 @@ def test_predict_engine_options_are_checked():
         PredictConfig(num_workers=2)
     with pytest.raises(ConfigError, match="--num-workers must be >= 1"):
         PredictConfig(engine="ray", num_workers=0)
+
+
+def _pair_file(path: Path, n: int) -> Path:
+    """n pairs plus a malformed line and a pair without text_b (rejects of every engine)."""
+    lines = [
+        json.dumps({"id": f"p{i}", "text_a": f"a man plays guitar {i}", "text_b": f"someone cooks {i % 7}"})
+        for i in range(n)
+    ]
+    lines.insert(5, '{"id": "broken", ')
+    lines.insert(17, json.dumps({"id": "no-b", "text_a": "only one side"}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_pairs_score_on_ray_equals_one_local_run(tmp_path, tiny_cross_encoder, ray_cluster):
+    """`llmst pairs score --engine ray`: the parts of a cross-encoder teacher join into the scores, rejects and
+    signature of one local run; a rerun after the driver lost OUT redoes only the unfinished part."""
+    from llmst.pairs.config import ScoreConfig
+    from llmst.pairs.score import score_pairs, score_signature
+
+    src = _pair_file(tmp_path / "pairs.jsonl", 60)
+    teacher = f"cross-encoder:{tiny_cross_encoder}"
+    local_cfg = ScoreConfig(teachers=teacher, progress=False, cache=False)
+    local = score_pairs(src, tmp_path / "local.jsonl", local_cfg)
+    ray_cfg = replace(local_cfg, engine="ray", ray_address=ray_cluster, num_workers=2)
+    out = tmp_path / "ray.jsonl"
+    report = score_pairs(src, out, ray_cfg)
+    assert (report["scored"], report["rejected"]) == (local["scored"], local["rejected"]) == (60, 2)
+    assert read_lines(out) == read_lines(tmp_path / "local.jsonl")
+    assert read_lines(tmp_path / "ray.jsonl.rejects.jsonl") == read_lines(
+        tmp_path / "local.jsonl.rejects.jsonl"
+    )
+    assert stage.is_current(out, score_signature(src, local_cfg))
+    name = Path(tiny_cross_encoder).name
+    teacher_file = tmp_path / f"ray.jsonl.teacher-{name}.jsonl"
+    local_teacher = read_lines(tmp_path / f"local.jsonl.teacher-{name}.jsonl")
+    assert sorted(read_lines(teacher_file), key=lambda r: r["id"]) == sorted(
+        local_teacher, key=lambda r: r["id"]
+    )
+    assert [r["reason"] for r in read_lines(Path(f"{teacher_file}.rejects.jsonl"))] == [
+        r["reason"] for r in read_lines(tmp_path / f"local.jsonl.teacher-{name}.jsonl.rejects.jsonl")
+    ]
+    parts = sorted(parts_dir(teacher_file).glob("part-*-of-00002.jsonl"))
+    assert len(parts) == 2 and all(read_lines(p) for p in parts)  # both shards got pairs
+    for path in (out, teacher_file):  # as if the driver died while part 1 ran
+        path.unlink()
+        stage.clear_marker(path)
+    stage.clear_marker(parts[1])
+    part0_marker = stage.marker_path(parts[0]).stat().st_mtime_ns
+    again = score_pairs(src, out, ray_cfg)
+    assert again["scored"] == 60 and read_lines(out) == read_lines(tmp_path / "local.jsonl")
+    assert stage.marker_path(parts[0]).stat().st_mtime_ns == part0_marker  # a finished part is not redone
+    assert stage.read_marker(parts[1]) is not None
+
+
+def test_killed_pairs_score_driver_then_rerun_loses_and_repeats_no_pair(
+    tmp_path, tiny_cross_encoder, ray_cluster
+):
+    src = _pair_file(tmp_path / "pairs.jsonl", 3000)
+    out = tmp_path / "scored.jsonl"
+    args = [
+        "pairs", "score", str(src), "-o", str(out), "--teacher", f"cross-encoder:{tiny_cross_encoder}",
+        "--batch-size", "1", "-q", "--no-cache", "--engine", "ray", "--ray-address", ray_cluster,
+        "--num-workers", "2",
+    ]  # fmt: skip
+    driver = subprocess.Popen(LLMST + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    teacher_file = tmp_path / f"scored.jsonl.teacher-{Path(tiny_cross_encoder).name}.jsonl"
+    checkpoints = [parts_dir(teacher_file) / f"part-0000{i}-of-00002.jsonl.progress.json" for i in (0, 1)]
+
+    def consumed() -> list[int]:
+        values = []
+        for path in checkpoints:
+            try:
+                values.append(json.loads(path.read_text())["rows_consumed"])
+            except (OSError, ValueError):
+                values.append(0)
+        return values
+
+    deadline = time.time() + 400
+    while time.time() < deadline and max(consumed()) < 256:
+        assert driver.poll() is None, driver.stderr.read().decode()
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert 0 < max(consumed()) < 3002 and not out.exists(), "the kill should land mid-run"
+    result = subprocess.run(LLMST + args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["scored"], report["rejected"]) == (3000, 2)
+    assert [r["id"] for r in read_lines(out)] == [f"p{i}" for i in range(3000)]  # once each, input order
+    teacher_ids = [r["id"] for r in read_lines(teacher_file)]
+    assert sorted(teacher_ids) == sorted(f"p{i}" for i in range(3000))  # no pair scored twice
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    rows = read_lines(out)
+    expected = CrossEncoder(tiny_cross_encoder).predict([(r["text_a"], r["text_b"]) for r in rows])
+    assert np.abs(np.array([r["score"] for r in rows]) - expected).max() < 1e-5
+
+
+def test_pairs_score_engine_options_are_checked():
+    from llmst.pairs.config import ScoreConfig
+
+    with pytest.raises(ConfigError, match="--ray-address: options of --engine ray"):
+        ScoreConfig(teachers="cross-encoder:x", ray_address="auto")
+    with pytest.raises(ConfigError, match="--num-workers must be >= 1"):
+        ScoreConfig(teachers="cross-encoder:x", engine="ray", num_workers=0)
+
+
+def test_an_llm_judge_on_ray_scores_like_the_local_judge(tmp_path, tiny_model_dir, ray_cluster):
+    """An llm teacher with --engine ray is `llmst label --engine ray` over the pairs: the same scores."""
+    from llmst.pairs.config import ScoreConfig
+    from llmst.pairs.score import score_pairs
+
+    src = _pair_file(tmp_path / "pairs.jsonl", 40)
+    local_cfg = ScoreConfig(teachers=f"llm:{tiny_model_dir}", progress=False, cache=False)
+    score_pairs(src, tmp_path / "local.jsonl", local_cfg)
+    ray_cfg = replace(local_cfg, engine="ray", ray_address=ray_cluster, num_workers=2)
+    report = score_pairs(src, tmp_path / "ray.jsonl", ray_cfg)
+    assert (report["scored"], report["rejected"]) == (40, 2)
+    local, ray_rows = read_lines(tmp_path / "local.jsonl"), read_lines(tmp_path / "ray.jsonl")
+    assert [r["id"] for r in ray_rows] == [r["id"] for r in local]
+    assert np.abs(np.array([r["score"] for r in ray_rows]) - [r["score"] for r in local]).max() < 1e-5
+    name = Path(tiny_model_dir).name
+    assert parts_dir(tmp_path / f"ray.jsonl.teacher-{name}.labeled.jsonl").is_dir()  # label's Ray parts

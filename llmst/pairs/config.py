@@ -227,11 +227,33 @@ class ScoreConfig:
     cache_path: str | None = field(default=None, metadata=stage.runtime("Cache file (default: LLMST_HOME)."))
     overwrite: bool = field(default=False, metadata=stage.runtime("Replace OUT instead of resuming it."))
     progress: bool = field(default=True, metadata=stage.runtime("Progress bars."))
+    engine: Literal["local", "ray"] = field(
+        default="local",
+        metadata=stage.runtime(
+            "local (this process) or ray: each cross-/bi-encoder teacher scores the shards `I/N` of the pairs "
+            "as --num-workers Ray tasks of one CPU each (under its file's .parts/, resumable), joined into "
+            "the same scores as one local run; an llm teacher runs `llmst label --engine ray`. "
+            'Needs pip install "llmst[ray]".'
+        ),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=stage.runtime(
+            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
+        ),
+    )
+    num_workers: int | None = field(
+        default=None,
+        metadata=stage.runtime("--engine ray: Ray workers (default: the cluster's CPUs)."),
+    )
 
     def __post_init__(self) -> None:
+        from llmst.engine_options import check_ray_options
+
         self.teachers = parse_names(self.teachers, "--teacher")
         self.text_fields = parse_names(self.text_fields, "--text-field") or ["text_a", "text_b"]
         check_choices(self)
+        check_ray_options(self, ("ray_address", "num_workers"))
         if not self.teachers:
             raise ConfigError(
                 "pairs score needs --teacher", hint="e.g. --teacher cross-encoder:models/stsb-ce"

@@ -31,6 +31,7 @@ from llmst.pairs.config import ScoreConfig, parse_teacher
 from llmst.readers import Reject, Row, iter_checked
 from llmst.records import record_id, record_text
 from llmst.resumable import ResumableOutput, run_resumable
+from llmst.shard import shard_filter
 
 
 def pair_row_id(record: dict[str, Any], fields: list[str]) -> str:
@@ -79,6 +80,9 @@ def judge_config(model: str, config: ScoreConfig, out: Path, overwrite: bool):
         cache_path=config.cache_path,
         overwrite=overwrite,
         progress=config.progress,
+        engine=config.engine,
+        ray_address=config.ray_address,
+        num_workers=config.num_workers,
     )
 
 
@@ -110,9 +114,13 @@ def score_with_teacher(spec: str, source: str, out: Path, config: ScoreConfig, o
     if not overwrite and stage.is_current(out, sig):
         return out
     if kind == "llm":
-        _judge(model, source, out, config, overwrite)
+        _judge(model, source, out, config, overwrite)  # label's own --engine ray spreads a judge
+    elif config.engine == "ray":
+        from llmst.pairs.score_ray import score_parts_with_ray
+
+        score_parts_with_ray(kind, model, source, out, config, sig)
     else:
-        _model_teacher(kind, model, source, out, config, overwrite)
+        model_teacher(kind, model, source, out, config, overwrite)
     stage.write_marker(out, sig, stage="pairs-teacher", teacher=spec)
     return out
 
@@ -170,10 +178,17 @@ def _bi_encoder_predictor(model: str, config: ScoreConfig):
     return predict
 
 
-def _model_teacher(
-    kind: str, model: str, source: str, out: Path, config: ScoreConfig, overwrite: bool
+def model_teacher(
+    kind: str,
+    model: str,
+    source: str,
+    out: Path,
+    config: ScoreConfig,
+    overwrite: bool,
+    shard: str | None = None,
 ) -> None:
-    """A cross-encoder's or a bi-encoder's scores of every pair, chunk by chunk, cached per pair."""
+    """A cross-encoder's or a bi-encoder's scores of every pair, chunk by chunk, cached per pair; with `shard`
+    ('I/N', the partition of `--shard`), only the pairs of that shard."""
     from llmst.models import llmst_home, model_fingerprint, resolve_model
 
     if kind == "cross-encoder" and config.backend == "openai":
@@ -226,6 +241,7 @@ def _model_teacher(
     job = {
         "input": stage.fingerprint(source),
         "job": cache_key(teacher=fingerprint, fields=config.text_fields, max_length=config.max_length),
+        **({"shard": shard} if shard is not None else {}),
     }
     try:
         stage.clear_marker(out)
@@ -240,6 +256,7 @@ def _model_teacher(
             progress=config.progress,
             what=f"scoring ({Path(model).name})",
             rate=lambda done, elapsed: f"{done / elapsed:.1f} pairs/s",
+            keep=shard_filter(shard, config.text_fields, "id"),
         )
     finally:
         if cache is not None:
