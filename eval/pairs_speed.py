@@ -1,11 +1,12 @@
 """Speed of the pair stages on this machine (a benchmark, not a test): pairs/s of cross-encoder scoring and of
 LLM-judge scoring (hf in-process and a vLLM server), and bi-encoder training samples/s.
 
-    python eval/pairs_speed.py [--pairs 1000] [--judge-pairs 200] [--teacher DIR] [--no-vllm]
+    python eval/pairs_speed.py [--pairs 1000] [--judge-pairs 200] [--teacher DIR] [--no-vllm] [--no-ray]
                                [--json eval/results/pairs_speed.json]
 
 Pairs are the first N of STS-b train (`eval/pairs_data.py`). Cross-encoder: `--teacher` (default the MiniLM-L6
-weights with a fresh one-label head: the speed is the architecture's). LLM judge: the default labeler with the
+weights with a fresh one-label head: the speed is the architecture's), in-process and with `--engine ray` (2
+workers; Ray's start is inside the timing). LLM judge: the default labeler with the
 shipped `pair-similarity` task. Every run is cold: no answer cache. Bi-encoder training: one epoch of
 `llmst train --kind bi-encoder` (MiniLM-L6, CoSENT, batch 16) over the same pairs.
 """
@@ -60,6 +61,7 @@ def main() -> None:
         "--teacher", default=None, help="a cross-encoder folder (default: MiniLM-L6, new head)"
     )
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--no-ray", action="store_true", help="leave out the --engine ray row")
     parser.add_argument("--json", type=Path, default=Path("eval/results/pairs_speed.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmst-pairs-speed-"))
@@ -74,6 +76,17 @@ def main() -> None:
     results = [
         _timed_score("cross-encoder (hf, batch 32)", source, work, teachers=f"cross-encoder:{teacher}")
     ]
+    if not args.no_ray:  # the same scoring as Ray tasks (a local 2-CPU Ray, started inside the timing)
+        results.append(
+            _timed_score(
+                "cross-encoder (--engine ray, 2 workers of 1 thread)",
+                source,
+                work,
+                teachers=f"cross-encoder:{teacher}",
+                engine="ray",
+                num_workers=2,
+            )
+        )
     results.append(
         _timed_score(f"LLM judge {DEFAULT_LABELER} (hf)", judged, work, teachers=f"llm:{DEFAULT_LABELER}")
     )

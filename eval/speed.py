@@ -1,7 +1,8 @@
 """Labeling speed on this machine, all in one run: llmst `hf`, llmst `openai` against a real vLLM CPU server,
 and a naive baseline (transformers `generate` per document with a free-form answer, parsed).
 
-    python eval/speed.py [--limit N] [--dtype bfloat16] [--concurrency 64] [--out eval/results/speed.json]
+    python eval/speed.py [--limit N] [--dtype bfloat16] [--concurrency 64] [--compile] [--shots K]
+                         [--skip-naive] [--skip-server] [--out eval/results/speed.json]
 
 SST-2 test, zero-shot, default model (smollm2-135m-instruct), no answer cache. Every method labels the same
 documents (the first `--limit` rows, default all 1,821) with the same weights in the same dtype (`--dtype`,
@@ -13,7 +14,8 @@ the client.
 The yardstick (issue 12): bf16 matmul GFLOP/s at the model's own MLP shapes, measured in the same run, and
 each method's achieved GFLOP/s = 2 x non-embedding parameters x (prompt tokens + one candidate position per
 document) / seconds; the table gives both and their ratio, with the CPU's flags. `--skip-naive` leaves out
-the baseline, `--skip-server` the vLLM server. `--shots K` adds llmst hf K-shot on the same documents (K
+the baseline, `--skip-server` the vLLM server. `--compile` adds llmst hf with `--compile` (torch.compile of the
+decoder), timed after a warm-up on 96 documents whose seconds (mostly compiling) are reported apart. `--shots K` adds llmst hf K-shot on the same documents (K
 stratified SST-2 train rows, one demonstration block shared by every prompt, whose key/value cache the hf
 backend computes once) and the K-shot / zero-shot docs/s ratio (issue 12: >= 0.6 at 16 shots).
 """
@@ -49,11 +51,12 @@ def _cpu_flags() -> list[str]:
     return [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
 
 
-def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, **options) -> dict:
-    """Label `source` with llmst; `weights_dtype` is the dtype the model ran in (reported, not passed)."""
+def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, backend=None, **options) -> dict:
+    """Label `source` with llmst; `weights_dtype` is the dtype the model ran in (reported, not passed);
+    `backend`, a built one (already warm)."""
     out = work / f"{name}.jsonl"
     config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
-    summary = label_corpus(source, out, config)
+    summary = label_corpus(source, out, config, backend=backend)
     accuracy = evaluate_file(out, gold_field="gold")["accuracy"]
     return {
         "method": name,
@@ -63,6 +66,25 @@ def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, **options
         "docs_per_second": summary.docs_per_second,
         "accuracy": round(accuracy, 4),
     }
+
+
+def run_compiled(source: Path, work: Path, args) -> dict:
+    """llmst hf with `--compile`: the backend is built and compiled on the first 96 documents (timed apart:
+    `compile_seconds`), then labels every document, as a long run would after its first batches."""
+    from llmst.backends import make_backend
+
+    options = {"dtype": args.dtype, "batch_size": args.batch_size, "compile": True}
+    backend = make_backend(LabelConfig(task="sentiment", progress=False, **options).backend_spec())
+    warm = work / "warm-up.jsonl"
+    warm.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(source)[:96]))
+    started = time.perf_counter()
+    config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
+    label_corpus(warm, work / "warm-up.out.jsonl", config, backend=backend)
+    compile_seconds = round(time.perf_counter() - started, 1)
+    name = "llmst hf (in-process), --compile, after its warm-up"
+    row = run_llmst(source, work, name, args.dtype, backend=backend, **options)
+    backend.close()
+    return {**row, "compile_seconds": compile_seconds}
 
 
 def model_flops(source: Path, dtype: str, threads: int) -> dict:
@@ -171,6 +193,11 @@ def main() -> None:
         help="also llmst hf K-shot (K stratified SST-2 train rows, one shared prefix) on the same documents",
     )
     parser.add_argument("--skip-server", action="store_true", help="leave out the vLLM server")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also llmst hf with --compile (torch.compile of the decoder; its warm-up is timed apart)",
+    )
     args = parser.parse_args()
 
     from llmst.backends.vllm_server import start_vllm_server
@@ -188,6 +215,8 @@ def main() -> None:
             source, work, "llmst hf (in-process)", args.dtype, batch_size=args.batch_size, dtype=args.dtype
         )
     )
+    if args.compile:
+        results.append(run_compiled(source, work, args))
     if args.shots:
         demos = few_shot_file("sst2", args.shots, 0, work)
         name = f"llmst hf (in-process), {args.shots}-shot"
@@ -221,8 +250,17 @@ def main() -> None:
         )
     hf = next((r for r in results if r["method"].startswith("llmst hf")), None)
     served = next((r for r in results if "vllm" in r["method"]), None)
+    compiled = next((r for r in results if "--compile" in r["method"]), None)
     if hf and served:
         print(f"hf / vLLM server docs/s: {hf['docs_per_second'] / served['docs_per_second']:.2f}x")
+    if compiled and served:
+        print(
+            f"hf --compile / vLLM server docs/s: {compiled['docs_per_second'] / served['docs_per_second']:.2f}x"
+        )
+    if compiled:
+        print(
+            f"hf --compile: {compiled['compile_seconds']} s of warm-up (compiling) on 96 documents, not timed"
+        )
     shot = next((r for r in results if "-shot" in r["method"]), None)
     if hf and shot:
         print(

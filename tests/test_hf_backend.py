@@ -151,3 +151,28 @@ def test_model_fingerprint_is_cheap_and_matches_the_loaded_model(smollm2_dir):
         fingerprint.startswith("gguf:") and fingerprint == resolve_model("smollm2-135m-instruct").fingerprint
     )
     assert model_fingerprint(smollm2_dir) != fingerprint  # the converted folder fingerprints by its content
+
+
+def test_a_compiled_decoder_scores_like_eager_and_is_cached_apart(tiny_model_dir, backend, tmp_path):
+    """`--compile`: torch.compile of the decoder (dynamic shapes) gives the eager scores (float32, 1e-4) for
+    prompts of several lengths and a shared prefix; its answers have their own cache keys and signature."""
+    from llmst.cache import score_key
+    from llmst.errors import ConfigError
+    from llmst.label.config import LabelConfig
+    from llmst.label.run import label_signature
+
+    compiled = HFBackend(tiny_model_dir, dtype="float32", batch_size=3, compile=True)
+    prefix = "Example: a film worth seeing twice. Answer: positive\n\n" * 6
+    requests = [ScoreRequest(p, CANDIDATES) for p in ("short", "a longer prompt, to pad the batch", "mid")]
+    requests += [ScoreRequest(prefix + "Example: dull. Answer:", CANDIDATES, len(prefix))]
+    assert compiled.score(requests) == [pytest.approx(row, abs=1e-4) for row in backend.score(requests)]
+    assert compiled.scoring == "torch.compile" and backend.scoring is None
+    assert score_key(compiled, "p", 0, CANDIDATES) != score_key(backend, "p", 0, CANDIDATES)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "x"}\n')
+    config = LabelConfig(task="sentiment", model=tiny_model_dir)
+    assert label_signature(source, config) != label_signature(
+        source, LabelConfig(**{**config.__dict__, "compile": True})
+    )
+    with pytest.raises(ConfigError, match="--compile is an option of --backend hf"):
+        LabelConfig(task="sentiment", backend="vllm", compile=True)

@@ -48,6 +48,7 @@ def make_backend(spec: BackendSpec) -> Backend:
             batch_size=spec.batch_size,
             max_context=spec.max_context,
             quiet=spec.quiet,
+            compile=spec.compile,
         )
     if spec.backend == "openai":
         from llmst.backends.openai import OpenAIBackend

@@ -35,6 +35,7 @@ class BackendSpec:
     device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; default: cuda when available
     max_context: int | None = None  # cap on the model's context, in tokens
     quiet: bool = False  # hf: no progress bar while the weights load
+    compile: bool = False  # hf: torch.compile the decoder (changes scores within rounding)
 
     @classmethod
     def from_options(cls, options: Any) -> BackendSpec:
@@ -48,6 +49,7 @@ class BackendSpec:
             batch_size=options.batch_size,
             concurrency=options.concurrency,
             quiet=not options.progress,
+            compile=getattr(options, "compile", False),
         )
 
 

@@ -57,6 +57,7 @@ class HFBackend:
         batch_size: int = 32,
         max_context: int | None = None,
         quiet: bool = False,
+        compile: bool = False,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,6 +100,11 @@ class HFBackend:
         # transformers >= 5.2x renamed `past_key_values` to `cache`
         parameters = inspect.signature(self.model.get_decoder().forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self._decoder = self.model.get_decoder()
+        self.scoring = None  # part of the answer cache key (`llmst.cache.score_key`)
+        if compile:  # fused kernels round differently: compiled answers are cached apart from eager ones
+            self._decoder = torch.compile(self._decoder, dynamic=True)
+            self.scoring = "torch.compile"
 
     # ----------------------------------------------------------------- tokens
     def _encode(self, text: str, *, first: bool) -> list[int]:
@@ -201,8 +207,7 @@ class HFBackend:
             kwargs[self._cache_kwarg] = self._expand_prefix(prefix_kv, len(batch))
             kwargs["position_ids"] = (torch.arange(length) + offset).unsqueeze(0).expand(len(batch), -1)
             kwargs["position_ids"] = kwargs["position_ids"].to(self.device)
-        decoder = self.model.get_decoder()
-        hidden = decoder(
+        hidden = self._decoder(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False, **kwargs
         ).last_hidden_state
         # gather only the positions that predict a scored token
