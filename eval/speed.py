@@ -51,12 +51,12 @@ def _cpu_flags() -> list[str]:
     return [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
 
 
-def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, backend=None, **options) -> dict:
+def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, built=None, **options) -> dict:
     """Label `source` with llmst; `weights_dtype` is the dtype the model ran in (reported, not passed);
-    `backend`, a built one (already warm)."""
+    `built`, a backend built (and warmed up) beforehand."""
     out = work / f"{name}.jsonl"
     config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
-    summary = label_corpus(source, out, config, backend=backend)
+    summary = label_corpus(source, out, config, backend=built)
     accuracy = evaluate_file(out, gold_field="gold")["accuracy"]
     return {
         "method": name,
@@ -82,7 +82,7 @@ def run_compiled(source: Path, work: Path, args) -> dict:
     label_corpus(warm, work / "warm-up.out.jsonl", config, backend=backend)
     compile_seconds = round(time.perf_counter() - started, 1)
     name = "llmst hf (in-process), --compile, after its warm-up"
-    row = run_llmst(source, work, name, args.dtype, backend=backend, **options)
+    row = run_llmst(source, work, name, args.dtype, built=backend, **options)
     backend.close()
     return {**row, "compile_seconds": compile_seconds}
 
