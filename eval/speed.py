@@ -30,6 +30,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,22 +69,18 @@ def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, built=Non
     }
 
 
-def run_compiled(source: Path, work: Path, args) -> dict:
-    """llmst hf with `--compile`: the backend is built and compiled on the first 96 documents (timed apart:
-    `compile_seconds`), then labels every document, as a long run would after its first batches."""
-    from llmst.backends import make_backend
-
-    options = {"dtype": args.dtype, "batch_size": args.batch_size, "compile": True}
-    backend = make_backend(LabelConfig(task="sentiment", progress=False, **options).backend_spec())
+def run_compiled(source: Path, work: Path, args, backend, name: str, **extra) -> dict:
+    """llmst hf with `--compile` on `backend` (built with compile=True): the first 96 documents warm it up
+    (compiling the graphs this prompt shape needs; timed apart: `compile_seconds`), then it labels every
+    document, as a long run would after its first batches. `extra`: more `llmst label` options (few-shot)."""
+    options = {"dtype": args.dtype, "batch_size": args.batch_size, "compile": True, **extra}
     warm = work / "warm-up.jsonl"
     warm.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(source)[:96]))
     started = time.perf_counter()
     config = LabelConfig(task="sentiment", cache=False, progress=False, overwrite=True, **options)
     label_corpus(warm, work / "warm-up.out.jsonl", config, backend=backend)
     compile_seconds = round(time.perf_counter() - started, 1)
-    name = "llmst hf (in-process), --compile, after its warm-up"
     row = run_llmst(source, work, name, args.dtype, built=backend, **options)
-    backend.close()
     return {**row, "compile_seconds": compile_seconds}
 
 
@@ -215,13 +212,25 @@ def main() -> None:
             source, work, "llmst hf (in-process)", args.dtype, batch_size=args.batch_size, dtype=args.dtype
         )
     )
+    compiled = None
     if args.compile:
-        results.append(run_compiled(source, work, args))
+        from llmst.backends import make_backend
+
+        spec = LabelConfig(task="sentiment", dtype=args.dtype, batch_size=args.batch_size, compile=True)
+        compiled = make_backend(replace(spec.backend_spec(), quiet=True))
+        name = "llmst hf (in-process), --compile, after its warm-up"
+        results.append(run_compiled(source, work, args, compiled, name))
     if args.shots:
         demos = few_shot_file("sst2", args.shots, 0, work)
         name = f"llmst hf (in-process), {args.shots}-shot"
         options = {"few_shot": str(demos), "shots": args.shots, "batch_size": args.batch_size}
         results.append(run_llmst(source, work, name, args.dtype, dtype=args.dtype, **options))
+        if compiled is not None:
+            name = f"llmst hf (in-process), {args.shots}-shot, --compile, after its warm-up"
+            shots = {"few_shot": str(demos), "shots": args.shots}
+            results.append(run_compiled(source, work, args, compiled, name, **shots))
+    if compiled is not None:
+        compiled.close()
     if not args.skip_server:
         model_dir = resolve_model(DEFAULT_LABELER).path
         with start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=work / "vllm.log") as url:
@@ -250,22 +259,28 @@ def main() -> None:
         )
     hf = next((r for r in results if r["method"].startswith("llmst hf")), None)
     served = next((r for r in results if "vllm" in r["method"]), None)
-    compiled = next((r for r in results if "--compile" in r["method"]), None)
+    compiled_row = next(
+        (r for r in results if "--compile" in r["method"] and "-shot" not in r["method"]), None
+    )
     if hf and served:
         print(f"hf / vLLM server docs/s: {hf['docs_per_second'] / served['docs_per_second']:.2f}x")
-    if compiled and served:
-        print(
-            f"hf --compile / vLLM server docs/s: {compiled['docs_per_second'] / served['docs_per_second']:.2f}x"
-        )
-    if compiled:
-        print(
-            f"hf --compile: {compiled['compile_seconds']} s of warm-up (compiling) on 96 documents, not timed"
-        )
-    shot = next((r for r in results if "-shot" in r["method"]), None)
+    if compiled_row and served:
+        ratio = compiled_row["docs_per_second"] / served["docs_per_second"]
+        print(f"hf --compile / vLLM server docs/s: {ratio:.2f}x")
+    for r in results:
+        if "compile_seconds" in r:
+            print(
+                f"{r['method']}: {r['compile_seconds']} s of warm-up (compiling) on 96 documents, not timed"
+            )
+    shot = next((r for r in results if "-shot" in r["method"] and "--compile" not in r["method"]), None)
     if hf and shot:
         print(
             f"{args.shots}-shot / zero-shot docs/s (hf): {shot['docs_per_second'] / hf['docs_per_second']:.2f}x"
         )
+    shot_compiled = next((r for r in results if "-shot" in r["method"] and "--compile" in r["method"]), None)
+    if compiled_row and shot_compiled:
+        ratio = shot_compiled["docs_per_second"] / compiled_row["docs_per_second"]
+        print(f"{args.shots}-shot / zero-shot docs/s (hf --compile): {ratio:.2f}x")
     if len({r["docs"] for r in results}) != 1:
         raise SystemExit("the methods labeled different numbers of documents: the comparison is not fair")
     args.out.parent.mkdir(parents=True, exist_ok=True)
