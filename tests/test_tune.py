@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -133,10 +134,38 @@ def test_gold_share_priors_are_smoothed_and_every_choice_writes_valid_label_opti
     for calibration in ("none", "prior", "prior-gold", "prior-gold-half", "prior-estimated", "contextual"):
         best = {"calibration": calibration, "shots": 0, "macro_f1": 0.5}
         out = tmp_path / f"{calibration}.yaml"
-        _write_choice(out, "dev.jsonl", config, task, best, rows, ["spam", "ham"], [best], [])
+        _write_choice(out, "dev.jsonl", config, task, best, rows, ["spam", "ham"], [best], [], None, [])
         options = yaml.safe_load(out.with_name(out.name + ".options.yaml").read_text())
         label_config = LabelConfig(**options, model=tiny_model_dir)
         if calibration == "prior-gold":  # 3 of 9 rows are ham (index 1): shares (6+1)/11, (3+1)/11
             assert [float(s) for s in label_config.prior.split(",")] == pytest.approx(
                 [7 / 11, 4 / 11], abs=1e-4
             )
+
+
+def test_a_few_shot_choice_deploys_the_best_of_several_draws(tmp_path, tiny_model_dir):
+    """`--draws 3`: three label-stratified draws of all gold rows, each scored on the rows outside it; the
+    written demonstrations are the best draw's; `--draws 1` writes the single seeded draw, unscored."""
+    dev = write_jsonl(tmp_path / "dev.jsonl", gold_rows(18))
+    out = tmp_path / "spam.yaml"
+    config = tune_config(tmp_path, tiny_model_dir, shots="2", calibrations="none,prior", draws=3)
+    report = run_tune(dev, out, config)
+    draws = report["draws"]
+    assert [d["seed"] for d in draws] == [0, 1000, 2000] and all(d["rows"] == 16 for d in draws)
+    best = max(draws, key=lambda d: (d["macro_f1"], -d["draw"]))
+    assert report["chosen"]["draw"] == best["draw"]
+    work = tmp_path / "spam.yaml.work" / "draws"
+    written = read_lines(tmp_path / "spam.yaml.demos.jsonl")
+    assert written == read_lines(work / f"demos{best['draw']}.jsonl")
+    assert sorted(r["label"] for r in written) == ["ham", "spam"]  # stratified
+    for d in draws:  # a draw is never scored on its own demonstrations
+        demos = {r["id"] for r in read_lines(work / f"demos{d['draw']}.jsonl")}
+        scored = {r["id"] for r in read_lines(work / f"rest{d['draw']}.jsonl")}
+        assert len(demos) == 2 and not demos & scored and len(scored) == 16
+        labeled = read_lines(work / f"labeled{d['draw']}.jsonl")
+        assert {r["id"] for r in labeled} == scored
+    single = run_tune(dev, tmp_path / "one.yaml", replace(config, draws=1))
+    assert single["draws"] == [] and "draw" not in single["chosen"]
+    assert read_lines(tmp_path / "one.yaml.demos.jsonl") == read_lines(work / "demos0.jsonl")
+    with pytest.raises(ConfigError, match="--draws must be >= 1"):
+        tune_config(tmp_path, tiny_model_dir, draws=0)

@@ -58,6 +58,14 @@ class TuneConfig:
             "by MiniLM embeddings, from the other folds; what the written task then does on the corpus)."
         },
     )
+    draws: int = field(
+        default=4,
+        metadata={
+            "help": "A few-shot choice with --select random: label-stratified draws of demonstrations from all "
+            "gold rows to try; each is scored on the gold rows outside it and the best is written (1: one "
+            "seeded draw, unscored). Small models swing by several points from one draw to another."
+        },
+    )
     calibrations: list[str] | None = field(
         default=None,
         metadata={
@@ -98,6 +106,8 @@ class TuneConfig:
             raise ConfigError("--shots must be >= 0")
         if (self.task is None) == (self.labels is None):
             raise ConfigError("give --task or --labels (the labels to tune a prompt for)", hint=TASK_HINT)
+        if self.draws < 1:
+            raise ConfigError(f"--draws must be >= 1, got {self.draws}")
         if self.folds < 2:
             raise ConfigError(f"--folds must be >= 2, got {self.folds}")
         if self.label_descriptions is not None:

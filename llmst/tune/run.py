@@ -150,6 +150,78 @@ def _calibrated(
     return softmax(logprobs)
 
 
+def _label_probs(
+    task_file: Path,
+    task: Task,
+    source: Path,
+    ids: list[str],
+    demos: Path | None,
+    shots: int,
+    train_gold: np.ndarray,
+    raw: Path,
+    backend: Any,
+    config: TuneConfig,
+    calibrations: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Label the rows `ids` of `source` with one candidate prompt (and demonstrations `demos`), once without
+    calibration (into `raw`), and return their probabilities under each calibration (default: all of
+    `config`'s); `train_gold`: the gold labels the prior-gold targets come from."""
+    calibrations = calibrations or list(config.calibrations or [])
+    base = LabelConfig(
+        task=str(task_file),
+        text_fields=task.text_fields,
+        model=config.model,
+        dtype=config.dtype,
+        few_shot=str(demos) if demos else None,
+        shots=max(shots, 1),
+        select=config.select,
+        calibrate="none",
+        cache_path=config.cache_path,
+        overwrite=True,
+        progress=False,
+    )
+    labels = task.label_names
+    label_corpus(source, raw, base, backend=backend)
+    logprobs = np.log(np.clip(probs_by_id(raw, ids, labels, _ROW_HINT), 1e-300, None))
+    contextual = None
+    if {"contextual", "prior-estimated"} & set(calibrations):
+        ctx = raw.with_name(raw.stem + "-contextual.jsonl")
+        label_corpus(source, ctx, replace(base, calibrate="contextual"), backend=backend)
+        contextual = (probs_by_id(ctx, ids, labels, _ROW_HINT), read_fitted_calibration(str(ctx), labels)[1])
+    return {c: _calibrated(logprobs, c, contextual, train_gold) for c in calibrations}
+
+
+DRAW_SEED_STEP = 1000  # draw d uses seed + 1000 d: apart from the folds' seeds (seed + fold)
+
+
+def _choose_draw(rows, labels, gold, best, task, config: TuneConfig, backend, work: Path):
+    """The deployed demonstrations of a few-shot choice: `config.draws` label-stratified draws of all gold
+    rows (draw 0 is the one a single draw gives), each scored (macro-F1, under the chosen calibration) on
+    the gold rows outside it; the best draw and every draw's score. The rows outside a draw are also the
+    rows the draw is chosen on, so its score is optimistic: it ranks draws, it does not estimate quality
+    (the cross-validated score does)."""
+    shots, calibration = best["shots"], best["calibration"]
+    scored = []
+    for d in range(config.draws):
+        seed = config.seed + DRAW_SEED_STEP * d
+        demos = _demos(rows, labels, shots, seed, "random")
+        used = {str(row["id"]) for row in demos}
+        rest = [i for i, row in enumerate(rows) if row["id"] not in used]
+        source = write_jsonl_atomic(
+            work / "draws" / f"rest{d}.jsonl",
+            [{k: v for k, v in rows[i].items() if k != "_gold"} for i in rest],
+        )
+        demo_file = write_jsonl_atomic(work / "draws" / f"demos{d}.jsonl", demos)
+        probs = _label_probs(
+            Path(best["task_file"]), task, source, [rows[i]["id"] for i in rest], demo_file, shots, gold,
+            work / "draws" / f"labeled{d}.jsonl", backend, config, [calibration],
+        )[calibration]  # fmt: skip
+        f1 = _macro_f1(gold[rest], probs.argmax(axis=1), len(labels))
+        scored.append({"draw": d, "seed": seed, "macro_f1": round(f1, 4), "rows": len(rest), "demos": demos})
+    chosen = max(scored, key=lambda r: (r["macro_f1"], -r["draw"]))
+    return chosen["demos"], [{k: v for k, v in r.items() if k != "demos"} for r in scored], chosen["draw"]
+
+
 def _bootstrap_f1(gold: np.ndarray, pred: np.ndarray, k: int, seed: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     n = len(gold)
@@ -209,37 +281,14 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                     print(f"[tune] prompt {number}/{len(prompts)} {name}, {shots}-shot", file=sys.stderr)
                 probs = {c: np.zeros((len(rows), len(labels))) for c in config.calibrations}
                 for f, fold in enumerate(folds):
-                    demos = demo_files.get((f, shots))
-                    base = LabelConfig(
-                        task=str(task_file),
-                        text_fields=task.text_fields,
-                        model=config.model,
-                        dtype=config.dtype,
-                        few_shot=str(demos) if demos else None,
-                        shots=max(shots, 1),
-                        select=config.select,
-                        calibrate="none",
-                        cache_path=config.cache_path,
-                        overwrite=True,
-                        progress=False,
-                    )
                     ids = [rows[i]["id"] for i in fold]
                     raw = work / "labeled" / f"{number:02d}-s{shots}-f{f}.jsonl"
-                    label_corpus(fold_files[f], raw, base, backend=backend)
-                    logprobs = np.log(np.clip(probs_by_id(raw, ids, labels, _ROW_HINT), 1e-300, None))
-                    contextual = None
-                    if {"contextual", "prior-estimated"} & set(config.calibrations):
-                        ctx = raw.with_name(raw.stem + "-contextual.jsonl")
-                        label_corpus(
-                            fold_files[f], ctx, replace(base, calibrate="contextual"), backend=backend
-                        )
-                        contextual = (
-                            probs_by_id(ctx, ids, labels, _ROW_HINT),
-                            read_fitted_calibration(str(ctx), labels)[1],
-                        )
-                    train_gold = np.delete(gold, fold)  # the other folds' gold labels
-                    for calibration in config.calibrations:
-                        probs[calibration][fold] = _calibrated(logprobs, calibration, contextual, train_gold)
+                    scored = _label_probs(
+                        task_file, task, fold_files[f], ids, demo_files.get((f, shots)), shots,
+                        np.delete(gold, fold), raw, backend, config,
+                    )  # fmt: skip
+                    for calibration, fold_probs in scored.items():
+                        probs[calibration][fold] = fold_probs
                 for calibration in config.calibrations:
                     pred = probs[calibration].argmax(axis=1)
                     f1 = _macro_f1(gold, pred, len(labels))
@@ -255,10 +304,17 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                             "accuracy": round(float((pred == gold).mean()), 4),
                         }
                     )
+        ranked = sorted(
+            results, key=lambda r: (-r["macro_f1"], r["shots"], CALIBRATION_ORDER[r["calibration"]])
+        )
+        best, task, demos, draws = ranked[0], prompts[ranked[0]["prompt"]], None, []
+        if best["shots"] and config.select == "random" and config.draws > 1:
+            demos, draws, chosen_draw = _choose_draw(rows, labels, gold, best, task, config, backend, work)
+            best = {**best, "draw": chosen_draw}
+        elif best["shots"]:
+            demos = _demos(rows, labels, best["shots"], config.seed, config.select)
     finally:
         backend.close()
-    ranked = sorted(results, key=lambda r: (-r["macro_f1"], r["shots"], CALIBRATION_ORDER[r["calibration"]]))
-    best = ranked[0]
     warnings = []
     if len(ranked) > 1 and ranked[1]["macro_f1"] >= best["macro_f1_interval"][0]:
         close = sum(r["macro_f1"] >= best["macro_f1_interval"][0] for r in ranked[1:])
@@ -266,7 +322,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
             f"{len(rows)} gold rows cannot tell the best candidates apart: {close} others score within the best's "
             f"95% interval {best['macro_f1_interval']}; more gold rows would make the choice firmer"
         )
-    return _write_choice(out, dev, config, prompts[best["prompt"]], best, rows, labels, ranked, warnings)
+    return _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings, demos, draws)
 
 
 CALIBRATION_ORDER = {
@@ -275,7 +331,9 @@ CALIBRATION_ORDER = {
 }
 
 
-def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) -> dict[str, Any]:
+def _write_choice(
+    out, dev, config, task, best, rows, labels, ranked, warnings, demos, draws
+) -> dict[str, Any]:
     task.name = out.stem
     task.description = f"chosen by llmst tune on {dev} ({len(rows)} gold rows, {config.folds}-fold CV)"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -284,12 +342,9 @@ def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) 
     options.update(
         calibration_options(best["calibration"], np.array([row["_gold"] for row in rows]), len(labels))
     )
-    if best["shots"]:
-        demos = write_jsonl_atomic(
-            out.with_name(out.name + ".demos.jsonl"),
-            _demos(rows, labels, best["shots"], config.seed, config.select),
-        )
-        options.update(few_shot=str(demos), shots=best["shots"], select=config.select)
+    if demos is not None:
+        demo_file = write_jsonl_atomic(out.with_name(out.name + ".demos.jsonl"), demos)
+        options.update(few_shot=str(demo_file), shots=best["shots"], select=config.select)
     options_path = out.with_name(out.name + ".options.yaml")
     options_path.write_text(yaml.safe_dump(options, sort_keys=False))
     report = {
@@ -299,6 +354,7 @@ def _write_choice(out, dev, config, task, best, rows, labels, ranked, warnings) 
         "rows": len(rows),
         "folds": config.folds,
         "chosen": best,
+        "draws": draws,
         "warnings": warnings,
         "candidates": ranked,
     }
