@@ -66,10 +66,14 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
         work / "task.yaml",
         TuneConfig(labels=list(task.labels), text_fields=list(task.text_fields), shots=args.shots,
                    select=args.select, model=args.model, cache_path=args.cache_path, overwrite=True,
-                   progress=False),
+                   progress=False, draws=args.draws),
     )  # fmt: skip
     options = yaml.safe_load(Path(report["options"]).read_text())
     tuned = _score(scored_in, work / "tuned.jsonl", options, args)
+    single = tuned  # what one blind demonstration draw (--draws 1, draw 0) gives on the same rows
+    if report.get("draws") and report["chosen"].get("draw", 0) != 0:
+        first = work / "task.yaml.work" / "draws" / "demos0.jsonl"
+        single = _score(scored_in, work / "tuned-draw0.jsonl", {**options, "few_shot": str(first)}, args)
     default = _score(scored_in, work / "default.jsonl", {"labels": list(task.labels), "text_fields": list(task.text_fields)}, args)  # fmt: skip
     oracle = {"macro_f1": -1.0}
     if args.no_oracle:
@@ -98,7 +102,8 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
         oracle = {"macro_f1": None}
     majority = suite_data.majority_baseline(scored, task.labels)["macro_f1"]
     return {"task": name, "scored_rows": len(scored), "majority_f1": round(majority, 4), "default_f1": default,
-            "tuned_f1": tuned, "chosen": report["chosen"], "warnings": report["warnings"], "oracle": oracle}  # fmt: skip
+            "tuned_f1": tuned, "tuned_draw0_f1": single, "draws": report.get("draws", []),
+            "chosen": report["chosen"], "warnings": report["warnings"], "oracle": oracle}  # fmt: skip
 
 
 def main() -> None:
@@ -114,6 +119,7 @@ def main() -> None:
         default="random",
         help="tune --select (few-shot demonstrations)",
     )
+    parser.add_argument("--draws", type=int, default=4, help="tune --draws (few-shot demonstration draws)")
     parser.add_argument("--tasks", nargs="+", choices=list(suite_data.SUITE), default=list(suite_data.SUITE))
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
@@ -137,12 +143,13 @@ def main() -> None:
 
 def _table(args: argparse.Namespace, results: list[dict]) -> str:
     lines = [f"`llmst tune` on {args.gold_rows} gold dev rows per task, scored on `{args.report}`, {args.model}, shots {args.shots}, select {args.select}",
-             "", "| task | rows | majority F1 | ad-hoc default F1 | tuned F1 | tuned minus default | tuned choice | best candidate in hindsight |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "", "| task | rows | majority F1 | ad-hoc default F1 | tuned F1 | tuned minus default | tuned, draw 0 only | tuned choice | best candidate in hindsight |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         c, o = r["chosen"], r["oracle"]
         lines.append(f"| {r['task']} | {r['scored_rows']} | {r['majority_f1']:.4f} | {r['default_f1']:.4f} | {r['tuned_f1']:.4f} | "
-                     f"{r['tuned_f1'] - r['default_f1']:+.4f} | {c['prompt']}, {c['shots']}-shot, {c['calibration']} | "
+                     f"{r['tuned_f1'] - r['default_f1']:+.4f} | {r.get('tuned_draw0_f1', r['tuned_f1']):.4f} | "
+                     f"{c['prompt']}, {c['shots']}-shot, {c['calibration']}{', draw ' + str(c['draw']) if 'draw' in c else ''} | "
                      + ("not searched |" if o["macro_f1"] is None else f"{o['macro_f1']:.4f} ({o.get('prompt')}, {o.get('shots')}-shot, {o.get('calibration')}) |"))  # fmt: skip
     mean = {k: sum(r[k] for r in results) / len(results) for k in ("default_f1", "tuned_f1")}
     oracles = [r["oracle"]["macro_f1"] for r in results if r["oracle"]["macro_f1"] is not None]
