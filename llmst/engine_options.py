@@ -1,13 +1,17 @@
-"""What `--engine ray` shares between the commands that take it (`llmst label`, `llmst predict`): the check of
-its options, the folder of its parts, and starting or joining Ray."""
+"""What `--engine ray` shares between the commands that take it (`llmst label`, `llmst predict`, `llmst pairs
+score`): its options' fields and their check, the folder of its parts, starting or joining Ray, and running
+shards as Ray tasks."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from llmst import stage
 from llmst.errors import ConfigError
 
 RAY_HINT = 'install the Ray extra: pip install "llmst[ray]"'
@@ -49,3 +53,53 @@ def ray_init(address: str | None, num_cpus: int | None) -> bool:
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), log_to_driver=False, configure_logging=False)
     return True
+
+
+def ray_address_field() -> Any:
+    """The `--ray-address` field of a stage config (runtime: where the work runs does not change it)."""
+    return field(
+        default=None,
+        metadata=stage.runtime(
+            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
+        ),
+    )
+
+
+def num_workers_field(help_text: str) -> Any:
+    """The `--num-workers` field of a stage config (runtime)."""
+    return field(default=None, metadata=stage.runtime(help_text))
+
+
+@contextmanager
+def ray_task_slots(address: str | None, num_workers: int | None) -> Iterator[int]:
+    """Start or join Ray for a run of shard tasks (`run_ray_tasks`); yields how many shards to cut: `num_workers`,
+    else the cluster's CPUs. Shuts down a Ray this call started."""
+    started = ray_init(address, num_workers)
+    try:
+        import ray
+
+        yield num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def run_ray_tasks(
+    function: Callable[..., Any], calls: list[tuple[Any, ...]], progress: bool, what: str
+) -> None:
+    """`function(*args)` for every `args` of `calls`, as Ray tasks of one CPU each, with a progress bar on the
+    driver; a task's error is raised here, with its traceback."""
+    import ray
+
+    from llmst.progress import progress_bar
+
+    task = ray.remote(num_cpus=1)(function)
+    pending = [task.remote(*args) for args in calls]
+    with progress_bar(progress, len(calls), what=what, unit="") as bar:
+        bar_task = bar.add_task("ray", total=len(calls), rate="-")
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)
+            bar.update(bar_task, advance=1)

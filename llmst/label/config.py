@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmst.backends.base import BackendSpec
-from llmst.engine_options import check_ray_options
+from llmst.engine_options import check_ray_options, ray_address_field
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
 from llmst.option_values import check_choices, normalize_prior, prior_shares
@@ -217,12 +217,7 @@ class LabelConfig:
             'pip install "llmst[ray]"). The same records either way (up to which rows share a batch).'
         ),
     )
-    ray_address: str | None = field(
-        default=None,
-        metadata=runtime(
-            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
-        ),
-    )
+    ray_address: str | None = ray_address_field()
     num_workers: int | None = field(
         default=None,
         metadata=runtime(

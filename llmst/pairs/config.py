@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmst import stage
+from llmst.engine_options import check_ray_options, num_workers_field, ray_address_field
 from llmst.errors import ConfigError
 from llmst.option_values import check_choices, parse_names
 
@@ -236,20 +237,10 @@ class ScoreConfig:
             'Needs pip install "llmst[ray]".'
         ),
     )
-    ray_address: str | None = field(
-        default=None,
-        metadata=stage.runtime(
-            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
-        ),
-    )
-    num_workers: int | None = field(
-        default=None,
-        metadata=stage.runtime("--engine ray: Ray workers (default: the cluster's CPUs)."),
-    )
+    ray_address: str | None = ray_address_field()
+    num_workers: int | None = num_workers_field("--engine ray: Ray workers (default: the cluster's CPUs).")
 
     def __post_init__(self) -> None:
-        from llmst.engine_options import check_ray_options
-
         self.teachers = parse_names(self.teachers, "--teacher")
         self.text_fields = parse_names(self.text_fields, "--text-field") or ["text_a", "text_b"]
         check_choices(self)

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from llmst import stage
-from llmst.engine_options import parts_dir, ray_init
+from llmst.engine_options import parts_dir, ray_task_slots, run_ray_tasks
 from llmst.pairs.config import ScoreConfig
-from llmst.progress import progress_bar
 from llmst.readers import iter_checked
 from llmst.records import PendingOutputs
 
@@ -33,11 +32,7 @@ def score_parts_with_ray(
     folder = parts_dir(out)
     if config.overwrite:
         shutil.rmtree(folder, ignore_errors=True)
-    started = ray_init(config.ray_address, config.num_workers)
-    try:
-        import ray
-
-        count = config.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    with ray_task_slots(config.ray_address, config.num_workers) as count:
         local = replace(config, engine="local", ray_address=None, num_workers=None, progress=False)
         parts = [(folder / f"part-{i:05d}-of-{count:05d}.jsonl", f"{i}/{count}") for i in range(count)]
         signatures = {
@@ -46,21 +41,9 @@ def score_parts_with_ray(
         }
         todo = [(path, shard) for path, shard in parts if not stage.is_current(path, signatures[shard])]
         folder.mkdir(parents=True, exist_ok=True)
-        task = ray.remote(num_cpus=1)(_score_part)
-        pending = [
-            task.remote(kind, model, source, str(path), local, shard, signatures[shard])
-            for path, shard in todo
-        ]
+        calls = [(kind, model, source, str(path), local, shard, signatures[shard]) for path, shard in todo]
         what = f"scoring ({Path(model).name}) on {len(todo)} Ray tasks"
-        with progress_bar(config.progress, len(todo), what=what, unit="") as bar:
-            bar_task = bar.add_task("ray", total=len(todo), rate="-")
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)  # raises a task's error here, with its traceback
-                bar.update(bar_task, advance=1)
-    finally:
-        if started:
-            ray.shutdown()
+        run_ray_tasks(_score_part, calls, config.progress, what)
     _join_parts([path for path, _ in parts], out)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from llmst import stage
+from llmst.engine_options import check_ray_options, num_workers_field, ray_address_field
 from llmst.errors import ConfigError
 
 StudentKind = Literal["classifier", "generative", "cross-encoder", "bi-encoder"]
@@ -309,21 +310,12 @@ class PredictConfig:
             'records as one local run; a rerun skips finished shards. Needs pip install "llmst[ray]".'
         ),
     )
-    ray_address: str | None = field(
-        default=None,
-        metadata=stage.runtime(
-            "--engine ray: the cluster to join (e.g. auto, ray://HOST:10001); default: a local one."
-        ),
-    )
-    num_workers: int | None = field(
-        default=None,
-        metadata=stage.runtime(
-            "--engine ray: shards, one Ray task of one CPU each (default: the cluster's CPUs)."
-        ),
+    ray_address: str | None = ray_address_field()
+    num_workers: int | None = num_workers_field(
+        "--engine ray: shards, one Ray task of one CPU each (default: the cluster's CPUs)."
     )
 
     def __post_init__(self) -> None:
-        from llmst.engine_options import check_ray_options
         from llmst.shard import normalize_shard
 
         self.text_fields = _names(self.text_fields, "--text-field")

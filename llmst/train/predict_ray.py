@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from llmst import stage
-from llmst.engine_options import parts_dir, ray_init
+from llmst.engine_options import parts_dir, ray_task_slots, run_ray_tasks
 from llmst.label.merge import MergeConfig, run_merge
-from llmst.progress import progress_bar
 from llmst.train.config import PredictConfig, predict_signature
 
 
@@ -31,11 +30,7 @@ def predict_with_ray(
     folder = parts_dir(out)
     if config.overwrite:
         shutil.rmtree(folder, ignore_errors=True)
-    started = ray_init(config.ray_address, config.num_workers)
-    try:
-        import ray
-
-        count = config.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    with ray_task_slots(config.ray_address, config.num_workers) as count:
         local = replace(
             config, engine="local", ray_address=None, num_workers=None, overwrite=True, progress=False
         )
@@ -49,19 +44,8 @@ def predict_with_ray(
             if not stage.is_current(path, predict_signature(model_dir, source, c))
         ]
         folder.mkdir(parents=True, exist_ok=True)
-        task = ray.remote(num_cpus=1)(_predict_shard)
-        pending = [task.remote(str(model_dir), str(source), str(path), c) for path, c in todo]
-        with progress_bar(
-            config.progress, len(todo), what=f"predicting on {len(todo)} Ray tasks", unit=""
-        ) as bar:
-            bar_task = bar.add_task("ray", total=len(todo), rate="-")
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)  # raises a task's error here, with its traceback
-                bar.update(bar_task, advance=1)
-    finally:
-        if started:
-            ray.shutdown()
+        calls = [(str(model_dir), str(source), str(path), c) for path, c in todo]
+        run_ray_tasks(_predict_shard, calls, config.progress, f"predicting on {len(todo)} Ray tasks")
     merged = run_merge([str(path) for path, _ in shards], out, MergeConfig(overwrite=True))
     return {
         "output": str(out),
