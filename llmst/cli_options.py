@@ -94,7 +94,8 @@ def _option_for(item: dataclasses.Field, hint: Any) -> tuple[_Option, inspect.Pa
         param_name,
         inspect.Parameter.KEYWORD_ONLY,
         default=value,
-        annotation=Annotated[annotation, typer.Option(*names, help=help_text)],
+        # typer renders help as Rich markup: escaped, `pip install "llmst[ray]"` keeps its [ray]
+        annotation=Annotated[annotation, typer.Option(*names, help=rich_escape(help_text))],
     )
     return _Option(item.name, param_name, invert, is_list), parameter
 
@@ -200,11 +201,23 @@ def options_markdown(config_cls: type) -> str:
             else ()
         )
         default = "" if param.default in (None, False) else f"`{param.default}`"
-        meaning = info.help.replace("|", "\\|")
+        meaning = rich_unescape(info.help).replace("|", "\\|")
         if choices:
             meaning += " One of: " + ", ".join(f"`{c}`" for c in choices) + "."
         lines.append(f"| {names} | {default} | {meaning} |")
     return "\n".join(lines) + "\n"
+
+
+def rich_escape(text: str) -> str:
+    """Help text as Rich markup that shows it as written (square brackets escaped)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def rich_unescape(text: str) -> str:
+    """The text `rich_escape` was given (for the README's option tables)."""
+    return text.replace("\\[", "[")
 
 
 def argument(name: str, annotation: Any, help: str) -> inspect.Parameter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,8 +14,11 @@ from conftest import read_lines, write_jsonl
 LLMST = [sys.executable, "-m", "llmst.cli"]
 
 
-def run(args, tmp_path):
-    return subprocess.run(LLMST + args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+def run(args, tmp_path, env: dict | None = None):
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(
+        LLMST + args, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=environment
+    )
 
 
 def test_help_lists_commands(tmp_path):
@@ -23,6 +27,9 @@ def test_help_lists_commands(tmp_path):
     for command in ("label", "evaluate", "models", "tasks"):
         assert command in result.stdout
     assert "--calibrate" in run(["label", "--help"], tmp_path).stdout
+    # option help is shown as written: square brackets are not eaten as Rich markup
+    pairs_help = run(["pairs", "score", "--help"], tmp_path, {"COLUMNS": "300"}).stdout
+    assert 'pip install "llmst[ray]"' in pairs_help
 
 
 def test_user_errors_are_one_clear_line(tmp_path):
