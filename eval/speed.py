@@ -15,9 +15,10 @@ The yardstick (issue 12): bf16 matmul GFLOP/s at the model's own MLP shapes, mea
 each method's achieved GFLOP/s = 2 x non-embedding parameters x (prompt tokens + one candidate position per
 document) / seconds; the table gives both and their ratio, with the CPU's flags. `--skip-naive` leaves out
 the baseline, `--skip-server` the vLLM server. `--compile` adds llmst hf with `--compile` (torch.compile of the
-decoder), timed after a warm-up on 96 documents whose seconds (mostly compiling) are reported apart. `--shots K` adds llmst hf K-shot on the same documents (K
-stratified SST-2 train rows, one demonstration block shared by every prompt, whose key/value cache the hf
-backend computes once) and the K-shot / zero-shot docs/s ratio (issue 12: >= 0.6 at 16 shots).
+decoder), timed after a warm-up on 96 documents whose seconds (mostly compiling) are reported apart. `--shots
+K` adds llmst hf K-shot on the same documents (K stratified SST-2 train rows, one demonstration block shared by
+every prompt, whose key/value cache the hf backend computes once) and the K-shot / zero-shot docs/s ratio
+(issue 12: >= 0.6 at 16 shots); with `--compile`, also the compiled K-shot row and its ratio.
 """
 
 from __future__ import annotations

@@ -89,17 +89,28 @@ def ray_task_slots(address: str | None, num_workers: int | None) -> Iterator[int
 def run_ray_tasks(
     function: Callable[..., Any], calls: list[tuple[Any, ...]], progress: bool, what: str
 ) -> None:
-    """`function(*args)` for every `args` of `calls`, as Ray tasks of one CPU each, with a progress bar on the
-    driver; a task's error is raised here, with its traceback."""
+    """`function(*args)` for every `args` of `calls`, as Ray tasks of one CPU each (torch in one thread), with a
+    progress bar on the driver; a task's error is raised here, with its traceback."""
     import ray
 
     from llmst.progress import progress_bar
 
-    task = ray.remote(num_cpus=1)(function)
-    pending = [task.remote(*args) for args in calls]
+    task = ray.remote(num_cpus=1)(_on_one_cpu)
+    pending = [task.remote(function, *args) for args in calls]
     with progress_bar(progress, len(calls), what=what, unit="") as bar:
         bar_task = bar.add_task("ray", total=len(calls), rate="-")
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done)
             bar.update(bar_task, advance=1)
+
+
+def _on_one_cpu(function: Callable[..., Any], *args: Any) -> Any:
+    """A Ray task of `run_ray_tasks`: it holds one CPU, so torch runs one thread."""
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        torch.set_num_threads(1)
+    return function(*args)

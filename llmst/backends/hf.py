@@ -97,10 +97,10 @@ class HFBackend:
             self._pad_id = self.tokenizer.eos_token_id or 0
         self._softcap = getattr(config, "final_logit_softcapping", None)
         self._prefix_cache: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
-        # transformers >= 5.2x renamed `past_key_values` to `cache`
-        parameters = inspect.signature(self.model.get_decoder().forward).parameters
-        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
         self._decoder = self.model.get_decoder()
+        # transformers >= 5.2x renamed `past_key_values` to `cache`
+        parameters = inspect.signature(self._decoder.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
         self.scoring = None  # part of the answer cache key (`llmst.cache.score_key`)
         if compile:  # fused kernels round differently: compiled answers are cached apart from eager ones
             self._decoder = torch.compile(self._decoder, dynamic=True)

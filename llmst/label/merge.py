@@ -38,9 +38,8 @@ MANIFEST_KIND = "llmst-shards"
 
 def _redo(path: Path, damaged: bool = False, command: str = "label") -> str:
     """The hint for a shard or part that is unfinished (or `damaged`): the command that writes it again."""
-    if path.parent.name.endswith(
-        ".parts"
-    ):  # a part of `llmst label --engine ray` (`engine_options.parts_dir`)
+    # a part of `llmst label --engine ray` (`engine_options.parts_dir`)
+    if path.parent.name.endswith(".parts"):
         command = f"the `llmst label ... -o {path.parent.name[: -len('.parts')]} --engine ray` command"
         if damaged:
             return f"delete {path.name} and rerun {command}: it labels that part again and merges the parts"

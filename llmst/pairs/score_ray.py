@@ -5,9 +5,9 @@ row without texts) with the local engine's code (`model_teacher` with `shard=I/N
 `TEACHER_FILE.parts/part-I-of-N.jsonl`, resumably and through the shared answer cache (sqlite in WAL mode, so
 tasks on one machine share it). Every task reads the whole input and keeps its shard, so every node needs the
 pairs and the teacher at the same paths. The driver then joins the parts into the teacher's file (the scores
-part after part, the rejects in input order), which `score_pairs` combines exactly as after a local run. A part is marked done
-with a signature of the teacher job and its shard: a rerun after a killed driver redoes only the parts that were
-not finished, and a finished part of another teacher or input is never reused.
+part after part, the rejects in input order), which `score_pairs` combines exactly as after a local run. A
+part is marked done with a signature of the teacher job and its shard: a rerun after a killed driver redoes
+only the parts that were not finished, and a finished part of another teacher or input is never reused.
 """
 
 from __future__ import annotations
@@ -66,11 +66,8 @@ def _join_parts(parts: list[Path], out: Path) -> None:
 def _score_part(
     kind: str, model: str, source: str, part: str, config: ScoreConfig, shard: str, signature: str
 ) -> None:
-    """One Ray task: shard `shard` of the pairs with one torch thread (the task holds one CPU)."""
-    import torch
-
+    """One Ray task: shard `shard` of the pairs, then the part's marker."""
     from llmst.pairs.teachers import model_teacher
 
-    torch.set_num_threads(1)
     model_teacher(kind, model, source, Path(part), config, overwrite=False, shard=shard)
     stage.write_marker(Path(part), signature, stage="pairs-teacher-part", shard=shard)

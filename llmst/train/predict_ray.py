@@ -57,10 +57,7 @@ def predict_with_ray(
 
 
 def _predict_shard(model_dir: str, source: str, out: str, config: PredictConfig) -> dict[str, Any]:
-    """One Ray task: shard `config.shard` with one torch thread (the task holds one CPU)."""
-    import torch
-
+    """One Ray task: shard `config.shard` of the input."""
     from llmst.train.predict import predict_file
 
-    torch.set_num_threads(1)
     return predict_file(model_dir, source, out, config)
