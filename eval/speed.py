@@ -2,7 +2,7 @@
 and a naive baseline (transformers `generate` per document with a free-form answer, parsed).
 
     python eval/speed.py [--limit N] [--dtype bfloat16] [--concurrency 64] [--compile] [--shots K]
-                         [--skip-naive] [--skip-server] [--out eval/results/speed.json]
+                         [--repeats R] [--skip-naive] [--skip-server] [--out eval/results/speed.json]
 
 SST-2 test, zero-shot, default model (smollm2-135m-instruct), no answer cache. Every method labels the same
 documents (the first `--limit` rows, default all 1,821) with the same weights in the same dtype (`--dtype`,
@@ -18,7 +18,10 @@ the baseline, `--skip-server` the vLLM server. `--compile` adds llmst hf with `-
 decoder), timed after a warm-up on 96 documents whose seconds (mostly compiling) are reported apart. `--shots
 K` adds llmst hf K-shot on the same documents (K stratified SST-2 train rows, one demonstration block shared by
 every prompt, whose key/value cache the hf backend computes once) and the K-shot / zero-shot docs/s ratio
-(issue 12: >= 0.6 at 16 shots); with `--compile`, also the compiled K-shot row and its ratio.
+(issue 12: >= 0.6 at 16 shots); with `--compile`, also the compiled K-shot row and its ratio. `--repeats R`
+runs the eager zero-shot and K-shot rows alternately R times and reports each one's median run;
+`--expanded-prefix` adds a K-shot row whose prefix cache is copied to every request (the kernel used off CPUs,
+and on CPUs before the shared-prefix attention).
 """
 
 from __future__ import annotations
@@ -68,6 +71,23 @@ def run_llmst(source: Path, work: Path, name: str, weights_dtype: str, built=Non
         "docs_per_second": summary.docs_per_second,
         "accuracy": round(accuracy, 4),
     }
+
+
+def expanded_prefix_backend(options: dict):
+    """An hf backend that attends to a shared prefix through its key/value cache copied to every request of a
+    batch (the kernel before `llmst.backends.prefix_attention`; still the one off CPUs)."""
+    from llmst.backends import make_backend
+
+    spec = LabelConfig(task="sentiment", **options).backend_spec()
+    backend = make_backend(replace(spec, quiet=True))
+    backend._shared_prefix = False
+    return backend
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median docs/s (the lower middle one of an even count), with every run's docs/s."""
+    ordered = sorted(runs, key=lambda r: r["docs_per_second"])
+    return ordered[(len(ordered) - 1) // 2] | {"runs_docs_per_second": [r["docs_per_second"] for r in runs]}
 
 
 def run_compiled(source: Path, work: Path, args, backend, name: str, **extra) -> dict:
@@ -190,6 +210,17 @@ def main() -> None:
         default=0,
         help="also llmst hf K-shot (K stratified SST-2 train rows, one shared prefix) on the same documents",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="with --shots: run zero-shot and K-shot alternately R times and report each one's median run",
+    )
+    parser.add_argument(
+        "--expanded-prefix",
+        action="store_true",
+        help="with --shots: also the K-shot row with the prefix cache copied per request (the earlier kernel)",
+    )
     parser.add_argument("--skip-server", action="store_true", help="leave out the vLLM server")
     parser.add_argument(
         "--compile",
@@ -208,11 +239,29 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llmst-speed-"))
     flops = model_flops(source, args.dtype, args.threads)
     results = [] if args.skip_naive else [run_naive(source, args.dtype)]
-    results.append(
-        run_llmst(
-            source, work, "llmst hf (in-process)", args.dtype, batch_size=args.batch_size, dtype=args.dtype
-        )
-    )
+    zero_shot = {"batch_size": args.batch_size, "dtype": args.dtype}
+    if args.shots:
+        demos = few_shot_file("sst2", args.shots, 0, work)
+        shots = {"few_shot": str(demos), "shots": args.shots}
+        # zero-shot and K-shot alternate, `--repeats` times; each row is the median run (a shared VM's speed
+        # drifts by 20% between runs a minute apart, which one run of each would put into the ratio)
+        runs = {
+            "llmst hf (in-process)": zero_shot,
+            f"llmst hf (in-process), {args.shots}-shot": zero_shot | shots,
+        }
+        expanded = f"llmst hf (in-process), {args.shots}-shot, prefix cache copied per request"
+        if args.expanded_prefix:
+            runs[expanded] = zero_shot | shots
+        done: dict[str, list[dict]] = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, options in runs.items():
+                built = expanded_prefix_backend(options) if name == expanded else None
+                done[name].append(run_llmst(source, work, name, args.dtype, built=built, **options))
+                if built is not None:
+                    built.close()
+        results += [median_run(done[name]) for name in runs]
+    else:
+        results.append(run_llmst(source, work, "llmst hf (in-process)", args.dtype, **zero_shot))
     compiled = None
     if args.compile:
         from llmst.backends import make_backend
@@ -221,15 +270,9 @@ def main() -> None:
         compiled = make_backend(replace(spec.backend_spec(), quiet=True))
         name = "llmst hf (in-process), --compile, after its warm-up"
         results.append(run_compiled(source, work, args, compiled, name))
-    if args.shots:
-        demos = few_shot_file("sst2", args.shots, 0, work)
-        name = f"llmst hf (in-process), {args.shots}-shot"
-        options = {"few_shot": str(demos), "shots": args.shots, "batch_size": args.batch_size}
-        results.append(run_llmst(source, work, name, args.dtype, dtype=args.dtype, **options))
-        if compiled is not None:
-            name = f"llmst hf (in-process), {args.shots}-shot, --compile, after its warm-up"
-            shots = {"few_shot": str(demos), "shots": args.shots}
-            results.append(run_compiled(source, work, args, compiled, name, **shots))
+    if args.shots and compiled is not None:
+        name = f"llmst hf (in-process), {args.shots}-shot, --compile, after its warm-up"
+        results.append(run_compiled(source, work, args, compiled, name, **shots))
     if compiled is not None:
         compiled.close()
     if not args.skip_server:
@@ -269,15 +312,23 @@ def main() -> None:
         ratio = compiled_row["docs_per_second"] / served["docs_per_second"]
         print(f"hf --compile / vLLM server docs/s: {ratio:.2f}x")
     for r in results:
+        if "runs_docs_per_second" in r:
+            print(
+                f"{r['method']}: docs/s of its {len(r['runs_docs_per_second'])} runs {r['runs_docs_per_second']}"
+            )
         if "compile_seconds" in r:
             print(
                 f"{r['method']}: {r['compile_seconds']} s of warm-up (compiling) on 96 documents, not timed"
             )
-    shot = next((r for r in results if "-shot" in r["method"] and "--compile" not in r["method"]), None)
+    shot = next((r for r in results if r["method"].endswith("-shot")), None)
     if hf and shot:
         print(
             f"{args.shots}-shot / zero-shot docs/s (hf): {shot['docs_per_second'] / hf['docs_per_second']:.2f}x"
         )
+    copied = next((r for r in results if r["method"].endswith("copied per request")), None)
+    if hf and copied:
+        ratio = copied["docs_per_second"] / hf["docs_per_second"]
+        print(f"{args.shots}-shot with the prefix copied per request / zero-shot docs/s (hf): {ratio:.2f}x")
     shot_compiled = next((r for r in results if "-shot" in r["method"] and "--compile" in r["method"]), None)
     if compiled_row and shot_compiled:
         ratio = shot_compiled["docs_per_second"] / compiled_row["docs_per_second"]

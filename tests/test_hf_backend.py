@@ -57,15 +57,31 @@ def test_prefix_reuse_equals_no_reuse(backend, monkeypatch):
     prefix = "Example: a film worth seeing twice. Answer: positive\n\n" * 6
     queries = ["Example: dull. Answer:", "Example: a joyous, moving and funny ride for all ages. Answer:"]
     requests = [ScoreRequest(prefix + q, CANDIDATES, len(prefix)) for q in queries]
+    assert backend._shared_prefix, "a CPU Llama attends to the prefix without copying it per request"
     reused = backend.score(requests)
     assert backend._prefix_cache[prefix][1] is not None, "the prefix should have been cached"
+    monkeypatch.setattr(backend, "_shared_prefix", False)  # the cache expanded to the batch (GPU path)
+    expanded = backend.score(requests)
     backend._prefix_cache.clear()
     monkeypatch.setattr(hf_module, "MIN_PREFIX_TOKENS", 10**9)  # disable reuse
     fresh = backend.score(requests)
-    for a, b in zip(reused, fresh, strict=True):
-        assert a == pytest.approx(b, abs=1e-4)
+    for a, b, c in zip(reused, expanded, fresh, strict=True):
+        assert a == pytest.approx(c, abs=1e-4) and b == pytest.approx(c, abs=1e-4)
     for query, row in zip(queries, fresh, strict=True):
         assert row[2] == pytest.approx(brute_force(backend, prefix, query, CANDIDATES[2]), abs=1e-4)
+
+
+def test_shared_prefix_attention_only_for_plain_causal_attention():
+    """Sliding windows (Mistral, Gemma-3's local layers) and soft-capped attention (Gemma-2) keep the expanded
+    cache: the shared-prefix kernel attends to every prefix token with a plain softmax."""
+    from transformers import Gemma2Config, Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
+
+    from llmst.backends.prefix_attention import supports_shared_prefix
+
+    assert supports_shared_prefix(LlamaConfig()) and supports_shared_prefix(Qwen2Config())
+    assert not supports_shared_prefix(MistralConfig(sliding_window=4096))
+    assert not supports_shared_prefix(Gemma3TextConfig())
+    assert not supports_shared_prefix(Gemma2Config(sliding_window=None))
 
 
 def test_truncate_and_count(backend):

@@ -4,7 +4,8 @@ Scoring runs right-padded batches and reads logits only where they are needed (t
 last prompt token, plus candidate positions for multi-token verbalizers), so the vocabulary projection is
 paid once per prompt, not once per token. When every candidate is one token, a request costs a single
 forward pass over its prompt. A shared prefix (a few-shot block) is encoded once and its key/value cache
-reused for every request that starts with it. A prompt with `prefix_chars > 0` is always tokenized in two
+reused for every request that starts with it; on a CPU the requests attend to it without a per-request copy
+(`llmst.backends.prefix_attention`), elsewhere through a key/value cache expanded to the batch. A prompt with `prefix_chars > 0` is always tokenized in two
 pieces (prefix, rest), whether or not the cache is reused, so reuse never changes a score.
 """
 
@@ -15,6 +16,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from llmst.backends.base import ScoreRequest, chat_text, device_kind, truncate_with_tokenizer
+from llmst.backends.prefix_attention import NAME as PREFIX_ATTENTION
+from llmst.backends.prefix_attention import register as register_prefix_attention
+from llmst.backends.prefix_attention import supports_shared_prefix
 from llmst.errors import BackendError
 from llmst.models import resolve_model
 
@@ -102,6 +106,15 @@ class HFBackend:
         parameters = inspect.signature(self._decoder.forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
         self.scoring = None  # part of the answer cache key (`llmst.cache.score_key`)
+        # a shared prefix is attended once per batch, not copied per request (`prefix_attention`)
+        self._shared_prefix = (
+            self.device_kind == "cpu"
+            and config._attn_implementation == "sdpa"
+            and supports_shared_prefix(config)
+        )
+        if self._shared_prefix:
+            register_prefix_attention()
+            self.model.set_attn_implementation(PREFIX_ATTENTION)
         if compile:  # fused kernels round differently: compiled answers are cached apart from eager ones
             self._decoder = torch.compile(self._decoder, dynamic=True)
             self.scoring = "torch.compile"
@@ -196,15 +209,20 @@ class HFBackend:
         import torch
 
         length = max(len(s.tokens) for s in batch)
+        shared = prefix_kv is not None and self._shared_prefix
+        visible = 0 if shared else offset  # the prefix columns of the mask (none: the prefix is shared)
         ids = torch.full((len(batch), length), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), offset + length), dtype=torch.long)
-        mask[:, :offset] = 1
+        mask = torch.zeros((len(batch), visible + length), dtype=torch.long)
+        mask[:, :visible] = 1
         for row, seq in enumerate(batch):
             ids[row, : len(seq.tokens)] = torch.tensor(seq.tokens)
-            mask[row, offset : offset + len(seq.tokens)] = 1
+            mask[row, visible : visible + len(seq.tokens)] = 1
         kwargs = {}
         if prefix_kv is not None:
-            kwargs[self._cache_kwarg] = self._expand_prefix(prefix_kv, len(batch))
+            if shared:
+                kwargs["shared_prefix"] = prefix_kv
+            else:
+                kwargs[self._cache_kwarg] = self._expand_prefix(prefix_kv, len(batch))
             kwargs["position_ids"] = (torch.arange(length) + offset).unsqueeze(0).expand(len(batch), -1)
             kwargs["position_ids"] = kwargs["position_ids"].to(self.device)
         hidden = self._decoder(
