@@ -291,6 +291,41 @@ def test_a_rerun_with_another_limit_reuses_the_parts(tmp_path, tiny_model_dir, r
     assert "--engine ray" in refused.value.hint and "--shard" not in refused.value.hint
 
 
+def test_parts_travel_as_object_store_references_and_a_finished_job_needs_no_ray(
+    tmp_path, tiny_model_dir, ray_cluster, monkeypatch
+):
+    """The driver keeps no pending part's rows: each part goes to Ray's object store as it is read (the
+    driver holds references). A rerun whose parts are all done merges them without starting Ray."""
+    import ray
+
+    put = ray_engine._RaySession.put
+    sent = []
+
+    def spy(self, rows):
+        ref = put(self, rows)
+        sent.append((len(rows), ref))
+        return ref
+
+    monkeypatch.setattr(ray_engine._RaySession, "put", spy)
+    src = write_corpus(tmp_path / "in.jsonl", 30)
+    cfg = ray_config(tmp_path, tiny_model_dir, ray_cluster, num_workers=2, part_rows=8, calibrate="none")
+    out = tmp_path / "out.jsonl"
+    first = label_corpus(src, out, cfg)
+    lines = len(src.read_text().splitlines())
+    assert [n for n, _ in sent] == [min(8, lines - i) for i in range(0, lines, 8)]  # one part at a time
+    assert all(isinstance(ref, ray.ObjectRef) for _, ref in sent)
+    stage.clear_marker(out)  # the merged output lost (its marker gone); every part is done
+    out.unlink()
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a job whose parts are all done must not start Ray")
+
+    monkeypatch.setattr(ray_engine, "_ray_init", no_ray)
+    again = label_corpus(src, out, cfg)
+    assert again.resumed_rows == first.labeled and again.labeled == first.labeled
+    assert len(read_lines(out)) == first.labeled
+
+
 def test_an_output_of_another_job_is_refused_unless_overwrite(tmp_path, tiny_model_dir, ray_cluster):
     src = write_corpus(tmp_path / "in.jsonl", 20)
     cfg = ray_config(tmp_path, tiny_model_dir, ray_cluster, num_workers=1)

@@ -17,14 +17,14 @@ records: the engine is a runtime option).
 Resume: a rerun skips every part whose marker matches (the same job without --limit, calibration and rows); a
 part being written when the driver died has no marker and is labeled again (its answers come back from the
 cache), so a killed driver loses no row and writes none twice. An OUT (or OUT.parts/) of another job is refused
-unless --overwrite, as by the local engine. Memory: the driver holds the rows of the parts still to label,
-pickled, while Ray runs them (they travel through the object store, which spills to disk).
+unless --overwrite, as by the local engine. Memory: the driver reads the input part by part and puts each
+pending part's rows into Ray's object store as it is read (which spills to disk), holding only references: a
+corpus larger than the driver's memory streams through.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import shutil
 import socket
@@ -65,6 +65,7 @@ class PartWorker:
         prompt_hash: str,
         model: str,
         fit_answers: Any = None,
+        part_rows: dict[int, Any] | None = None,
     ):
         try:
             import torch
@@ -83,15 +84,18 @@ class PartWorker:
         if fit_answers is not None:  # the driver's prior-fit answers: those rows are not scored twice
             self.job.scorer.recall(fit_answers)
         self.label = self.job.chunk_labeler(method, bias, input_line=True)
+        self.part_rows = part_rows or {}  # part index -> its rows' reference in the object store
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        import ray
+
         out: dict[str, list[Any]] = {"part": [], "records": [], "rejects": [], "counts": []}
         self.job.open_cache()  # per call: sqlite connections stay in their thread, and Ray may switch threads
         try:
-            for part, blob in zip(batch["part"], batch["rows"], strict=True):
+            for part in batch["part"]:
                 self.job.scorer.counts.clear()
                 records, rejects = [], []
-                for chunk in chunked(iter(pickle.loads(blob)), self.backend.chunk_size):
+                for chunk in chunked(iter(ray.get(self.part_rows[int(part)])), self.backend.chunk_size):
                     labeled, bad = self.label(chunk)
                     records += labeled
                     rejects += bad
@@ -214,29 +218,33 @@ def label_with_ray(
     calibration = record_calibration(method, bias, task.label_names)
     part_rows = config.part_rows or DEFAULT_PART_ROWS
     part_job = cache_key(job=identity, calibration=calibration, part_rows=part_rows)
-    pending, metas = _plan_parts(folder, rows, config, part_job, summary.signature)
-    manifest = folder / "manifest.json"  # before any part: what a rerun compares its job with
-    names = [meta["file"] for meta in metas]
-    write_json_atomic(
-        manifest,
-        {
-            "kind": MANIFEST_KIND,
-            "job": summary.signature,
-            "identity": identity,
-            "input": source,
-            "shards": names,
-        },
-    )
-    worker = {
-        "options": asdict(config),
-        "source": source,
-        "method": method,
-        "bias": list(map(float, bias)),
-        "prompt_hash": job.prompt_hash,
-        "model": job.model,
-        "fit_answers": fit_answers,
-    }
-    _label_parts(folder, pending, metas, config, summary, worker)
+    ray_session = _RaySession(config)
+    try:  # Ray starts with the first part still to label; the parts' rows go to its object store as read
+        pending, metas = _plan_parts(folder, rows, config, part_job, summary.signature, ray_session.put)
+        manifest = folder / "manifest.json"  # before any part: what a rerun compares its job with
+        names = [meta["file"] for meta in metas]
+        write_json_atomic(
+            manifest,
+            {
+                "kind": MANIFEST_KIND,
+                "job": summary.signature,
+                "identity": identity,
+                "input": source,
+                "shards": names,
+            },
+        )
+        worker = {
+            "options": asdict(config),
+            "source": source,
+            "method": method,
+            "bias": list(map(float, bias)),
+            "prompt_hash": job.prompt_hash,
+            "model": job.model,
+            "fit_answers": fit_answers,
+        }
+        _label_parts(folder, pending, metas, config, summary, worker)
+    finally:
+        ray_session.close()
     merged = run_merge([str(manifest)], out, MergeConfig(overwrite=True))
     summary.labeled, summary.rejected = merged["rows"], merged["rejected"]
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -277,10 +285,11 @@ def _check_same_job(out: Path, folder: Path, identity: dict[str, str]) -> None:
 
 
 def _plan_parts(
-    folder: Path, rows, config: LabelConfig, part_job: str, signature: str
+    folder: Path, rows, config: LabelConfig, part_job: str, signature: str, put
 ) -> tuple[list[dict], list[dict]]:
-    """Cut the input into parts; the pending ones (no matching marker) carry their rows, pickled. A part done
-    by an earlier run of this job under another --limit is kept, and its marker names this run's job."""
+    """Cut the input into parts; the pending ones (no matching marker) carry their rows as `put(rows)` (a
+    reference into Ray's object store). A part done by an earlier run of this job under another --limit is
+    kept, and its marker names this run's job."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = islice(rows, config.limit) if config.limit is not None else rows
     pending, metas = [], []
@@ -290,7 +299,7 @@ def _plan_parts(
         marker = _read_part_marker(folder / meta["file"])
         meta["done"] = marker if marker and marker.get("signature") == meta["signature"] else None
         if meta["done"] is None:
-            pending.append({"part": index, "rows": pickle.dumps(items)})
+            pending.append({"part": index, "rows": put(items)})
         metas.append(meta)
     for index, meta in enumerate(metas):
         meta["shard"] = f"{index}/{len(metas)}"
@@ -311,47 +320,65 @@ def _label_parts(folder, pending, metas, config, summary, worker: dict[str, Any]
         if meta["done"] is not None:
             summary.resumed_rows += meta["done"]["rows"]
             label_counts.update(meta["done"].get("label_counts", {}))
-    if pending:
-        started_ray = _ray_init(config)
-        try:
-            import ray
+    if pending:  # Ray is up: `_plan_parts` put their rows into its object store
+        import ray
 
-            gpus = config.num_gpus_per_worker or 0
-            workers = _workers(ray.cluster_resources(), config.num_workers, gpus)
-            size = min(workers, len(pending))
-            dataset = ray.data.from_items(pending, override_num_blocks=len(pending))
-            pending.clear()  # the rows live in the object store now
-            results = dataset.map_batches(
-                PartWorker,
-                fn_constructor_kwargs=worker,
-                batch_size=1,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=size),
-                num_cpus=1,
-                **({"num_gpus": gpus} if gpus else {}),
-            )
-            todo = sum(meta["items"] for meta in metas if meta["done"] is None)
-            with progress_bar(config.progress, todo, what=f"labeling on {size} Ray workers", unit="") as bar:
-                task = bar.add_task("ray", total=todo, rate="-")
-                begin = time.perf_counter()
-                for result in _worker_errors(results.iter_rows()):
-                    meta = metas[int(result["part"])]
-                    details = _write_part(folder, result, meta, summary.signature)
-                    counts.update(details["counts"])
-                    label_counts.update(details["label_counts"])
-                    summary.truncated += details["truncated"]
-                    summary.rows_read += meta["items"]
-                    elapsed = max(time.perf_counter() - begin, 1e-9)
-                    bar.update(task, advance=meta["items"], rate=f"{summary.rows_read / elapsed:.1f} docs/s")
-        finally:
-            if started_ray:  # only a Ray this call started (or joined) is shut down; not the caller's
-                import ray
-
-                ray.shutdown()
+        gpus = config.num_gpus_per_worker or 0
+        workers = _workers(ray.cluster_resources(), config.num_workers, gpus)
+        size = min(workers, len(pending))
+        # the dataset is the part numbers; the rows' references reach every actor once, with its arguments
+        dataset = ray.data.from_items(
+            [{"part": p["part"]} for p in pending], override_num_blocks=len(pending)
+        )
+        part_rows = {p["part"]: p["rows"] for p in pending}
+        results = dataset.map_batches(
+            PartWorker,
+            fn_constructor_kwargs={**worker, "part_rows": part_rows},
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=size),
+            num_cpus=1,
+            **({"num_gpus": gpus} if gpus else {}),
+        )
+        todo = sum(meta["items"] for meta in metas if meta["done"] is None)
+        with progress_bar(config.progress, todo, what=f"labeling on {size} Ray workers", unit="") as bar:
+            task = bar.add_task("ray", total=todo, rate="-")
+            begin = time.perf_counter()
+            for result in _worker_errors(results.iter_rows()):
+                meta = metas[int(result["part"])]
+                details = _write_part(folder, result, meta, summary.signature)
+                counts.update(details["counts"])
+                label_counts.update(details["label_counts"])
+                summary.truncated += details["truncated"]
+                summary.rows_read += meta["items"]
+                elapsed = max(time.perf_counter() - begin, 1e-9)
+                bar.update(task, advance=meta["items"], rate=f"{summary.rows_read / elapsed:.1f} docs/s")
     summary.from_cache += counts[FROM_CACHE]
     summary.reused_from_prior_fit += counts[REUSED]
     summary.computed += counts[COMPUTED]
     summary.label_counts = dict(label_counts)
+
+
+class _RaySession:
+    """Ray for one labeling run: started (or joined) at the first `put`, so a run with every part done needs
+    no Ray; `close` shuts down only a Ray that this run started."""
+
+    def __init__(self, config: LabelConfig):
+        self.config, self.started = config, None
+
+    def put(self, value: Any) -> Any:
+        """`ray.put(value)`: a reference to it in the object store."""
+        import ray
+
+        if self.started is None:
+            self.started = _ray_init(self.config)
+        return ray.put(value)
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
 
 
 def _workers(resources: dict[str, float], num_workers: int | None, gpus: float) -> int:
