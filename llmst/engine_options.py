@@ -107,10 +107,15 @@ def run_ray_tasks(
 
 def _on_one_cpu(function: Callable[..., Any], *args: Any) -> Any:
     """A Ray task of `run_ray_tasks`: it holds one CPU, so torch runs one thread."""
+    one_torch_thread()
+    return function(*args)
+
+
+def one_torch_thread() -> None:
+    """One torch thread in a Ray task or actor that holds one CPU (nothing without torch: an openai-backend
+    worker needs none)."""
     try:
         import torch
     except ImportError:
-        pass
-    else:
-        torch.set_num_threads(1)
-    return function(*args)
+        return
+    torch.set_num_threads(1)

@@ -39,7 +39,7 @@ from llmst import stage
 from llmst.backends import make_backend
 from llmst.backends.base import Backend
 from llmst.cache import cache_key
-from llmst.engine_options import parts_dir, ray_init
+from llmst.engine_options import one_torch_thread, parts_dir, ray_init
 from llmst.errors import ConfigError
 from llmst.label.calibrate import read_fitted_calibration, record_calibration
 from llmst.label.config import DEFAULT_PART_ROWS, LabelConfig
@@ -67,12 +67,7 @@ class PartWorker:
         fit_answers: Any = None,
         part_rows: dict[int, Any] | None = None,
     ):
-        try:
-            import torch
-
-            torch.set_num_threads(1)  # one CPU per actor
-        except ImportError:  # an openai-backend worker needs no torch
-            pass
+        one_torch_thread()  # one CPU per actor
         config = LabelConfig(**options)
         self.backend = make_backend(config.backend_spec())
         try:
@@ -286,20 +281,21 @@ def _check_same_job(out: Path, folder: Path, identity: dict[str, str]) -> None:
 
 def _plan_parts(
     folder: Path, rows, config: LabelConfig, part_job: str, signature: str, put
-) -> tuple[list[dict], list[dict]]:
-    """Cut the input into parts; the pending ones (no matching marker) carry their rows as `put(rows)` (a
-    reference into Ray's object store). A part done by an earlier run of this job under another --limit is
-    kept, and its marker names this run's job."""
+) -> tuple[dict[int, Any], list[dict]]:
+    """Cut the input into parts: every part's meta, and the pending ones (no matching marker) by index, each
+    as `put(rows)` (a reference into Ray's object store). A part done by an earlier run of this job under
+    another --limit is kept, and its marker names this run's job."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = islice(rows, config.limit) if config.limit is not None else rows
-    pending, metas = [], []
+    pending: dict[int, Any] = {}
+    metas: list[dict] = []
     for index, items in enumerate(chunked(rows, config.part_rows or DEFAULT_PART_ROWS)):
         meta = {"file": f"part-{index:06d}.jsonl", "items": len(items)}
         meta["signature"] = cache_key(part=part_job, index=index, items=len(items), first=items[0].line)
         marker = _read_part_marker(folder / meta["file"])
         meta["done"] = marker if marker and marker.get("signature") == meta["signature"] else None
         if meta["done"] is None:
-            pending.append({"part": index, "rows": put(items)})
+            pending[index] = put(items)
         metas.append(meta)
     for index, meta in enumerate(metas):
         meta["shard"] = f"{index}/{len(metas)}"
@@ -327,13 +323,10 @@ def _label_parts(folder, pending, metas, config, summary, worker: dict[str, Any]
         workers = _workers(ray.cluster_resources(), config.num_workers, gpus)
         size = min(workers, len(pending))
         # the dataset is the part numbers; the rows' references reach every actor once, with its arguments
-        dataset = ray.data.from_items(
-            [{"part": p["part"]} for p in pending], override_num_blocks=len(pending)
-        )
-        part_rows = {p["part"]: p["rows"] for p in pending}
+        dataset = ray.data.from_items([{"part": p} for p in pending], override_num_blocks=len(pending))
         results = dataset.map_batches(
             PartWorker,
-            fn_constructor_kwargs={**worker, "part_rows": part_rows},
+            fn_constructor_kwargs={**worker, "part_rows": pending},
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=size),
