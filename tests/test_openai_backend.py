@@ -132,14 +132,17 @@ class FaultyProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
 
     async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
-            await self._server.wait_closed()
-            self._server = None
+            await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._server is None:  # accepted just before stop(), handled after it: drop it too
+            writer.transport.abort()
+            return
         self._writers.add(writer)
         upstream = None
         try:
@@ -165,6 +168,8 @@ class FaultyProxy:
                     return
             up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
             self._writers.add(upstream)
+            if self._server is None:  # stop() ran while connecting
+                raise ConnectionAbortedError
             upstream.write(head)
             await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -408,3 +413,29 @@ def test_missing_vllm_env_names_the_make_target(tmp_path):
         with start_vllm_server(tmp_path, served_name="x", python=str(tmp_path / "no-python")):
             pass
     assert "make vllm-env" in (caught.value.hint or "")
+
+
+def test_a_failed_request_cancels_the_ones_still_in_flight():
+    """The first failure ends a batch: a request hanging on a slow server is cancelled (not awaited for its
+    whole read timeout) and the client closes after it."""
+    from llmst.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend.__new__(OpenAIBackend)  # no server probe: only the batching is under test
+    backend.concurrency, backend.timeout, backend._headers = 4, 600.0, {}
+    hanging_started, cancelled = asyncio.Event(), []
+
+    async def hangs(client):
+        hanging_started.set()
+        try:
+            await asyncio.sleep(600)
+        except asyncio.CancelledError:
+            cancelled.append(client.is_closed)
+            raise
+
+    async def fails(client):
+        await hanging_started.wait()
+        raise BackendError("server gone")
+
+    with pytest.raises(BackendError, match="server gone"):
+        asyncio.run(backend._gather([hangs, fails]))
+    assert cancelled == [False]  # cancelled while the client was still open

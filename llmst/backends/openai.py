@@ -249,7 +249,15 @@ class OpenAIBackend:
                 async with semaphore:
                     return await call(client)
 
-            return await asyncio.gather(*(bounded(c) for c in calls))
+            tasks = [asyncio.ensure_future(bounded(c)) for c in calls]
+            try:
+                return await asyncio.gather(*tasks)
+            finally:
+                # the first failure ends the call: the requests still in flight are cancelled here, before
+                # the client closes, so a straggler cannot hold the exit for its whole read timeout
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _completions(self, client, payload: dict[str, Any]) -> list[dict[str, Any]]:
         answer = await self._request("POST", "/completions", {"model": self.model_id, **payload}, client)
