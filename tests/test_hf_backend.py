@@ -44,6 +44,41 @@ def test_scores_match_brute_force_with_padding(backend):
             assert value == pytest.approx(brute_force(backend, "", prompt, candidate), abs=1e-4)
 
 
+@pytest.mark.parametrize("overhead", [0, 64, 1 << 30])
+def test_length_batches_cover_every_request_once_and_pad_least(overhead):
+    import random
+
+    rng = random.Random(overhead)
+    lengths = sorted(rng.randint(5, 120) for _ in range(100))
+    spans = hf_module.length_batches(lengths, 32, overhead)
+    assert [s for s, _ in spans] == [0] + [e for _, e in spans[:-1]] and spans[-1][1] == len(lengths)
+    assert all(0 < end - start <= 32 for start, end in spans)
+
+    def cost(parts):
+        return sum(lengths[end - 1] * (end - start) + overhead for start, end in parts)
+
+    fixed = [(s, min(s + 32, len(lengths))) for s in range(0, len(lengths), 32)]
+    assert cost(spans) <= cost(fixed)
+    if overhead == 0:  # batches of equal lengths only: nothing padded
+        assert all(lengths[start] == lengths[end - 1] for start, end in spans)
+    if overhead == 1 << 30:  # the fewest batches
+        assert len(spans) == len(fixed)
+
+
+def test_uneven_batches_score_like_brute_force(tiny_model_dir, monkeypatch):
+    """Many lengths, a small split overhead: batches of several sizes, each request scored as alone."""
+    monkeypatch.setattr(hf_module, "CPU_BATCH_OVERHEAD_TOKENS", 2)
+    built = HFBackend(tiny_model_dir, dtype="float32", batch_size=4)
+    prompts = [" ".join(["word"] * n) for n in (1, 2, 2, 3, 9, 10, 10, 30)]
+    batches = []
+    forward = built._forward_batch
+    monkeypatch.setattr(built, "_forward_batch", lambda b, *a: batches.append(len(b)) or forward(b, *a))
+    rows = built.score([ScoreRequest(p, (" yes", " no")) for p in prompts])
+    assert sorted(set(batches)) != [4] and sum(batches) == len(prompts)
+    for prompt, row in zip(prompts, rows, strict=True):
+        assert row == pytest.approx([brute_force(built, "", prompt, c) for c in (" yes", " no")], abs=1e-4)
+
+
 def test_single_token_fast_path_matches_brute_force(backend):
     requests = [ScoreRequest(p, (" yes", " no")) for p in ["one", "two three four five", "six seven"]]
     for request, row in zip(requests, backend.score(requests), strict=True):

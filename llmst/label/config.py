@@ -174,7 +174,12 @@ class LabelConfig:
             "one; label a gold calibration set with the pool's calibration this way (overrides --calibrate)."
         },
     )
-    batch_size: int = field(default=32, metadata=runtime("Sequences per forward pass (hf, vllm)."))
+    batch_size: int = field(
+        default=32,
+        metadata=runtime(
+            "Sequences per forward pass at most (hf, vllm; hf on a CPU splits by length into smaller ones)."
+        ),
+    )
     concurrency: int = field(default=32, metadata=runtime("Requests in flight (openai)."))
     limit: int | None = field(
         default=None, metadata={"help": "Label only the first N input rows (default: all)."}
