@@ -63,6 +63,11 @@ def test_length_batches_cover_every_request_once_and_pad_least(overhead):
         assert all(lengths[start] == lengths[end - 1] for start, end in spans)
     if overhead == 1 << 30:  # the fewest batches
         assert len(spans) == len(fixed)
+    pairs = hf_module.length_batches(lengths, 32, overhead, min_rows=2)
+    assert all(2 <= end - start <= 32 for start, end in pairs) and pairs[-1][1] == len(lengths)
+    assert hf_module.length_batches([7], 32, overhead, min_rows=2) == [(0, 1)]
+    assert max(e - s for s, e in hf_module.length_batches([5, 6, 7], 2, overhead, min_rows=2)) <= 2
+    assert hf_module.length_batches([], 32, overhead) == []
 
 
 def test_uneven_batches_score_like_brute_force(tiny_model_dir, monkeypatch):
