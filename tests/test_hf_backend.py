@@ -67,6 +67,7 @@ def test_length_batches_cover_every_request_once_and_pad_least(overhead):
     assert all(2 <= end - start <= 32 for start, end in pairs) and pairs[-1][1] == len(lengths)
     assert hf_module.length_batches([7], 32, overhead, min_rows=2) == [(0, 1)]
     assert max(e - s for s, e in hf_module.length_batches([5, 6, 7], 2, overhead, min_rows=2)) <= 2
+    assert hf_module.length_batches([5, 6], 1, overhead, min_rows=2) == [(0, 1), (1, 2)]  # max_rows wins
     assert hf_module.length_batches([], 32, overhead) == []
 
 
