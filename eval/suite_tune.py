@@ -66,7 +66,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
         work / "task.yaml",
         TuneConfig(labels=list(task.labels), text_fields=list(task.text_fields), shots=args.shots,
                    select=args.select, model=args.model, cache_path=args.cache_path, overwrite=True,
-                   progress=False, draws=args.draws),
+                   progress=False, draws=args.draws, label_words=args.label_words),
     )  # fmt: skip
     options = yaml.safe_load(Path(report["options"]).read_text())
     tuned = _score(scored_in, work / "tuned.jsonl", options, args)
@@ -120,6 +120,9 @@ def main() -> None:
         help="tune --select (few-shot demonstrations)",
     )
     parser.add_argument("--draws", type=int, default=4, help="tune --draws (few-shot demonstration draws)")
+    parser.add_argument(
+        "--label-words", type=int, default=TuneConfig.label_words, help="tune --label-words (0: off)"
+    )
     parser.add_argument("--tasks", nargs="+", choices=list(suite_data.SUITE), default=list(suite_data.SUITE))
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")

@@ -94,6 +94,23 @@ def test_single_token_fast_path_matches_brute_force(backend):
     assert all(v < 0 for row in backend.score(requests) for v in row)
 
 
+def test_next_token_distribution_matches_scores_and_words_are_single_tokens(backend):
+    prompts = ["one", "two three four five", "six seven"]  # batch_size 3: one padded batch
+    rows = backend.next_token_logprobs(prompts)
+    words = backend.word_tokens()
+    assert len(rows) == 3 and all(row.shape == (len(backend.tokenizer),) for row in rows)
+    ids = [i for i, text in words.items() if text in (" yes", " no")]
+    assert sorted(words[i] for i in ids) == [" no", " yes"]
+    for prompt, row in zip(prompts, rows, strict=True):
+        assert float(torch.logsumexp(torch.from_numpy(row), 0)) == pytest.approx(0.0, abs=1e-4)
+        for i in ids:
+            assert row[i] == pytest.approx(brute_force(backend, "", prompt, words[i]), abs=1e-4)
+    # words: a space, then letters only, and each encodes back to exactly its own token
+    assert len(words) > 1000 and all(t[0] == " " and t[1:].isalpha() and len(t) >= 3 for t in words.values())
+    sample = list(words.items())[::997]
+    assert all(backend.tokenizer(t, add_special_tokens=False)["input_ids"] == [i] for i, t in sample)
+
+
 def test_prefix_reuse_equals_no_reuse(backend, monkeypatch):
     prefix = "Example: a film worth seeing twice. Answer: positive\n\n" * 6
     queries = ["Example: dull. Answer:", "Example: a joyous, moving and funny ride for all ages. Answer:"]

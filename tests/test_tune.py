@@ -40,8 +40,9 @@ def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_pa
     calibrations = "none,prior,prior-estimated"
     report = run_tune(dev, out, tune_config(tmp_path, tiny_model_dir, calibrations=calibrations))
     candidates = report["candidates"]
-    # 3 families x 2 verbalizer styles x 2 shot counts x 3 calibrations
-    assert len(candidates) == 36 and report["chosen"] == candidates[0]
+    # 3 families x 3 verbalizer styles (exact, cased, found words) x 2 shot counts x 3 calibrations
+    chosen = {k: v for k, v in report["chosen"].items() if k != "draw"}  # a few-shot choice adds its draw
+    assert len(candidates) == 54 and chosen == candidates[0]
     assert all(c["macro_f1_interval"][0] <= c["macro_f1"] <= c["macro_f1_interval"][1] for c in candidates)
     assert candidates[0]["macro_f1"] == max(c["macro_f1"] for c in candidates)
     # no row is ever scored with a demonstration drawn from itself
@@ -64,7 +65,7 @@ def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_pa
     summary = label_corpus(dev, labeled, label_config)
     assert summary.labeled == 18 and set(read_lines(labeled)[0]["probs"]) == {"spam", "ham"}
     saved = json.loads((tmp_path / "spam.yaml.report.json").read_text())
-    assert saved["chosen"] == report["chosen"] and len(saved["candidates"]) == 36
+    assert saved["chosen"] == report["chosen"] and len(saved["candidates"]) == 54
     with pytest.raises(ConfigError, match="exists"):
         run_tune(dev, out, tune_config(tmp_path, tiny_model_dir))
 
@@ -74,7 +75,7 @@ def test_tune_knn_demonstrations_come_from_the_other_folds_and_travel_with_the_t
     out = tmp_path / "spam.yaml"
     config = tune_config(tmp_path, tiny_model_dir, shots="2", select="knn", calibrations="prior")
     report = run_tune(dev, out, config)
-    assert report["chosen"]["shots"] == 2 and len(report["candidates"]) == 6  # 3 families x 2 styles
+    assert report["chosen"]["shots"] == 2 and len(report["candidates"]) == 9  # 3 families x 3 styles
     work = tmp_path / "spam.yaml.work"
     every = {r["id"] for r in gold_rows(18)}
     for fold in sorted((work / "folds").glob("fold*.jsonl")):
@@ -169,3 +170,67 @@ def test_a_few_shot_choice_deploys_the_best_of_several_draws(tmp_path, tiny_mode
     assert read_lines(tmp_path / "one.yaml.demos.jsonl") == read_lines(work / "demos0.jsonl")
     with pytest.raises(ConfigError, match="--draws must be >= 1"):
         tune_config(tmp_path, tiny_model_dir, draws=0)
+
+
+def test_label_words_are_found_on_the_other_folds_and_deployed_from_all_rows(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """`--label-words`: each fold is scored with words chosen without its rows; the written task pools the
+    words chosen on all gold rows."""
+    import numpy as np
+
+    import llmst.tune.run as tune_run
+
+    calls = []
+
+    def spy(own, logprobs, gold, words, task, per_label):
+        calls.append(len(gold))
+        # a stand-in choice that depends on which rows it saw (the real one is tested below)
+        return {"spam": [words[int(np.argmax(logprobs.sum(axis=0)))]], "ham": []}
+
+    monkeypatch.setattr(tune_run, "choose_words", spy)
+    dev = write_jsonl(tmp_path / "dev.jsonl", gold_rows(18))
+    out = tmp_path / "spam.yaml"
+    config = tune_config(tmp_path, tiny_model_dir, shots="0", calibrations="prior", label_words=2)
+    report = run_tune(dev, out, config)
+    assert calls == [12, 12, 12, 18] * 3  # 3 folds of 6 rows, then all rows; for each of 3 families
+    words = [c for c in report["candidates"] if c["prompt"].endswith("/words")]
+    assert len(words) == 3 and all(len(c["words"]["spam"]) == 1 for c in words)
+    work = tmp_path / "spam.yaml.work"
+    for candidate in words:
+        deployed = yaml.safe_load(open(candidate["task_file"]))["labels"]
+        assert deployed["spam"] == [" spam", *candidate["words"]["spam"]] and deployed["ham"] == [" ham"]
+        name = candidate["prompt"].replace("/", "-")
+        assert len(list((work / "tasks").glob(f"{name}-f*.yaml"))) == 3
+    off = run_tune(dev, tmp_path / "off.yaml", replace(config, label_words=0))
+    assert not any(c["prompt"].endswith("/words") for c in off["candidates"])
+    with pytest.raises(ConfigError, match="--label-words must be >= 0"):
+        tune_config(tmp_path, tiny_model_dir, label_words=-1)
+
+
+def test_choose_words_picks_words_that_separate_the_labels():
+    """A word likelier on one label's rows joins that label when pooling it makes the gold labels likelier;
+    words that do not separate, or are already verbalizers, never join; `per_label` caps each label."""
+    import numpy as np
+
+    from llmst.label.task import adhoc_task
+    from llmst.tune.verbalizers import choose_words
+
+    rng = np.random.default_rng(0)
+    n = 60
+    gold = np.arange(n) % 2  # 0 = negative, 1 = positive
+    task = adhoc_task(["negative", "positive"])
+    own = np.log(np.full((n, 2), 0.05)) + rng.normal(0, 0.01, (n, 2))  # the label names carry no signal
+    words = [" bad", " awful", " the", " positive", " good"]
+    logprobs = np.log(np.full((n, len(words)), 0.02)) + rng.normal(0, 0.01, (n, len(words)))
+    logprobs[gold == 0, 0] = np.log(0.2)  # ' bad' on negative rows
+    logprobs[gold == 0, 1] = np.log(0.12)  # ' awful' on negative rows
+    logprobs[gold == 1, 3] = np.log(0.5)  # ' positive' separates but is already a verbalizer
+    logprobs[gold == 1, 4] = np.log(0.2)  # ' good' on positive rows
+    assert choose_words(own, logprobs, gold, words, task, 3) == {
+        "negative": [" bad", " awful"],
+        "positive": [" good"],
+    }
+    assert choose_words(own, logprobs, gold, words, task, 1) == {"negative": [" bad"], "positive": [" good"]}
+    flat = np.log(np.full((n, len(words)), 0.02))  # nothing separates: nothing joins
+    assert choose_words(own, flat, gold, words, task, 3) == {"negative": [], "positive": []}

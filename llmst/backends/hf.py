@@ -171,6 +171,25 @@ class HFBackend:
             self._score_group(prefix, [requests[i] for i in indices], indices, results)
         return results
 
+    def next_token_logprobs(self, prompts: list[str]) -> list:
+        """Log-probability of every vocabulary token as the next token after each prompt: one float32
+        array of the vocabulary's size per prompt, in prompt order (`llmst tune` searches label words in it)."""
+        rows: list = [None] * len(prompts)
+        requests = [ScoreRequest(prompt, ()) for prompt in prompts]
+        self._score_group("", requests, list(range(len(prompts))), rows)
+        return rows
+
+    def word_tokens(self) -> dict[int, str]:
+        """Vocabulary tokens that are one word after a space (' good': letters only, at least two), by id,
+        keeping only those that encode back to exactly that token (so a verbalizer ' good' scores it)."""
+        import re
+
+        word = re.compile(r"^ [^\W\d_]{2,}$")
+        decoded = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        found = {i: text for i, text in enumerate(decoded) if word.match(text)}
+        encoded = self.tokenizer(list(found.values()), add_special_tokens=False)["input_ids"]
+        return {i: text for (i, text), ids in zip(found.items(), encoded, strict=True) if ids == [i]}
+
     def _prefix_state(self, prefix: str):
         """Token ids and key/value cache of a shared prefix (memoised), or ([], None) when not worth it."""
         if not prefix:
@@ -283,8 +302,9 @@ class HFBackend:
         out: list[list[float]] = []
         position = 0
         for seq in batch:
-            if seq.candidate < 0:
-                out.append(logprobs[position, seq.targets].tolist())
+            if seq.candidate < 0:  # no targets: the whole distribution (`next_token_logprobs`)
+                row = logprobs[position]
+                out.append(row[seq.targets].tolist() if seq.targets else row.numpy())
                 position += 1
             else:
                 n = len(seq.targets)

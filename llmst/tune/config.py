@@ -66,6 +66,14 @@ class TuneConfig:
             "seeded draw, unscored). Small models swing by several points from one draw to another."
         },
     )
+    label_words: int = field(
+        default=3,
+        metadata={
+            "help": "Words per label to find on the gold rows (the words the labeler itself says at the answer "
+            "for that label's rows, e.g. ' bad' for negative) and pool with the label's name, as one more "
+            "verbalizer style per prompt family; found on the other folds only while cross-validating. 0: off."
+        },
+    )
     calibrations: list[str] | None = field(
         default=None,
         metadata={
@@ -108,6 +116,8 @@ class TuneConfig:
             raise ConfigError("give --task or --labels (the labels to tune a prompt for)", hint=TASK_HINT)
         if self.draws < 1:
             raise ConfigError(f"--draws must be >= 1, got {self.draws}")
+        if self.label_words < 0:
+            raise ConfigError(f"--label-words must be >= 0, got {self.label_words}")
         if self.folds < 2:
             raise ConfigError(f"--folds must be >= 2, got {self.folds}")
         if self.label_descriptions is not None:

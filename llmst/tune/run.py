@@ -1,7 +1,9 @@
 """`llmst tune DEV -o task.yaml`: choose a prompt, verbalizers, calibration and shots on a few gold rows.
 
 Candidates: the prompt of `--task` (if given) and the ad-hoc families (`llmst.label.task.ADHOC_FAMILIES`),
-each with exact or case-pooled verbalizers; every `--calibrations` choice; every `--shots` count. Each
+each with exact or case-pooled verbalizers or pooled with label words found on the gold rows
+(`llmst.tune.verbalizers`; within cross-validation found on the other folds only); every `--calibrations`
+choice; every `--shots` count. Each
 candidate is scored by K-fold cross-validation: the rows of fold k are labeled (by `llmst.label.run.
 label_corpus`, so answers are cached and shared between candidates) with demonstrations drawn only from the
 other folds, so no row is ever scored with a demonstration drawn from itself. Prior calibrations are fitted
@@ -38,11 +40,13 @@ from llmst.label.calibrate import (
 )
 from llmst.label.config import LabelConfig, parse_label_descriptions
 from llmst.label.fewshot import Example, stratified_sample
-from llmst.label.run import label_corpus
+from llmst.label.run import Labeler, label_corpus
+from llmst.label.scoring import Scorer
 from llmst.label.task import ADHOC_FAMILIES, VERBALIZER_STYLES, Task, adhoc_task, load_task
-from llmst.readers import iter_checked
+from llmst.readers import Row, iter_checked
 from llmst.records import label_index, probs_by_id, write_json_atomic, write_jsonl_atomic
 from llmst.tune.config import TuneConfig
+from llmst.tune.verbalizers import choose_words, with_words, word_logprobs
 
 # a tuning row the labeler rejected cannot be scored
 _ROW_HINT = "every tuning row needs its text field(s); fix or drop it"
@@ -69,7 +73,44 @@ def _prompts(config: TuneConfig) -> dict[str, Task]:
                 continue  # nothing to pool (e.g. labels already capitalised)
             task.name = f"{task.name}-{family}-{style}"
             prompts[f"{family}/{style}"] = task
+        if config.label_words:  # the exact-style prompt, its label words found per fold (`_word_tasks`)
+            task = adhoc_task(labels, fields, config.instruction, descriptions, family=family)
+            task.name = f"{task.name}-{family}-words"
+            prompts[f"{family}/{WORDS}"] = task
     return prompts
+
+
+WORDS = "words"  # the verbalizer style whose label words are found on the gold rows
+
+
+def _word_tasks(
+    name: str, task: Task, rows, folds, gold: np.ndarray, backend, config: TuneConfig, work: Path
+) -> tuple[Task, list[Path], dict[str, list[str]]]:
+    """A `.../words` candidate: its label words found on all gold rows (the deployed task), a task file per
+    fold with words found on the other folds only, and the deployed words."""
+    labeler = Labeler(
+        LabelConfig(task=name, text_fields=task.text_fields, progress=False), task, backend, None
+    )
+    prepared, rejects = labeler.prepare([Row(i + 1, row) for i, row in enumerate(rows)])
+    if rejects:
+        raise ConfigError(f"tuning row {rejects[0].line}: {rejects[0].reason}", hint=_ROW_HINT)
+    prompts = [item.prompt for item in prepared]
+    logprobs, words = word_logprobs(backend, prompts)
+    own = Scorer(backend, task, cache=None).label_logprobs(prompts, [0] * len(prompts))
+    files = []
+    for f, fold in enumerate(folds):
+        rest = np.setdiff1d(np.arange(len(rows)), fold)
+        found = choose_words(own[rest], logprobs[rest], gold[rest], words, task, config.label_words)
+        path = work / "tasks" / f"{name.replace('/', '-')}-f{f}.yaml"
+        files.append(_task_file(path, with_words(task, found, task.name)))
+    found = choose_words(own, logprobs, gold, words, task, config.label_words)
+    return with_words(task, found, task.name), files, found
+
+
+def _task_file(path: Path, task: Task) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(task.to_dict(), sort_keys=False, allow_unicode=True))
+    return path
 
 
 def _gold_rows(path: str, config: TuneConfig, labels: list[str]) -> list[dict[str, Any]]:
@@ -273,9 +314,11 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
     results: list[dict[str, Any]] = []
     try:
         for number, (name, task) in enumerate(prompts.items(), start=1):
-            task_file = work / "tasks" / f"{number:02d}.yaml"
-            task_file.parent.mkdir(parents=True, exist_ok=True)
-            task_file.write_text(yaml.safe_dump(task.to_dict(), sort_keys=False, allow_unicode=True))
+            fold_tasks, words = None, None
+            if name.endswith("/" + WORDS):
+                task, fold_tasks, words = _word_tasks(name, task, rows, folds, gold, backend, config, work)
+                prompts[name] = task
+            task_file = _task_file(work / "tasks" / f"{number:02d}.yaml", task)
             for shots in config.shots:
                 if config.progress:
                     print(f"[tune] prompt {number}/{len(prompts)} {name}, {shots}-shot", file=sys.stderr)
@@ -284,7 +327,8 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                     ids = [rows[i]["id"] for i in fold]
                     raw = work / "labeled" / f"{number:02d}-s{shots}-f{f}.jsonl"
                     scored = _label_probs(
-                        task_file, task, fold_files[f], ids, demo_files.get((f, shots)), shots,
+                        fold_tasks[f] if fold_tasks else task_file, task, fold_files[f], ids,
+                        demo_files.get((f, shots)), shots,
                         np.delete(gold, fold), raw, backend, config,
                     )  # fmt: skip
                     for calibration, fold_probs in scored.items():
@@ -302,6 +346,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
                             "macro_f1": round(f1, 4),
                             "macro_f1_interval": [round(low, 4), round(high, 4)],
                             "accuracy": round(float((pred == gold).mean()), 4),
+                            **({"words": words} if words is not None else {}),
                         }
                     )
         ranked = sorted(
@@ -336,8 +381,7 @@ def _write_choice(
 ) -> dict[str, Any]:
     task.name = out.stem
     task.description = f"chosen by llmst tune on {dev} ({len(rows)} gold rows, {config.folds}-fold CV)"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(task.to_dict(), sort_keys=False, allow_unicode=True))
+    _task_file(out, task)
     options: dict[str, Any] = {"task": str(out), "text_fields": task.text_fields}
     options.update(
         calibration_options(best["calibration"], np.array([row["_gold"] for row in rows]), len(labels))
