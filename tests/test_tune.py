@@ -204,6 +204,11 @@ def test_label_words_are_found_on_the_other_folds_and_deployed_from_all_rows(
         assert len(list((work / "tasks").glob(f"{name}-f*.yaml"))) == 3
     off = run_tune(dev, tmp_path / "off.yaml", replace(config, label_words=0))
     assert not any(c["prompt"].endswith("/words") for c in off["candidates"])
+    # no word found on any fold nor on all rows: the candidate would repeat the exact one, so it is skipped
+    monkeypatch.setattr(tune_run, "choose_words", lambda *args: {"spam": [], "ham": []})
+    none = run_tune(dev, tmp_path / "none.yaml", config)
+    assert not any(c["prompt"].endswith("/words") for c in none["candidates"])
+    assert len(none["candidates"]) == len(off["candidates"])
     with pytest.raises(ConfigError, match="--label-words must be >= 0"):
         tune_config(tmp_path, tiny_model_dir, label_words=-1)
 

@@ -1,13 +1,14 @@
 """In-process transformers backend.
 
-Scoring runs right-padded batches of requests sorted by length (on a CPU split where padding would cost
-more than another forward call: `length_batches`) and reads logits only where they are needed (the hidden
-state of the last prompt token, plus candidate positions for multi-token verbalizers), so the vocabulary
-projection is paid once per prompt, not once per token. When every candidate is one token, a request costs a single
-forward pass over its prompt. A shared prefix (a few-shot block) is encoded once and its key/value cache
-reused for every request that starts with it; on a CPU the requests attend to it without a per-request copy
-(`llmst.backends.prefix_attention`), elsewhere through a key/value cache expanded to the batch. A prompt with `prefix_chars > 0` is always tokenized in two
-pieces (prefix, rest), whether or not the cache is reused, so reuse never changes a score.
+Scoring runs right-padded batches of requests sorted by length (on a CPU split where padding would cost more
+than another forward call: `length_batches`) and reads logits only where they are needed (the hidden state of
+the last prompt token, plus candidate positions for multi-token verbalizers), so the vocabulary projection is
+paid once per prompt, not once per token. When every candidate is one token, a request costs a single forward
+pass over its prompt. A shared prefix (a few-shot block) is encoded once and its key/value cache reused for
+every request that starts with it; on a CPU the requests attend to it without a per-request copy
+(`llmst.backends.prefix_attention`), elsewhere through a key/value cache expanded to the batch. A prompt with
+`prefix_chars > 0` is always tokenized in two pieces (prefix, rest), whether or not the cache is reused, so
+reuse never changes a score.
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ def _word_tasks(
     name: str, task: Task, rows, folds, gold: np.ndarray, backend, config: TuneConfig, work: Path
 ) -> tuple[Task, list[Path], dict[str, list[str]]]:
     """A `.../words` candidate: its label words found on all gold rows (the deployed task), a task file per
-    fold with words found on the other folds only, and the deployed words."""
+    fold with words found on the other folds only, and the deployed words. No task files when no word was
+    found anywhere (the candidate would repeat the exact-style one)."""
     labeler = Labeler(
         LabelConfig(task=name, text_fields=task.text_fields, progress=False), task, backend, None
     )
@@ -97,13 +98,19 @@ def _word_tasks(
     prompts = [item.prompt for item in prepared]
     logprobs, words = word_logprobs(backend, prompts)
     own = Scorer(backend, task, cache=None).label_logprobs(prompts, [0] * len(prompts))
-    files = []
-    for f, fold in enumerate(folds):
+    per_fold = []
+    for fold in folds:
         rest = np.setdiff1d(np.arange(len(rows)), fold)
-        found = choose_words(own[rest], logprobs[rest], gold[rest], words, task, config.label_words)
-        path = work / "tasks" / f"{name.replace('/', '-')}-f{f}.yaml"
-        files.append(_task_file(path, with_words(task, found, task.name)))
+        per_fold.append(choose_words(own[rest], logprobs[rest], gold[rest], words, task, config.label_words))
     found = choose_words(own, logprobs, gold, words, task, config.label_words)
+    if not any(any(chosen.values()) for chosen in [*per_fold, found]):
+        return task, [], found
+    files = [
+        _task_file(
+            work / "tasks" / f"{name.replace('/', '-')}-f{f}.yaml", with_words(task, chosen, task.name)
+        )
+        for f, chosen in enumerate(per_fold)
+    ]
     return with_words(task, found, task.name), files, found
 
 
@@ -317,6 +324,10 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
             fold_tasks, words = None, None
             if name.endswith("/" + WORDS):
                 task, fold_tasks, words = _word_tasks(name, task, rows, folds, gold, backend, config, work)
+                if not fold_tasks:
+                    if config.progress:
+                        print(f"[tune] {name}: no label words found, candidate skipped", file=sys.stderr)
+                    continue
                 prompts[name] = task
             task_file = _task_file(work / "tasks" / f"{number:02d}.yaml", task)
             for shots in config.shots:

@@ -7,8 +7,8 @@ gained up to 8 points macro-F1 from pooling such words (AG News: ' world' with '
 PETAL (Schick et al. 2020): one forward pass per gold row gives the next-token distribution at the answer
 slot; a word joins a label when it is among the words the model finds likeliest on that label's rows, is
 likelier there than on the other labels' rows, and pooling it (log-sum-exp with the label's own name) makes
-the gold labels likelier (greedy forward selection). Inside cross-validation they are found on the other folds only, so a fold is never scored with
-words chosen on itself.
+the gold labels likelier (greedy forward selection). Inside cross-validation they are found on the other
+folds only, so a fold is never scored with words chosen on itself.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def choose_words(
     `gold` label indices.
 
     A label's shortlist: the `POOL` words with the highest mean log-probability on its rows that are
-    likelier there than on the other labels' rows (in mean log-probability). Then, greedily, the shortlisted word whose pooling most raises the mean log-likelihood of the gold labels
-    (after prior calibration) joins its label, until no word adds `MIN_GAIN` or every label has `per_label`.
+    likelier there than on the other labels' rows (in mean log-probability). Then, greedily, the shortlisted
+    word whose pooling most raises the mean log-likelihood of the gold labels (after prior calibration) joins
+    its label, until no word adds `MIN_GAIN` or every label has `per_label`.
     Each word joins one label at most, and no word already a verbalizer is taken."""
     names = task.label_names
     k = len(names)
