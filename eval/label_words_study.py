@@ -5,7 +5,7 @@
 For each task and ad-hoc prompt family (zero-shot), the first 100 dev rows are the gold rows words are
 found on (`llmst.tune.verbalizers.choose_words`) and the rest of the dev slice is scored: macro-F1 with prior
 calibration, the label names alone against the names pooled with the words found. A grid over the
-search's settings (`MIN_GAIN`, words per label, `POOL`) is scored from one pass of the model per row (the
+search's settings (min gain, words per label, pool) is scored from one pass of the model per row (the
 next-token distributions are kept under --work). Prints a table per setting and writes JSON.
 """
 
@@ -81,12 +81,11 @@ def distributions(name: str, family: str, backend, work: Path) -> dict[str, np.n
 def score(data: dict[str, np.ndarray], task, setting) -> float:
     """Macro-F1 (prior calibration) on the rows after the first 100, with words found on those 100."""
     min_gain, per_label, pool = setting
-    verbalizers.MIN_GAIN, verbalizers.POOL = min_gain, pool
     own, logprobs, gold, words = data["own"], data["logprobs"], data["gold"], list(data["words"])
     pooled = own.copy()
     if per_label:
         found = verbalizers.choose_words(
-            own[:GOLD_ROWS], logprobs[:GOLD_ROWS], gold[:GOLD_ROWS], words, task, per_label
+            own[:GOLD_ROWS], logprobs[:GOLD_ROWS], gold[:GOLD_ROWS], words, task, per_label, pool, min_gain
         )
         for c, label in enumerate(task.label_names):
             for word in found[label]:

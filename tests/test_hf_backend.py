@@ -98,6 +98,7 @@ def test_next_token_distribution_matches_scores_and_words_are_single_tokens(back
     prompts = ["one", "two three four five", "six seven"]  # batch_size 3: one padded batch
     rows = backend.next_token_logprobs(prompts)
     words = backend.word_tokens()
+    assert backend.word_tokens() is words  # one pass over the vocabulary per backend
     assert len(rows) == 3 and all(row.shape == (len(backend.tokenizer),) for row in rows)
     ids = [i for i, text in words.items() if text in (" yes", " no")]
     assert sorted(words[i] for i in ids) == [" no", " yes"]

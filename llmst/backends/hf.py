@@ -107,6 +107,7 @@ class HFBackend:
         self.dtype = default_dtype(self.device) if dtype == "auto" else dtype  # the dtype actually used
         self.batch_size = batch_size
         self.chunk_size = batch_size * 4  # several batches per call, sorted by length to limit padding
+        self._word_tokens: dict[int, str] | None = None  # `word_tokens`, found on first use
         bars = hf_logging.is_progress_bar_enabled()
         if quiet:
             hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
@@ -182,7 +183,13 @@ class HFBackend:
 
     def word_tokens(self) -> dict[int, str]:
         """Vocabulary tokens that are one word after a space (' good': letters only, at least two), by id,
-        keeping only those that encode back to exactly that token (so a verbalizer ' good' scores it)."""
+        keeping only those that encode back to exactly that token (so a verbalizer ' good' scores it).
+        Computed once per backend (a pass over the whole vocabulary; tune asks once per prompt family)."""
+        if self._word_tokens is None:
+            self._word_tokens = self._find_word_tokens()
+        return self._word_tokens
+
+    def _find_word_tokens(self) -> dict[int, str]:
         import re
 
         word = re.compile(r"^ [^\W\d_]{2,}$")

@@ -47,15 +47,17 @@ def choose_words(
     words: list[str],
     task: Task,
     per_label: int,
+    pool: int = POOL,
+    min_gain: float = MIN_GAIN,
 ) -> dict[str, list[str]]:
     """Up to `per_label` words for each label of `task` (by name), chosen on rows with these
     `label_logprobs` (rows x labels, under the task's own verbalizers), word `logprobs` (rows x words) and
     `gold` label indices.
 
-    A label's shortlist: the `POOL` words with the highest mean log-probability on its rows that are
+    A label's shortlist: the `pool` words with the highest mean log-probability on its rows that are
     likelier there than on the other labels' rows (in mean log-probability). Then, greedily, the shortlisted
     word whose pooling most raises the mean log-likelihood of the gold labels (after prior calibration) joins
-    its label, until no word adds `MIN_GAIN` or every label has `per_label`.
+    its label, until no word adds `min_gain` (nats per row) or every label has `per_label`.
     Each word joins one label at most, and no word already a verbalizer is taken."""
     names = task.label_names
     k = len(names)
@@ -68,7 +70,7 @@ def choose_words(
             continue
         mean = logprobs[gold == c].mean(axis=0)
         margin = mean - np.mean([logprobs[gold == o].mean(axis=0) for o in others], axis=0)
-        shortlist[c] = [w for w in np.argsort(-mean)[:POOL] if margin[w] > 0 and words[w] not in taken]
+        shortlist[c] = [w for w in np.argsort(-mean)[:pool] if margin[w] > 0 and words[w] not in taken]
     chosen: dict[str, list[str]] = {name: [] for name in names}
     pooled, used = np.array(label_logprobs, dtype=np.float64), set()
     current = _gold_loglik(pooled, gold)
@@ -83,7 +85,7 @@ def choose_words(
                 trial = pooled.copy()
                 trial[:, c] = np.logaddexp(trial[:, c], logprobs[:, w])
                 gain = _gold_loglik(trial, gold) - current
-                if gain >= MIN_GAIN and (best is None or gain > best[0]):
+                if gain >= min_gain and (best is None or gain > best[0]):
                     best = (gain, c, w, trial)
         if best is None:
             return chosen
