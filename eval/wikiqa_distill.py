@@ -1,7 +1,7 @@
 """Retrieval distillation on WikiQA: a MiniLM-L6 bi-encoder before and after MarginMSE, KL and CPRD-style
 distillation from a cross-encoder llmst trains on WikiQA train, with mined hard negatives.
 
-    python eval/wikiqa_distill.py [--seed 0] [--losses marginmse,kldiv,cprd] [--negatives 5]
+    python eval/wikiqa_distill.py [--seed 0] [--losses marginmse,kldiv,cprd,gold] [--negatives 5]
                                   [--teacher-epochs 1] [--epochs 1] [--limit N] [--test-limit M]
                                   [--out-dir /tmp/llmst-eval/wikiqa] [--json eval/results/wikiqa_distill.json]
 
@@ -15,7 +15,9 @@ OUT_DIR (a rerun reuses what is current):
    pairs are excluded (the leak guard);
 3. `llmst pairs score` with the teacher (sigmoid scores);
 4. students: `llmst train --kind bi-encoder --loss L --positive-field positive --negatives NEGATIVES` from
-   all-MiniLM-L6-v2, for each L;
+   all-MiniLM-L6-v2, for each L; `gold` is the control without a teacher: `--loss cprd --rank-weight 0`, i.e.
+   MultipleNegativesRankingLoss on the gold positive against the same mined hard negatives and the batch, so a
+   student's gain over it is what the teacher's scores add;
 5. `llmst evaluate-pairs --metrics retrieval` on the test questions: against a corpus of all test candidate
    sentences (`all`, bi-encoders) and against each question's own candidates (`candidates`, where the teacher
    can be scored too). "Gap recovered" = (student - MiniLM-L6) / (teacher - MiniLM-L6) in nDCG@10 on
@@ -94,7 +96,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--losses", default="marginmse,kldiv,cprd")
+    parser.add_argument("--losses", default="marginmse,kldiv,cprd,gold", help="`gold`: no teacher (control)")
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--teacher-epochs", type=float, default=1.0)
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -154,14 +156,17 @@ def main() -> None:
     seconds = {}
     for loss in [name.strip() for name in args.losses.split(",") if name.strip()]:
         began = time.perf_counter()
-        models[f"{loss} student"] = trained(
+        # the control trains on the same groups with the teacher's order weighted 0: gold positives only
+        gold_only = loss == "gold"
+        models["gold-only student (no teacher)" if gold_only else f"{loss} student"] = trained(
             f"student {loss}",
             scored,
             args.out_dir / f"student-{loss}-seed{args.seed}",
             TrainConfig(
                 student=STUDENT,
                 kind="bi-encoder",
-                loss=loss,
+                loss="cprd" if gold_only else loss,
+                rank_weight=0.0 if gold_only else TrainConfig.rank_weight,
                 positive_field="positive",
                 negatives=args.negatives,
                 epochs=args.epochs,
