@@ -7,6 +7,8 @@ eval/suite_data.py, scored against the majority-class baseline.
 Configurations (`CONFIGS`; each maps a suite task to the `LabelConfig` a user would write):
 - `adhoc`: `llmst label --labels a,b,c --text-field ...` with every other option at its default (what a user
   with a new task gets today);
+- `adhoc-instruction`: the same with `--instruction` set to the task's one sentence in
+  `suite_data.USER_INSTRUCTIONS` (what a user would write, no gold rows);
 - `adhoc-raw`: the same with `--calibrate none`; `adhoc-em`: with `--prior em` (the corpus prior estimated by
   EM); `adhoc-contextual`: with `--calibrate contextual`;
 - `adhoc-question` (the ad-hoc default until session 5), `adhoc-classify`, `adhoc-statement`,
@@ -76,6 +78,7 @@ CONFIGS: dict[str, Callable[[suite_data.SuiteTask], dict[str, Any]]] = {
     "adhoc-classify-cased": lambda task: _family(task, "classify", "cased"),
     "adhoc-classify-contextual": lambda task: _family(task, "classify", "exact", calibrate="contextual"),
     "adhoc-statement": lambda task: _family(task, "statement", "exact"),
+    "adhoc-instruction": lambda task: _adhoc(task, instruction=suite_data.USER_INSTRUCTIONS[task.name]),
     "adhoc-raw": lambda task: _adhoc(task, calibrate="none"),
     "adhoc-em": lambda task: _adhoc(task, prior="em"),
     "adhoc-contextual": lambda task: _adhoc(task, calibrate="contextual"),

@@ -111,6 +111,24 @@ _TASKS = [
 ]  # fmt: skip
 SUITE: dict[str, SuiteTask] = {task.name: task for task in _TASKS}
 
+# One plain sentence per task, as a user bringing the task would write it for `--instruction` (written once in
+# session 14 before any run with them, never edited after seeing a score; they name the domain and the
+# decision, not label synonyms).
+USER_INSTRUCTIONS: dict[str, str] = {
+    "sst2": "Classify the sentiment of the movie review.",
+    "mr": "Classify the sentiment of the movie review.",
+    "ag_news": "Classify the topic of the news article.",
+    "trec": "Classify the question by the type of answer it asks for.",
+    "sick": "Decide whether the premise entails the hypothesis, contradicts it, or neither (neutral).",
+    "boolq": "Answer the yes/no question about the passage.",
+    "wikiqa": "Decide whether the answer sentence answers the question.",
+    "sms_spam": "Classify the SMS message as spam or not spam (ham).",
+    "emotion": "Classify the emotion expressed in the tweet.",
+    "cola": "Decide whether the sentence is grammatically acceptable English.",
+    "financial_phrasebank": "Classify the sentiment of the financial news sentence.",
+    "rte": "Decide whether the premise entails the hypothesis.",
+}
+
 
 def _add(rows: list[dict], stats: Counter, src: str, gold: str, task: str, **fields: str) -> None:
     """Append a source row (stripped) or count why it is dropped."""

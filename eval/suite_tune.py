@@ -2,13 +2,18 @@
 the ad-hoc default and with the best candidate found in hindsight on those same rows.
 
     python eval/suite_tune.py [--report dev-rest|test] [--gold-rows 100] [--shots 0,4] [--model NAME]
+                              [--instruction | --from-task]
 
 `--report dev-rest` (the default, for design decisions) tunes on the first `--gold-rows` dev rows and scores
 the rest of the dev slice; `--report test` tunes on the same rows and scores the test slice (reporting only).
 For each task: the ad-hoc default (`--labels` alone), the tuned choice, and (unless `--no-oracle`) the oracle:
 every tune candidate relabels the scored rows and the best one there is kept ("the best single prompt a
-search finds"). Answers
-come from the answer cache. Prints a table and writes eval/results/suite_tune_<report>.json.
+search finds"). `--instruction` gives tune and the ad-hoc default each task's one-sentence
+`suite_data.USER_INSTRUCTIONS` (what a user would write); the table's "labels only" column stays the
+`--labels`-only default. `--from-task` starts tune from the task's shipped prompt (`llmst tune --task
+sentiment|ag_news|trec`, the prompts eval/search_prompts.py chose on SST-2, AG News and TREC dev), which then
+competes with the ad-hoc candidates; tasks without one are skipped (needs `--no-oracle`). Answers come
+from the answer cache. Prints a table and writes eval/results/suite_tune_<report>.json.
 """
 
 from __future__ import annotations
@@ -58,14 +63,17 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
     dev = suite_data.load_split(name, "dev")
     gold_rows = dev[: args.gold_rows]
     scored = dev[args.gold_rows :] if args.report == "dev-rest" else suite_data.load_split(name, "test")
-    work = WORK / args.model / f"{name}-{args.report}-{args.select}"
+    instruction = suite_data.USER_INSTRUCTIONS[name] if args.instruction else None
+    start = task.shipped_task if args.from_task else None
+    suffix = "-instr" if instruction else "-task" if start else ""
+    work = WORK / args.model / f"{name}-{args.report}-{args.select}{suffix}"
     tune_in = _write(work / "gold.jsonl", gold_rows)
     scored_in = _write(work / "scored.jsonl", scored)
     report = run_tune(
         tune_in,
         work / "task.yaml",
-        TuneConfig(labels=list(task.labels), text_fields=list(task.text_fields), shots=args.shots,
-                   select=args.select, model=args.model, cache_path=args.cache_path, overwrite=True,
+        TuneConfig(task=start, labels=None if start else list(task.labels), text_fields=list(task.text_fields), shots=args.shots,
+                   instruction=instruction, select=args.select, model=args.model, cache_path=args.cache_path, overwrite=True,
                    progress=False, draws=args.draws, label_words=args.label_words),
     )  # fmt: skip
     options = yaml.safe_load(Path(report["options"]).read_text())
@@ -74,7 +82,12 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
     if report.get("draws") and report["chosen"].get("draw", 0) != 0:
         first = work / "task.yaml.work" / "draws" / "demos0.jsonl"
         single = _score(scored_in, work / "tuned-draw0.jsonl", {**options, "few_shot": str(first)}, args)
-    default = _score(scored_in, work / "default.jsonl", {"labels": list(task.labels), "text_fields": list(task.text_fields)}, args)  # fmt: skip
+    adhoc = {"labels": list(task.labels), "text_fields": list(task.text_fields)}
+    default = _score(scored_in, work / "default.jsonl", adhoc, args)
+    labels_only = default
+    if instruction:
+        labels_only = _score(scored_in, work / "labels-only.jsonl", adhoc, args)
+        default = _score(scored_in, work / "default.jsonl", {**adhoc, "instruction": instruction}, args)
     oracle = {"macro_f1": -1.0}
     if args.no_oracle:
         report["candidates"] = []  # the search in hindsight relabels the scored rows once per candidate
@@ -102,7 +115,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict:
         oracle = {"macro_f1": None}
     majority = suite_data.majority_baseline(scored, task.labels)["macro_f1"]
     return {"task": name, "scored_rows": len(scored), "majority_f1": round(majority, 4), "default_f1": default,
-            "tuned_f1": tuned, "tuned_draw0_f1": single, "draws": report.get("draws", []),
+            "labels_only_f1": labels_only, "instruction": instruction, "from_task": start, "tuned_f1": tuned, "tuned_draw0_f1": single, "draws": report.get("draws", []),
             "chosen": report["chosen"], "warnings": report["warnings"], "oracle": oracle}  # fmt: skip
 
 
@@ -123,6 +136,12 @@ def main() -> None:
     parser.add_argument(
         "--label-words", type=int, default=TuneConfig.label_words, help="tune --label-words (0: off)"
     )
+    parser.add_argument(
+        "--instruction", action="store_true", help="each task's USER_INSTRUCTIONS for tune and the default"
+    )
+    parser.add_argument(
+        "--from-task", action="store_true", help="tune --task <the shipped task> (tasks that have one)"
+    )
     parser.add_argument("--tasks", nargs="+", choices=list(suite_data.SUITE), default=list(suite_data.SUITE))
     parser.add_argument("--model", default=DEFAULT_LABELER)
     parser.add_argument("--cache-path", default="/tmp/llmst-eval/cache.sqlite")
@@ -136,6 +155,14 @@ def main() -> None:
     args.backend = None
     started = time.perf_counter()
     results = []
+    if args.instruction and args.from_task:
+        parser.error("--instruction is for ad-hoc tasks; --from-task starts from a shipped task")
+    if args.from_task and not args.no_oracle:
+        parser.error(
+            "--from-task needs --no-oracle (the oracle scores candidates in the suite's label order)"
+        )
+    if args.from_task:
+        args.tasks = [name for name in args.tasks if suite_data.SUITE[name].shipped_task]
     for name in args.tasks:
         r = run_task(name, args)
         print(f"[tune] {name}: default {r['default_f1']:.4f} tuned {r['tuned_f1']:.4f} oracle {r['oracle']['macro_f1']}", file=sys.stderr)  # fmt: skip

@@ -102,6 +102,25 @@ def test_partial_ranking_loss_learns_the_teacher_order_of_negatives_only():
     assert float(got) == pytest.approx(contrastive, abs=1e-6)
 
 
+def test_partial_ranking_at_rank_weight_0_is_multiple_negatives_ranking_loss():
+    # the gold-only control of eval/wikiqa_distill.py: no teacher order, only the contrastive term, which is
+    # sentence-transformers' MNRL with hard negatives (scale = 1 / temperature); teacher scores are ignored
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    generator = torch.Generator().manual_seed(0)
+    columns = [torch.randn(4, 8, generator=generator) for _ in range(4)]  # query, positive, 2 negatives
+    teacher = torch.rand(4, 3, generator=generator)
+    control = PartialRankingDistillLoss(None, temperature=0.05, rank_weight=0.0)
+    mnrl = MultipleNegativesRankingLoss(None, scale=20.0)
+    expected = float(mnrl.compute_loss_from_embeddings(columns, None))
+    assert float(control.compute_loss_from_embeddings(columns, teacher)) == pytest.approx(expected, rel=1e-5)
+    assert float(control.compute_loss_from_embeddings(columns, teacher.flip(1))) == pytest.approx(
+        expected, rel=1e-5
+    )
+    ranked = PartialRankingDistillLoss(None, temperature=0.05, rank_weight=1.0)
+    assert float(ranked.compute_loss_from_embeddings(columns, teacher)) > expected + 1e-3
+
+
 def test_partial_ranking_contrastive_term_uses_every_passage_of_the_batch():
     # two queries with one negative each, temperature 1: each query's candidates are both positives and both
     # negatives; the teacher's order among one negative is empty, so only the contrastive term remains
