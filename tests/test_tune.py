@@ -42,8 +42,18 @@ def test_tune_scores_every_candidate_out_of_fold_and_writes_a_usable_task(tmp_pa
     candidates = report["candidates"]
     # 3 families x 2 verbalizer styles (exact, cased) x 2 shot counts x 3 calibrations, and the same for each
     # family whose label words were found (a random tiny model finds some, not always for every family)
-    chosen = {k: v for k, v in report["chosen"].items() if k != "draw"}  # a few-shot choice adds its draw
-    assert chosen == candidates[0]
+    # the choice: the reference (classify/exact, 0-shot, prior: what `llmst label --labels` does) unless a
+    # candidate beats it in >= 90% of paired bootstrap draws; then the best-scored such candidate
+    chosen = {k: v for k, v in report["chosen"].items() if k not in ("draw", "reference", "beats_reference")}
+    assert chosen in candidates
+    reference = next(
+        c for c in candidates if (c["prompt"], c["shots"], c["calibration"]) == ("classify/exact", 0, "prior")
+    )
+    if report["chosen"].get("reference"):
+        assert chosen == reference
+    else:
+        assert report["chosen"]["beats_reference"] >= 0.9 and chosen["macro_f1"] > reference["macro_f1"]
+        assert all(c["macro_f1"] >= chosen["macro_f1"] for c in candidates[: candidates.index(chosen)])
     assert len([c for c in candidates if not c["prompt"].endswith("/words")]) == 36
     assert len(candidates) == 36 + 6 * len(
         {c["prompt"] for c in candidates if c["prompt"].endswith("/words")}
@@ -248,3 +258,41 @@ def test_choose_words_picks_words_that_separate_the_labels():
     assert choose_words(own, logprobs, gold, words, task, 1) == {"negative": [" bad"], "positive": [" good"]}
     flat = np.log(np.full((n, len(words)), 0.02))  # nothing separates: nothing joins
     assert choose_words(own, flat, gold, words, task, 3) == {"negative": [], "positive": []}
+
+
+def test_tune_keeps_the_reference_unless_a_candidate_beats_it_firmly():
+    import numpy as np
+
+    from llmst.tune.run import _choose
+
+    gold = np.array([0, 1] * 50)
+    reference = ("classify/exact", 0, "prior")
+    ref_pred = gold.copy()
+    ref_pred[:30] = 1 - ref_pred[:30]  # 70 of 100 right
+    close = ref_pred.copy()
+    close[:1] = gold[:1]  # 71 right: better on cross-validation, but not firmly
+    firm = gold.copy()
+    firm[:5] = 1 - firm[:5]  # 95 right
+    rows = {
+        reference: {"prompt": reference[0], "shots": 0, "calibration": "prior", "macro_f1": 0.70},
+        ("statement/exact", 0, "none"): {
+            "prompt": "statement/exact",
+            "shots": 0,
+            "calibration": "none",
+            "macro_f1": 0.71,
+        },
+        ("classify/exact", 4, "prior"): {
+            "prompt": "classify/exact",
+            "shots": 4,
+            "calibration": "prior",
+            "macro_f1": 0.95,
+        },
+    }
+    preds = {reference: ref_pred, ("statement/exact", 0, "none"): close, ("classify/exact", 4, "prior"): firm}
+    ranked = sorted(rows.values(), key=lambda r: -r["macro_f1"])
+    chosen = _choose(ranked[1:], preds, gold, 2, reference, seed=0)  # without the firm winner
+    assert (chosen["prompt"], chosen["shots"], chosen["calibration"]) == reference
+    chosen = _choose(ranked, preds, gold, 2, reference, seed=0)
+    assert (chosen["shots"], chosen["beats_reference"]) == (4, 1.0)
+    # no reference among the candidates (e.g. --calibrations none): the best score wins
+    assert _choose(ranked[:2], preds, gold, 2, ("question/exact", 0, "prior"), seed=0) is ranked[0]
