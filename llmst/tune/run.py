@@ -273,11 +273,13 @@ def _choose_draw(rows, labels, gold, best, task, config: TuneConfig, backend, wo
     return chosen["demos"], [{k: v for k, v in r.items() if k != "demos"} for r in scored], chosen["draw"]
 
 
+def _bootstrap_draws(n: int, seed: int) -> np.ndarray:
+    """The row indices of `BOOTSTRAP` resamples of `n` rows, (draws, rows); the same for every candidate."""
+    return np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
+
+
 def _bootstrap_f1(gold: np.ndarray, pred: np.ndarray, k: int, seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    n = len(gold)
-    draws = [_macro_f1(gold[idx], pred[idx], k) for idx in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))]
-    low, high = np.percentile(draws, [2.5, 97.5])
+    low, high = np.percentile(_macro_f1_draws(gold, pred, k, _bootstrap_draws(len(gold), seed)), [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -368,7 +370,7 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
         ranked = sorted(
             results, key=lambda r: (-r["macro_f1"], r["shots"], CALIBRATION_ORDER[r["calibration"]])
         )
-        best = _choose(ranked, preds, gold, len(labels), _reference(config), config.seed)
+        best = _choose(ranked, preds, gold, len(labels), _reference(prompts), config.seed)
         task, demos, draws = prompts[best["prompt"]], None, []
         if best["shots"] and config.select == "random" and config.draws > 1:
             demos, draws, chosen_draw = _choose_draw(rows, labels, gold, best, task, config, backend, work)
@@ -393,10 +395,10 @@ def run_tune(dev: str | Path, out: str | Path, config: TuneConfig) -> dict[str, 
 SURE = 0.9
 
 
-def _reference(config: TuneConfig) -> tuple[str, int, str]:
-    """The candidate `llmst label` would run without tuning: the task's prompt (or the ad-hoc default family),
-    zero-shot, `--calibrate prior` toward a uniform prior."""
-    return (f"task:{load_task(config.task).name}" if config.task else "classify/exact", 0, "prior")
+def _reference(prompts: dict[str, Task]) -> tuple[str, int, str]:
+    """The candidate `llmst label` would run without tuning: the task's prompt (`_prompts` names it
+    `task:...`; else the ad-hoc default family), zero-shot, `--calibrate prior` toward a uniform prior."""
+    return (next((name for name in prompts if name.startswith("task:")), "classify/exact"), 0, "prior")
 
 
 def _choose(ranked, preds, gold: np.ndarray, k: int, reference, seed: int) -> dict[str, Any]:
@@ -405,17 +407,15 @@ def _choose(ranked, preds, gold: np.ndarray, k: int, reference, seed: int) -> di
     ref = next((r for r in ranked if (r["prompt"], r["shots"], r["calibration"]) == reference), None)
     if ref is None:
         return ranked[0]
-    idx = np.random.default_rng(seed).integers(0, len(gold), (BOOTSTRAP, len(gold)))
+    idx = _bootstrap_draws(len(gold), seed)
     base = _macro_f1_draws(gold, preds[reference], k, idx)
-    for r in ranked:
-        if r is ref:
-            return {**r, "reference": True}
+    for r in ranked[: ranked.index(ref)]:  # the candidates scored above the reference, best first
         wins = float(
             (_macro_f1_draws(gold, preds[(r["prompt"], r["shots"], r["calibration"])], k, idx) > base).mean()
         )
         if wins >= SURE:
             return {**r, "beats_reference": round(wins, 3)}
-    return ref
+    return {**ref, "reference": True}
 
 
 def _macro_f1_draws(gold: np.ndarray, pred: np.ndarray, k: int, idx: np.ndarray) -> np.ndarray:
