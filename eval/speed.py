@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import ensure, few_shot_file  # noqa: E402
 
+from llmst.backends.hf import batching as hf_batching  # noqa: E402
 from llmst.evaluate import evaluate_file  # noqa: E402
 from llmst.label.config import LabelConfig  # noqa: E402
 from llmst.label.run import label_corpus  # noqa: E402
@@ -86,7 +87,24 @@ def expanded_prefix_backend(options: dict):
     return backend
 
 
-def timed_methods(args, source: Path, work: Path, compiled, url: str | None) -> dict:
+# the hf backend's CPU batching before the AMX defaults (`llmst.backends.hf.batching`): rows, overhead, token cap
+BEFORE_BATCHING = (32, 16, None)
+
+
+def with_batching(policy: tuple, function, *args, **kwargs):
+    """`function(*args, **kwargs)` with every hf backend built meanwhile batching by `policy` (rows per batch,
+    per-call overhead in tokens, token cap) whatever the machine (`--before-batching`)."""
+    import llmst.backends.hf as hf_module
+
+    saved = hf_module.batching
+    hf_module.batching = lambda device_kind, dtype: policy
+    try:
+        return function(*args, **kwargs)
+    finally:
+        hf_module.batching = saved
+
+
+def timed_methods(args, source: Path, work: Path, compiled, url: str | None, compiled_before=None) -> dict:
     """The labeling methods to time, by row name: each a function that labels `source` once."""
     zero_shot = {"batch_size": args.batch_size, "dtype": args.dtype}
     hf = "llmst hf (in-process)"
@@ -104,9 +122,18 @@ def timed_methods(args, source: Path, work: Path, compiled, url: str | None) -> 
                     return run_llmst(source, work, copied, args.dtype, built=built, **zero_shot, **shots)
 
             methods[copied] = run_copied
+    if args.before_batching:
+        before = f"{hf}, batching before session 15 ({BEFORE_BATCHING[0]} rows, {BEFORE_BATCHING[1]} tokens)"
+        methods[before] = lambda: with_batching(BEFORE_BATCHING, run_llmst, source, work, before, args.dtype,
+                                                **zero_shot)  # fmt: skip
     if compiled is not None:
         name = f"{hf}, --compile, after its warm-up"
         methods[name] = lambda: run_compiled(source, work, args, compiled, name)
+        if args.before_batching:
+            old = f"{name}, batching before session 15"
+            methods[old] = lambda: with_batching(
+                BEFORE_BATCHING, run_compiled, source, work, args, compiled_before, old
+            )
         if shots:
             shot_name = f"{hf}, {args.shots}-shot, --compile, after its warm-up"
             methods[shot_name] = lambda: run_compiled(source, work, args, compiled, shot_name, **shots)
@@ -145,9 +172,9 @@ def run_compiled(source: Path, work: Path, args, backend, name: str, **extra) ->
     return {**row, "compile_seconds": compile_seconds}
 
 
-def model_flops(source: Path, dtype: str, threads: int) -> dict:
+def model_flops(source: Path, dtype: str, threads: int, batch_size: int | None) -> dict:
     """The hardware yardstick, measured in this run: bf16/fp32 matmul GFLOP/s at the model's own MLP shapes
-    (a batch of 32 prompts' tokens x hidden x intermediate), and what one labeling pass costs: tokens of the
+    (a batch of llmst's rows of prompt tokens on this machine, x hidden x intermediate), and what one labeling pass costs: tokens of the
     prompts (plus one candidate position each: the single-token fast path) x 2 x non-embedding parameters."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -161,7 +188,8 @@ def model_flops(source: Path, dtype: str, threads: int) -> dict:
     tokenizer, task = AutoTokenizer.from_pretrained(path), load_task("sentiment")
     texts = [task.render(r, r["text"]) for r in read_jsonl(source)]
     tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
-    m = 32 * tokens // len(texts)  # tokens in a batch of 32 prompts
+    rows = batch_size or hf_batching("cpu", dtype)[0]  # the rows of llmst's batches on this machine
+    m = rows * tokens // len(texts)  # tokens in a batch of that many prompts
     torch.set_num_threads(threads)
     kind = getattr(torch, dtype)
     a = torch.randn(m, config.hidden_size, dtype=kind)
@@ -238,7 +266,17 @@ def main() -> None:
         help="dtype of the naive baseline and llmst hf (the vLLM server always runs bfloat16)",
     )
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="llmst hf rows per batch (default: llmst's for this machine)",
+    )
+    parser.add_argument(
+        "--before-batching",
+        action="store_true",
+        help="also llmst hf (and --compile) with the CPU batching before session 15: 32 rows, 16 tokens",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the (slow) naive baseline")
     parser.add_argument(
@@ -277,7 +315,7 @@ def main() -> None:
         source = Path(tempfile.mkdtemp()) / "sst2-test.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     work = Path(tempfile.mkdtemp(prefix="llmst-speed-"))
-    flops = model_flops(source, args.dtype, args.threads)
+    flops = model_flops(source, args.dtype, args.threads, args.batch_size)
     results = [] if args.skip_naive else [run_naive(source, args.dtype)]
     with ExitStack() as stack:
         url = None
@@ -292,7 +330,12 @@ def main() -> None:
             spec = LabelConfig(task="sentiment", dtype=args.dtype, batch_size=args.batch_size, compile=True)
             compiled = make_backend(replace(spec.backend_spec(), quiet=True))
             stack.callback(compiled.close)
-        methods = timed_methods(args, source, work, compiled, url)
+        compiled_before = None
+        if args.compile and args.before_batching:
+            build = lambda: make_backend(replace(spec.backend_spec(), quiet=True))  # noqa: E731
+            compiled_before = with_batching(BEFORE_BATCHING, build)
+            stack.callback(compiled_before.close)
+        methods = timed_methods(args, source, work, compiled, url, compiled_before)
         # the methods run alternately, `--repeats` rounds; each row is its median run (a shared VM's speed
         # drifts by 20% between runs a minute apart, which one run of each would put into every ratio)
         done: dict[str, list[dict]] = {name: [] for name in methods}
@@ -353,6 +396,9 @@ def main() -> None:
         "docs": results[0]["docs"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "cpu_flags": _cpu_flags()},
         "flops": flops,
+        "command": "python eval/speed.py " + " ".join(sys.argv[1:]),
+        # llmst hf's CPU batching here (`llmst.backends.hf.batching`): rows, overhead tokens, token cap
+        "hf_batching": list(hf_batching("cpu", args.dtype)),
         "results": results,
     }
     args.out.write_text(json.dumps(payload, indent=2) + "\n")

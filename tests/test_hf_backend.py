@@ -71,6 +71,44 @@ def test_length_batches_cover_every_request_once_and_pad_least(overhead):
     assert hf_module.length_batches([], 32, overhead) == []
 
 
+@pytest.mark.parametrize("max_tokens", [40, 200, 1000])
+def test_length_batches_keep_to_the_token_cap(max_tokens):
+    import random
+
+    rng = random.Random(max_tokens)
+    lengths = sorted([rng.randint(5, 120) for _ in range(100)] + [300])  # 300: over the cap of 40 and 200
+    for min_rows in (1, 2):
+        spans = hf_module.length_batches(lengths, 256, 64, min_rows, max_tokens)
+        assert [s for s, _ in spans] == [0] + [e for _, e in spans[:-1]] and spans[-1][1] == len(lengths)
+        for start, end in spans:
+            assert end - start == 1 or lengths[end - 1] * (end - start) <= max_tokens
+        assert spans[-1] == (100, 101) or max_tokens == 1000  # the longest row alone when it is over the cap
+    uncapped = hf_module.length_batches(lengths, 256, 64)
+    assert len(uncapped) < len(hf_module.length_batches(lengths, 256, 64, max_tokens=max_tokens))
+    assert hf_module.length_batches([90, 90], 32, 16, min_rows=2, max_tokens=100) == [(0, 1), (1, 2)]
+
+
+def test_batching_defaults_follow_the_device(tmp_path, monkeypatch):
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert hf_module.cpu_has_amx(str(amx)) and not hf_module.cpu_has_amx(str(plain))
+    assert not hf_module.cpu_has_amx(str(tmp_path / "missing"))
+    monkeypatch.setattr(hf_module, "cpu_has_amx", lambda: True)
+    assert hf_module.batching("cpu", "bfloat16") == (256, 64, hf_module.CPU_MAX_BATCH_TOKENS)
+    assert hf_module.batching("cpu", "float32") == (32, 16, hf_module.CPU_MAX_BATCH_TOKENS)  # AMX: bf16 only
+    assert hf_module.batching("cuda", "bfloat16") == (32, 1 << 30, None)
+    monkeypatch.setattr(hf_module, "cpu_has_amx", lambda: False)
+    assert hf_module.batching("cpu", "bfloat16") == (32, 16, hf_module.CPU_MAX_BATCH_TOKENS)
+
+
+def test_batch_size_defaults_to_the_device_and_an_explicit_one_wins(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(hf_module, "batching", lambda kind, dtype: (7, 16, None))
+    assert HFBackend(tiny_model_dir, dtype="float32").batch_size == 7
+    explicit = HFBackend(tiny_model_dir, dtype="float32", batch_size=3)
+    assert (explicit.batch_size, explicit.chunk_size) == (3, 12)
+
+
 def test_uneven_batches_score_like_brute_force(tiny_model_dir, monkeypatch):
     """Many lengths, a small split overhead: batches of several sizes, each request scored as alone."""
     monkeypatch.setattr(hf_module, "CPU_BATCH_OVERHEAD_TOKENS", 2)

@@ -30,7 +30,7 @@ class BackendSpec:
     model: str = DEFAULT_LABELER  # bundled name, folder, .gguf file, hub id, or served name (openai)
     base_url: str | None = None  # openai: the server's URL
     dtype: Dtype = "auto"  # hf, vllm; openai: the server decides
-    batch_size: int = 32  # hf: sequences per forward pass
+    batch_size: int | None = None  # hf: sequences per forward pass (None: the device's default)
     concurrency: int = 32  # openai: requests in flight
     device: str | None = None  # hf: "cpu", "cuda", "cuda:1"; default: cuda when available
     max_context: int | None = None  # cap on the model's context, in tokens

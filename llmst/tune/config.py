@@ -88,7 +88,9 @@ class TuneConfig:
     seed: int = field(
         default=0, metadata={"help": "Seed of the folds, the demonstrations and the bootstrap."}
     )
-    batch_size: int = field(default=32, metadata=runtime("Sequences per forward pass."))
+    batch_size: int | None = field(
+        default=None, metadata=runtime("Sequences per forward pass (default: as llmst label).")
+    )
     cache_path: str | None = field(
         default=None, metadata=runtime("sqlite answer cache (default ~/.cache/llmst).")
     )
