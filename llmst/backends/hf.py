@@ -30,11 +30,12 @@ MIN_PREFIX_TOKENS = 32  # below this, re-encoding the prefix is cheaper than cop
 # CPUs a batch's time barely grows with its padding, so there the fewest batches win.
 CPU_BATCH_OVERHEAD_TOKENS = 16
 GPU_BATCH_OVERHEAD_TOKENS = 1 << 30
-# A CPU with AMX tiles multiplies bf16 matrices several times faster than AVX-512 (SmolLM2's MLP shape, 2 vCPUs:
-# 2.6 TFLOP/s at 1,225 rows and 3.1 at 9,807, against ~0.4 on 2 AVX-512 cores), so a forward call's fixed
-# cost is worth more tokens and bigger batches pay. Chosen on SST-2 dev (`eval/batching.py`: 2 AMX vCPUs, SmolLM2, bf16) among caps
-# 32-256 and overheads 16-128: 256 rows / 64 tokens labeled 97.8 docs/s against 69.8 at 32 / 16 (eager, +40%)
-# and 130.2 against 88.0 (--compile, +48%); 128 / 64 was within 1% eager, 5% behind compiled.
+# A CPU with AMX tiles multiplies bf16 matrices several times faster than AVX-512 (SmolLM2's MLP shape, 2
+# vCPUs: 2.6 TFLOP/s at 1,225 rows and 3.1 at 9,807, against ~0.4 on 2 AVX-512 cores), so a forward call's
+# fixed cost is worth more tokens and bigger batches pay. Chosen on SST-2 dev (`eval/batching.py`: 2 AMX
+# vCPUs, SmolLM2, bf16) among caps 32-256 and overheads 16-128: 256 rows / 64 tokens labeled 97.8 docs/s
+# against 69.8 at 32 / 16 (eager, +40%) and 130.2 against 88.0 (--compile, +48%); 128 / 64 was within 1%
+# eager, 5% behind compiled.
 AMX_BATCH_SIZE = 256
 AMX_BATCH_OVERHEAD_TOKENS = 64
 DEFAULT_BATCH_SIZE = 32
