@@ -13,6 +13,7 @@ reuse never changes a score.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -69,6 +70,28 @@ def length_batches(
         spans.append((cut[end], end))
         end = cut[end]
     return spans[::-1]
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc `malloc_trim`; elsewhere nothing). Batches of many
+    shapes fragment the heap, and glibc keeps what they freed: on 2 AMX vCPUs, labeling 100k rows (batches of
+    up to 256 rows) peaked at 1,383 MiB without this and 1,180 with it (`eval/label_memory.py`, tiny model)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return trim
 
 
 def cpu_has_amx(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
@@ -204,6 +227,7 @@ class HFBackend:
             groups.setdefault(request.prompt[: request.prefix_chars], []).append(index)
         for prefix, indices in groups.items():
             self._score_group(prefix, [requests[i] for i in indices], indices, results)
+        release_freed_memory()
         return results
 
     def next_token_logprobs(self, prompts: list[str]) -> list:
