@@ -5,11 +5,12 @@ tokens) variant, all in one process, alternating rounds so a VM's drift reaches 
                             [--out eval/results/batching_dev.json]
 
 Scores the shipped `sentiment` prompt of every SST-2 dev row (872) with the default labeler through
-`HFBackend.score` in chunks of 4 batches, as `llmst label` does, under each variant's batching
-(`llmst.backends.hf.batching` replaced for the run; the token cap stays the CPU one). With `--compile` the
-decoder is compiled once and every variant warms up before the timed rounds. Prints a table (docs/s per
-round and their median) and writes JSON with the CPU's flags. `llmst.backends.hf.AMX_BATCH_SIZE` and
-`AMX_BATCH_OVERHEAD_TOKENS` were chosen with it; test data is never read.
+`HFBackend.score` in chunks of 4 batches, as `llmst label` does, with one backend for all variants: each
+sets its rows and overhead on it (what `llmst.backends.hf.batching` gives a new backend; the token cap stays
+the CPU one). With `--compile` the decoder is compiled once and every variant warms up before the timed
+rounds. Prints a table (docs/s per round and their median) and writes JSON with the CPU's flags.
+`llmst.backends.hf.AMX_BATCH_SIZE` and `AMX_BATCH_OVERHEAD_TOKENS` were chosen with it; test data is never
+read.
 """
 
 from __future__ import annotations

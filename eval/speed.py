@@ -87,7 +87,8 @@ def expanded_prefix_backend(options: dict):
     return backend
 
 
-# the hf backend's CPU batching before the AMX defaults (`llmst.backends.hf.batching`): rows, overhead, token cap
+# the hf backend's CPU batching before the AMX defaults (`llmst.backends.hf.batching`): rows, overhead,
+# token cap
 BEFORE_BATCHING = (32, 16, None)
 
 
@@ -131,9 +132,8 @@ def timed_methods(args, source: Path, work: Path, compiled, url: str | None, com
         methods[name] = lambda: run_compiled(source, work, args, compiled, name)
         if args.before_batching:
             old = f"{name}, batching before session 15"
-            methods[old] = lambda: with_batching(
-                BEFORE_BATCHING, run_compiled, source, work, args, compiled_before, old
-            )
+            # `compiled_before` was built under the old batching, which it keeps
+            methods[old] = lambda: run_compiled(source, work, args, compiled_before, old)
         if shots:
             shot_name = f"{hf}, {args.shots}-shot, --compile, after its warm-up"
             methods[shot_name] = lambda: run_compiled(source, work, args, compiled, shot_name, **shots)
@@ -174,8 +174,9 @@ def run_compiled(source: Path, work: Path, args, backend, name: str, **extra) ->
 
 def model_flops(source: Path, dtype: str, threads: int, batch_size: int | None) -> dict:
     """The hardware yardstick, measured in this run: bf16/fp32 matmul GFLOP/s at the model's own MLP shapes
-    (a batch of llmst's rows of prompt tokens on this machine, x hidden x intermediate), and what one labeling pass costs: tokens of the
-    prompts (plus one candidate position each: the single-token fast path) x 2 x non-embedding parameters."""
+    (the prompt tokens of one of llmst's batches on this machine x hidden x intermediate), and what one
+    labeling pass costs: tokens of the prompts (plus one candidate position each: the single-token fast path)
+    x 2 x non-embedding parameters."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -332,8 +333,9 @@ def main() -> None:
             stack.callback(compiled.close)
         compiled_before = None
         if args.compile and args.before_batching:
-            build = lambda: make_backend(replace(spec.backend_spec(), quiet=True))  # noqa: E731
-            compiled_before = with_batching(BEFORE_BATCHING, build)
+            compiled_before = with_batching(
+                BEFORE_BATCHING, make_backend, replace(spec.backend_spec(), quiet=True)
+            )
             stack.callback(compiled_before.close)
         methods = timed_methods(args, source, work, compiled, url, compiled_before)
         # the methods run alternately, `--repeats` rounds; each row is its median run (a shared VM's speed

@@ -202,9 +202,9 @@ class LabelConfig:
         default=False,
         metadata={
             "help": "hf: torch.compile the decoder (dynamic shapes). Pays a one-time compile (~80 s for the "
-            "default model on 2 CPU cores) for ~8% more docs/s there (~28% on 2 AMX vCPUs): for corpora of tens of thousands of "
-            "rows. Scores differ from eager ones within the dtype's rounding (a few labels near 0.5 flip in "
-            "bfloat16), so compiled answers have their own cache keys and signature."
+            "default model on 2 CPU cores) for ~8% more docs/s there (~28% on 2 AMX vCPUs): for corpora of "
+            "tens of thousands of rows. Scores differ from eager ones within the dtype's rounding (a few "
+            "labels near 0.5 flip in bfloat16), so compiled answers have their own cache keys and signature."
         },
     )
     cache: bool = field(default=True, metadata=runtime("Do not read or write the answer cache."))
