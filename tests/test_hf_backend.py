@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -107,6 +109,15 @@ def test_batch_size_defaults_to_the_device_and_an_explicit_one_wins(tiny_model_d
     assert HFBackend(tiny_model_dir, dtype="float32").batch_size == 7
     explicit = HFBackend(tiny_model_dir, dtype="float32", batch_size=3)
     assert (explicit.batch_size, explicit.chunk_size) == (3, 12)
+
+
+def test_a_cpu_backend_caps_the_kernel_caches_unless_the_user_did(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "unset")  # restored after the test
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")
+    HFBackend(tiny_model_dir, dtype="float32")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(hf_module.CPU_KERNEL_CACHE_ENTRIES)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "8"
 
 
 def test_uneven_batches_score_like_brute_force(tiny_model_dir, monkeypatch):
