@@ -2,7 +2,8 @@
 starting from MiniLM-L6 (all-MiniLM-L6-v2); bi- and cross-encoder Spearman on STS-b dev and test per cycle.
 
     python eval/transencoder.py [--cycles 3] [--first-teacher llm:qwen2.5-coder-1.5b-instruct]
-                                [--epochs 1] [--data-dir DIR] [--out-dir /tmp/llmst-eval/transencoder]
+                                [--epochs 1] [--init alternate|continue|fresh] [--data-dir DIR]
+                                [--out-dir /tmp/llmst-eval/transencoder]
                                 [--json eval/results/transencoder.json]
                                 [--limit N]     # smoke run: the first N pairs of each file
 
@@ -41,6 +42,12 @@ def main() -> None:
     parser.add_argument("--judge-task", default="pair-similarity")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--bi-loss", default="mse", choices=["mse", "cosent"])
+    parser.add_argument(
+        "--init",
+        default="alternate",
+        choices=["alternate", "continue", "fresh"],
+        help="where each model starts (`llmst transencoder`'s `init`; alternate: the paper's)",
+    )
     parser.add_argument("--data-dir", type=Path, default=pairs_data.DEFAULT_OUT)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/llmst-eval/transencoder"))
     parser.add_argument("--json", type=Path, default=Path("eval/results/transencoder.json"))
@@ -63,6 +70,7 @@ def main() -> None:
         "test": str(files["stsb-test"].resolve()),
         "start": START,
         "cycles": args.cycles,
+        "init": args.init,
         "cross": common,
         "bi": {**common, "loss": args.bi_loss, "learning_rate": 2e-5},
         "score": {"batch_size": 64, "max_length": 128, "judge_task": args.judge_task},
