@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pairs_data  # noqa: E402
 
 from llmst.experiments.pair_report import transencoder_markdown  # noqa: E402
-from llmst.experiments.transencoder import load_transencoder_config, run_transencoder  # noqa: E402
+from llmst.experiments.transencoder import INITS, load_transencoder_config, run_transencoder  # noqa: E402
 
 START = "minilm-l6"
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument(
         "--init",
         default="alternate",
-        choices=["alternate", "continue", "fresh"],
+        choices=INITS,
         help="where each model starts (`llmst transencoder`'s `init`; alternate: the paper's)",
     )
     parser.add_argument("--data-dir", type=Path, default=pairs_data.DEFAULT_OUT)
