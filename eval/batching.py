@@ -35,14 +35,26 @@ from llmst.models import DEFAULT_LABELER  # noqa: E402
 from llmst.readers import read_jsonl  # noqa: E402
 
 
-def docs_per_second(backend, requests: list[ScoreRequest], rows: int, overhead: int) -> float:
-    """Score every request under (rows, overhead) batching; docs/s."""
-    backend.batch_size, backend._batch_overhead = rows, overhead
-    step = rows * 4  # `HFBackend.chunk_size`: the label engine's requests per call
+def dev_requests() -> list[ScoreRequest]:
+    """The shipped `sentiment` prompt of every SST-2 dev row with its candidates, as `llmst label` scores it."""
+    task = load_task("sentiment")
+    candidates, _ = task.candidates()
+    return [ScoreRequest(task.render(row, row["text"]), candidates) for row in read_jsonl(ensure("sst2-dev"))]
+
+
+def score_in_chunks(backend, requests: list[ScoreRequest], step: int) -> float:
+    """Score every request, `step` per `score` call as the label engine does; seconds."""
     started = time.perf_counter()
     for start in range(0, len(requests), step):
         backend.score(requests[start : start + step])
-    return len(requests) / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def docs_per_second(backend, requests: list[ScoreRequest], rows: int, overhead: int) -> float:
+    """Score every request under (rows, overhead) batching; docs/s."""
+    backend.batch_size, backend._batch_overhead = rows, overhead
+    # `HFBackend.chunk_size` for that many rows: the label engine's requests per call
+    return len(requests) / score_in_chunks(backend, requests, rows * 4)
 
 
 def main() -> None:
@@ -56,11 +68,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("eval/results/batching_dev.json"))
     args = parser.parse_args()
     variants = [tuple(int(x) for x in v.split("/")) for v in args.variants.split(",")]
-    task = load_task("sentiment")
-    candidates, _ = task.candidates()
-    requests = [
-        ScoreRequest(task.render(row, row["text"]), candidates) for row in read_jsonl(ensure("sst2-dev"))
-    ]
+    requests = dev_requests()
     backend = hf_module.HFBackend(DEFAULT_LABELER, dtype=args.dtype, quiet=True, compile=args.compile)
     for rows, overhead in variants:  # warm-up: compiling, first calls of each batch shape
         docs_per_second(backend, requests[:256], rows, overhead)

@@ -20,19 +20,16 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from batching import dev_requests, score_in_chunks  # noqa: E402
 from data import ensure  # noqa: E402
 from speed import _cpu_flags, model_flops  # noqa: E402
 
-from llmst.backends.base import ScoreRequest  # noqa: E402
 from llmst.backends.hf import HFBackend  # noqa: E402
-from llmst.label.task import load_task  # noqa: E402
 from llmst.models import DEFAULT_LABELER  # noqa: E402
-from llmst.readers import read_jsonl  # noqa: E402
 
 KINDS = {  # profiler operator name -> kind; anything else is "other"
     "aten::mm": "matmul",
@@ -67,17 +64,11 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    source = ensure("sst2-dev")
-    task = load_task("sentiment")
-    candidates, _ = task.candidates()
-    requests = [ScoreRequest(task.render(row, row["text"]), candidates) for row in read_jsonl(source)]
+    requests = dev_requests()
     backend = HFBackend(DEFAULT_LABELER, dtype="bfloat16", quiet=True, compile=args.compile)
 
     def one_pass() -> float:
-        started = time.perf_counter()
-        for start in range(0, len(requests), backend.chunk_size):
-            backend.score(requests[start : start + backend.chunk_size])
-        return time.perf_counter() - started
+        return score_in_chunks(backend, requests, backend.chunk_size)
 
     one_pass()  # warm-up: compiling, the first call of each shape
     seconds = one_pass()
@@ -87,7 +78,7 @@ def main() -> None:
     for event in prof.key_averages():
         times[kind_of(event.key)] += event.self_cpu_time_total / 1e6
     profiled = sum(times.values())
-    yardstick = model_flops(source, "bfloat16", torch.get_num_threads(), backend.batch_size)
+    yardstick = model_flops(ensure("sst2-dev"), "bfloat16", torch.get_num_threads(), backend.batch_size)
     achieved = yardstick["flop_per_pass"] / seconds / 1e9
     result = {
         "command": "python eval/profile_hf.py " + " ".join(sys.argv[1:]),
