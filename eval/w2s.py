@@ -2,7 +2,8 @@
 
     python eval/w2s.py [--datasets sst2 boolq cosmosqa] [--pairs encoder decoder llm] [--seeds 0 1 2 3 4]
                        [--decoder-seeds 0 1 2] [--n-train 4000] [--test-rows N] [--epochs 2] [--max-length 128]
-                       [--out-dir /tmp/llmst-eval/w2s] [--json eval/results/w2s.json]
+                       [--losses xent logconf] [--bf16] [--out-dir /tmp/llmst-eval/w2s]
+                       [--json eval/results/w2s.json]
 
 Pairs (weak -> strong):
 - `encoder`: minilm-l6 fine-tuned on half A -> mpnet-base; `minilm`: minilm-l3 -> minilm-l6 (a CPU-sized pair);
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import w2s_data  # noqa: E402
 
 from llmst.experiments.w2s import run_w2s  # noqa: E402
-from llmst.experiments.w2s_config import load_w2s_config  # noqa: E402
+from llmst.experiments.w2s_config import TRANSFER_LOSSES, load_w2s_config  # noqa: E402
 from llmst.experiments.w2s_report import format_interval, format_value  # noqa: E402
 
 LLM_WEAK = {"label": {"model": "smollm2-135m-instruct", "task": "sentiment", "calibrate": "prior"}}
@@ -63,6 +64,8 @@ def cell_config(dataset: str, pair: str, args: argparse.Namespace) -> dict:
     spec = w2s_data.DATASETS[dataset]
     weak, strong = (dict(part) for part in PAIRS[pair])
     options = {"epochs": args.epochs, "max_length": args.max_length, "batch_size": args.batch_size}
+    if args.bf16:
+        options["bf16"] = True
     if "student" in weak:
         weak.update(options)
     else:
@@ -81,7 +84,7 @@ def cell_config(dataset: str, pair: str, args: argparse.Namespace) -> dict:
         "seeds": args.decoder_seeds if pair == "decoder" else args.seeds,
         "weak": weak,
         "strong": strong,
-        "loss": ["xent", "logconf"],
+        "loss": args.losses,
         "select": [{"method": "per-class", "fraction": 0.5}],
         "bootstrap": args.bootstrap,
     }
@@ -102,6 +105,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        default=["xent", "logconf"],
+        choices=list(TRANSFER_LOSSES),
+        help="transfer losses",
+    )
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every training (CPUs with AMX)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/llmst-eval/w2s"))
     parser.add_argument("--json", type=Path, default=Path("eval/results/w2s.json"))

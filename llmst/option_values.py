@@ -35,6 +35,16 @@ def parse_floats(value: Any, option: str) -> list[float] | None:
     return numbers
 
 
+def refuse_booleans(parts: list | tuple, option: str) -> None:
+    """A ConfigError if a list of names holds booleans: YAML 1.1 (PyYAML) reads unquoted yes/no/on/off as
+    booleans, so a config's `labels: [no, yes]` would otherwise become the labels 'False' and 'True'."""
+    if any(isinstance(part, bool) for part in parts):
+        raise ConfigError(
+            f"{option}: {list(parts)} holds booleans, not names",
+            hint="YAML reads unquoted yes/no/on/off/true/false as booleans: quote them, e.g. ['no', 'yes']",
+        )
+
+
 def parse_names(value: Any, option: str) -> list[str] | None:
     """'a,b' (CLI) or a list as stripped names; None (or nothing but commas) stays None."""
     if value is None:
@@ -42,6 +52,7 @@ def parse_names(value: Any, option: str) -> list[str] | None:
     parts = value.split(",") if isinstance(value, str) else value
     if not isinstance(parts, (list, tuple)):
         raise ConfigError(f"{option}: expected names separated by commas, not {value!r}")
+    refuse_booleans(parts, option)
     names = [str(part).strip() for part in parts if str(part).strip()]
     return names or None
 

@@ -485,3 +485,18 @@ def test_same_calibration_allows_refit_noise_only():
     assert not same_calibration(fitted, {"calibration": "prior", "calibration_bias": {"a": 0.25, "b": -0.25}})
     assert same_calibration({"calibration": "none"}, {"calibration": "none"})
     assert not same_calibration(fitted, {"calibration": "none"})
+
+
+def test_yaml_booleans_are_refused_as_label_names(tmp_path):
+    from llmst.cli_options import build_config, load_config_file
+    from llmst.label.config import LabelConfig
+    from llmst.train.config import TrainConfig
+
+    path = tmp_path / "options.yaml"
+    path.write_text("labels: [no, yes]\n")  # YAML 1.1: [False, True]
+    for config_cls in (LabelConfig, TrainConfig):
+        with pytest.raises(ConfigError, match=r"--labels: \[False, True\] holds booleans") as error:
+            build_config(config_cls, load_config_file(path, config_cls))
+        assert "quote them" in error.value.hint
+    path.write_text("labels: ['no', 'yes']\n")
+    assert build_config(TrainConfig, load_config_file(path, TrainConfig)).labels == ["no", "yes"]

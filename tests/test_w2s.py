@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,6 +303,13 @@ def test_w2s_config_errors(tmp_path, tiny_bert_dir):
         load(weak={"label": {"model": "x", "labels": "a,b", "calibration_from": "train.jsonl"}})
     with pytest.raises(ConfigError, match="bootstrap"):
         load(bootstrap="many")
+    # YAML 1.1 reads unquoted no/yes as booleans: one clear error, not the labels 'False' and 'True'
+    path = Path(_w2s_yaml(tmp_path, tiny_bert_dir))
+    path.write_text(path.read_text().replace("labels:\n  - negative\n  - positive", "labels: [no, yes]"))
+    assert "[no, yes]" in path.read_text()
+    with pytest.raises(ConfigError, match="holds booleans") as error:
+        load_w2s_config(path)
+    assert "quote them" in error.value.hint
     # a test row that is also a train row (same text) would leak its gold label: refused
     train = read_lines(tmp_path / "train.jsonl")
     write_jsonl(

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from llmst.errors import ConfigError
 from llmst.experiments.orchestration import build, read_experiment_yaml, resolver
+from llmst.option_values import parse_names
 
 TransferLoss = Literal["xent", "hard", "logconf"]
 TRANSFER_LOSSES = get_args(TransferLoss)
@@ -101,7 +102,7 @@ class W2SConfig:
             "test": str(data["test"]),
             "text_fields": text.split(",") if isinstance(text, str) else list(text),
             "gold_field": data.get("gold_field", "gold"),
-            "labels": [str(x) for x in data["labels"]] if data.get("labels") else None,
+            "labels": parse_names(data.get("labels"), "w2s: data.labels"),
             "id_field": data.get("id_field", "id"),
         }
         if self.data["labels"] is not None and len(self.data["labels"]) < 2:

@@ -15,7 +15,7 @@ from llmst.backends.base import BackendSpec
 from llmst.engine_options import check_ray_options, ray_address_field
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
-from llmst.option_values import check_choices, normalize_prior, prior_shares
+from llmst.option_values import check_choices, normalize_prior, prior_shares, refuse_booleans
 from llmst.shard import normalize_shard
 from llmst.stage import check_encoding, only_if_set, runtime
 
@@ -37,6 +37,7 @@ def _split(value: Any, option: str) -> list[Any] | None:
         parts = [part.strip() if isinstance(part, str) else part for part in value]
     else:
         raise ConfigError(f"{option}: expected a comma-separated list, got {value!r}")
+    refuse_booleans(parts, option)
     parts = [part for part in parts if part != ""]
     if not parts:
         raise ConfigError(f"{option}: empty list", hint=f"give values separated by commas, e.g. {option} a,b")

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from llmst import stage
 from llmst.engine_options import check_ray_options, num_workers_field, ray_address_field
 from llmst.errors import ConfigError
+from llmst.option_values import parse_names
 
 StudentKind = Literal["classifier", "generative", "cross-encoder", "bi-encoder"]
 Loss = Literal[
@@ -32,18 +33,6 @@ KIND_LOSSES = {
     "cross-encoder": ("bce", "mse"),
     "bi-encoder": ("cosent", "angle", "mse", *LISTWISE_LOSSES),
 }
-
-
-def _names(value: list[str] | str | None, option: str) -> list[str] | None:
-    """A list option from a list or a comma-separated string; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list | tuple):
-        raise ConfigError(f"{option}: expected names separated by commas, not {value!r}")
-    names = [str(name).strip() for name in value if str(name).strip()]
-    return names or None
 
 
 def _check_limit(limit: int | None) -> None:
@@ -202,8 +191,8 @@ class TrainConfig:
     progress: bool = field(default=True, metadata=stage.runtime("Progress bars and training logs."))
 
     def __post_init__(self) -> None:
-        self.text_fields = _names(self.text_fields, "--text-field")
-        self.labels = _names(self.labels, "--labels")
+        self.text_fields = parse_names(self.text_fields, "--text-field")
+        self.labels = parse_names(self.labels, "--labels")
         if self.kind not in STUDENT_KINDS:
             raise ConfigError(
                 f"unknown student kind '{self.kind}'", hint="use one of: " + ", ".join(STUDENT_KINDS)
@@ -318,7 +307,7 @@ class PredictConfig:
     def __post_init__(self) -> None:
         from llmst.shard import normalize_shard
 
-        self.text_fields = _names(self.text_fields, "--text-field")
+        self.text_fields = parse_names(self.text_fields, "--text-field")
         self.shard = normalize_shard(self.shard)
         stage.check_encoding(self.encoding)
         _check_limit(self.limit)
