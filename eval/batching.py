@@ -53,8 +53,7 @@ def score_in_chunks(backend, requests: list[ScoreRequest], step: int) -> float:
 def docs_per_second(backend, requests: list[ScoreRequest], rows: int, overhead: int) -> float:
     """Score every request under (rows, overhead) batching; docs/s."""
     backend.batch_size, backend._batch_overhead = rows, overhead
-    # `HFBackend.chunk_size` for that many rows: the label engine's requests per call
-    return len(requests) / score_in_chunks(backend, requests, rows * 4)
+    return len(requests) / score_in_chunks(backend, requests, backend.chunk_size)
 
 
 def main() -> None:

@@ -182,7 +182,6 @@ class HFBackend:
         if self.device_kind == "cpu":
             bound_cpu_kernel_caches()
         self.batch_size = batch_size or rows  # None: the device's default (`batching`)
-        self.chunk_size = self.batch_size * 4  # several batches per call, sorted by length to limit padding
         self._word_tokens: dict[int, str] | None = None  # `word_tokens`, found on first use
         bars = hf_logging.is_progress_bar_enabled()
         if quiet:
@@ -228,7 +227,13 @@ class HFBackend:
             self._decoder = torch.compile(self._decoder, dynamic=True)
             self.scoring = "torch.compile"
 
+    @property
+    def chunk_size(self) -> int:
+        """Requests per `score` call: several batches, sorted by length within the call to limit padding."""
+        return self.batch_size * 4
+
     # ----------------------------------------------------------------- tokens
+
     def _encode(self, text: str, *, first: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=first)["input_ids"]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmst.backends.base import BackendSpec
+from llmst.backends.hf import AMX_BATCH_SIZE, DEFAULT_BATCH_SIZE
 from llmst.engine_options import check_ray_options, ray_address_field
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
@@ -179,7 +180,8 @@ class LabelConfig:
         default=None,
         metadata=runtime(
             "Sequences per forward pass at most (hf; on a CPU split by length into smaller ones). Default: "
-            "256 on a CPU with AMX running bfloat16 (bigger matmuls run faster there), else 32."
+            f"{AMX_BATCH_SIZE} on a CPU with AMX running bfloat16 (bigger matmuls run faster there), "
+            f"else {DEFAULT_BATCH_SIZE}."
         ),
     )
     concurrency: int = field(default=32, metadata=runtime("Requests in flight (openai)."))
