@@ -485,3 +485,30 @@ def test_w2s_under_two_rank_torchrun_trains_on_every_rank_and_runs_other_stages_
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "computing" not in again.stderr and _outputs(run) == done
+
+
+def test_pgr_plot_marks_undefined_seeds(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from llmst.experiments.w2s_report import plot_pgr
+
+    def entry(value):
+        scores = {"accuracy": 0.7, "auroc": 0.8}
+        ci = None if value is None else [value - 0.1, value + 0.1]
+        pgr_ = {"accuracy": value, "accuracy_ci": ci, "auroc": value, "auroc_ci": ci}
+        return {"weak": scores, "transfer": scores, "ceiling": scores, "pgr": pgr_}
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its texts
+    report = {
+        "config": {"seeds": [0, 1]},
+        "variants": {"xent": {"seeds": [entry(None), entry(0.4)], "mean": entry(0.3)}},
+    }
+    plot_pgr(report, tmp_path / "pgr.png")
+    left = figures[0].axes[0]
+    assert [t.get_text() for t in left.texts] == ["undefined (gap < min_gap)"]
+    assert left.texts[0].get_position()[0] == 0  # at seed 0's column
+    assert [t.get_text() for t in left.get_legend().get_texts()] == [
+        "xent"
+    ]  # labeled though seed 0 has no point
+    assert (tmp_path / "pgr.png").stat().st_size > 0

@@ -63,23 +63,45 @@ def plot_pgr(report: dict[str, Any], path: Path) -> None:
     seeds = report["config"]["seeds"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.8 / max(len(variants), 1)
+    undefined = set()  # x positions (seeds, pooled) whose PGR is undefined
     for k, name in enumerate(variants):
         entries = [*report["variants"][name]["seeds"], report["variants"][name]["mean"]]
+        labeled = False
         for x, entry in enumerate(entries):
             value, ci = entry["pgr"]["accuracy"], entry["pgr"]["accuracy_ci"]
             if value is None:
+                undefined.add(x)
                 continue
             position = x + (k - (len(variants) - 1) / 2) * width
             error = None if ci is None else [[value - ci[0]], [ci[1] - value]]
             left.errorbar(
-                position, value, yerr=error, fmt="o", color=f"C{k}", capsize=3, label=name if x == 0 else None
+                position,
+                value,
+                yerr=error,
+                fmt="o",
+                color=f"C{k}",
+                capsize=3,
+                label=None if labeled else name,
             )
+            labeled = True
     left.axhline(0, color="grey", linewidth=0.8)
     left.axhline(1, color="grey", linewidth=0.8, linestyle="--")
     left.set_xticks(range(len(seeds) + 1), [f"seed {s}" for s in seeds] + ["pooled"], fontsize=8)
     left.set_ylabel("PGR (accuracy)")
     if left.get_legend_handles_labels()[0]:
         left.legend(fontsize=8)
+        for x in sorted(undefined):  # a blank column would read as a missing run
+            left.text(
+                x,
+                0.5,
+                "undefined (gap < min_gap)",
+                ha="center",
+                va="center",
+                rotation=90,
+                fontsize=7,
+                color="grey",
+                transform=left.get_xaxis_transform(),
+            )
     else:  # every PGR undefined (ceiling within min_gap of weak): say so instead of an empty panel
         left.text(0.5, 0.5, "PGR undefined: ceiling - weak < min_gap", ha="center", transform=left.transAxes)
     left.set_title("Performance gap recovered")
