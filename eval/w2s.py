@@ -2,7 +2,7 @@
 
     python eval/w2s.py [--datasets sst2 boolq cosmosqa] [--pairs encoder decoder llm] [--seeds 0 1 2 3 4]
                        [--decoder-seeds 0 1 2] [--n-train 4000] [--test-rows N] [--epochs 2] [--max-length 128]
-                       [--losses xent logconf] [--bf16] [--out-dir /tmp/llmst-eval/w2s]
+                       [--losses xent logconf] [--no-select] [--bf16] [--out-dir /tmp/llmst-eval/w2s]
                        [--json eval/results/w2s.json]
 
 Pairs (weak -> strong):
@@ -85,7 +85,7 @@ def cell_config(dataset: str, pair: str, args: argparse.Namespace) -> dict:
         "weak": weak,
         "strong": strong,
         "loss": args.losses,
-        "select": [{"method": "per-class", "fraction": 0.5}],
+        "select": [] if args.no_select else [{"method": "per-class", "fraction": 0.5}],
         "bootstrap": args.bootstrap,
     }
 
@@ -111,6 +111,9 @@ def main() -> None:
         default=["xent", "logconf"],
         choices=list(TRANSFER_LOSSES),
         help="transfer losses",
+    )
+    parser.add_argument(
+        "--no-select", action="store_true", help="no transfer on per-class selected weak labels"
     )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every training (CPUs with AMX)")
     parser.add_argument("--bootstrap", type=int, default=1000)
