@@ -233,7 +233,6 @@ class HFBackend:
         return self.batch_size * 4
 
     # ----------------------------------------------------------------- tokens
-
     def _encode(self, text: str, *, first: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=first)["input_ids"]
 

@@ -96,11 +96,10 @@ class W2SConfig:
         unknown = set(data) - {"train", "test", "text_field", "gold_field", "labels", "id_field"}
         if unknown:
             raise ConfigError(f"w2s: unknown data keys {sorted(unknown)}")
-        text = data.get("text_field", "text")
         self.data = {
             "train": str(data["train"]),
             "test": str(data["test"]),
-            "text_fields": text.split(",") if isinstance(text, str) else list(text),
+            "text_fields": parse_names(data.get("text_field"), "w2s: data.text_field") or ["text"],
             "gold_field": data.get("gold_field", "gold"),
             "labels": parse_names(data.get("labels"), "w2s: data.labels"),
             "id_field": data.get("id_field", "id"),
