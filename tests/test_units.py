@@ -500,3 +500,6 @@ def test_yaml_booleans_are_refused_as_label_names(tmp_path):
         assert "quote them" in error.value.hint
     path.write_text("labels: ['no', 'yes']\n")
     assert build_config(TrainConfig, load_config_file(path, TrainConfig)).labels == ["no", "yes"]
+    path.write_text("labels: [1, ' 2 ']\n")  # numbers are names too, stripped like the CLI's '1, 2'
+    for config_cls in (LabelConfig, TrainConfig):
+        assert build_config(config_cls, load_config_file(path, config_cls)).labels == ["1", "2"]

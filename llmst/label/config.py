@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from llmst.backends.base import BackendSpec
 from llmst.backends.hf import AMX_BATCH_SIZE, DEFAULT_BATCH_SIZE
 from llmst.engine_options import check_ray_options, ray_address_field
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
-from llmst.option_values import check_choices, normalize_prior, prior_shares, refuse_booleans
+from llmst.option_values import check_choices, normalize_prior, parse_names, prior_shares
 from llmst.shard import normalize_shard
 from llmst.stage import check_encoding, only_if_set, runtime
 
@@ -26,23 +26,6 @@ if TYPE_CHECKING:
 DEFAULT_PART_ROWS = 1000  # --engine ray: input rows per part
 RAY_ONLY = ("ray_address", "num_workers", "part_rows", "num_gpus_per_worker")  # options of --engine ray
 TASK_HINT = "see `llmst tasks list` for the shipped tasks, or pass --labels a,b for an ad-hoc task"
-
-
-def _split(value: Any, option: str) -> list[Any] | None:
-    """A list option given as a list or as a comma-separated string (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = [part.strip() for part in value.split(",")]
-    elif isinstance(value, (list, tuple)):
-        parts = [part.strip() if isinstance(part, str) else part for part in value]
-    else:
-        raise ConfigError(f"{option}: expected a comma-separated list, got {value!r}")
-    refuse_booleans(parts, option)
-    parts = [part for part in parts if part != ""]
-    if not parts:
-        raise ConfigError(f"{option}: empty list", hint=f"give values separated by commas, e.g. {option} a,b")
-    return parts
 
 
 _DESCRIPTION = re.compile(r"""\s*([^=,"']+?)\s*=\s*("([^"]*)"|'([^']*)'|([^,"'][^,]*|))\s*(,|$)""")
@@ -249,8 +232,8 @@ class LabelConfig:
     )
 
     def __post_init__(self) -> None:
-        self.labels = _split(self.labels, "--labels")
-        self.text_fields = _split(self.text_fields, "--text-field")
+        self.labels = parse_names(self.labels, "--labels")
+        self.text_fields = parse_names(self.text_fields, "--text-field")
         check_encoding(self.encoding)
         self.shard = normalize_shard(self.shard)
         self.prior = normalize_prior(self.prior, ("uniform", "em"))
@@ -282,7 +265,7 @@ class LabelConfig:
                 f"--prior has {len(shares)} values for {len(self.labels)} labels",
                 hint="give one share per label, in label order",
             )
-        self.templates = _split(self.templates, "--template")
+        self.templates = parse_names(self.templates, "--template")
         if self.orders > 1 and self.select == "knn":
             raise ConfigError(
                 "--orders varies the order of one fixed sample of demonstrations: it needs --select random",
