@@ -1,5 +1,6 @@
-"""The search spaces of eval/search_prompts.py: per dataset, the prompt templates and verbalizer sets of the
-zero-shot phase (SEARCH) and the few-shot settings (FEW_SHOT_SPACE). Data only, chosen before any dev score."""
+"""The search spaces of eval/search_prompts.py: per dataset, the prompt templates and verbalizer sets of
+the zero-shot phase (SEARCH) and the few-shot settings (FEW_SHOT_SPACE). Data only, chosen before any dev
+score."""
 
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ SEARCH: dict[str, dict[str, Any]] = {
     },
 }
 
-# few-shot search per dataset: K values, selections, seeds (the file is always search_prompts.FEW_SHOT_FILE_ROWS rows)
+# few-shot search per dataset: K values, selections, seeds (the few-shot file always has
+# search_prompts.FEW_SHOT_FILE_ROWS rows)
 FEW_SHOT_SPACE = {
     "sst2": {
         "templates": 3,  # the 3 best zero-shot templates (random selection); knn only for the best one
