@@ -2,25 +2,35 @@
 ensemble vs a single weak model, same seeds and splits, with paired PGR intervals.
 
     python eval/w2s_debate.py [--dataset boolq|cosmosqa] [--rows 1000] [--model qwen2.5-coder-1.5b-instruct]
-                              [--backend hf|openai|vllm] [--base-url URL] [--seeds 0 1 2] [--epochs 2]
-                              [--out-dir /tmp/llmst-eval/w2s-debate] [--json eval/results/w2s_debate_<dataset>.json]
+                              [--backend hf|openai|vllm] [--base-url URL | --serve [--port 8011]]
+                              [--concurrency 32]
+                              [--seeds 0 1 2] [--epochs 2] [--max-length 256] [--weak-max-length 512] [--bf16]
+                              [--out-dir /tmp/llmst-eval/w2s-debate]
+                              [--json eval/results/w2s_debate_<dataset>.json]
 
 1. The first `--rows` train rows and the test rows (capped at `--rows`) become debate questions ("yes" / "no"
    as the two answers; BoolQ: question + passage; CosmosQA: "is this answer correct?" with the context), and
    `llmst debate` writes debate and consultancy transcripts with `--model` (the strongest practical
-   generative model: on a GPU `qwen2.5-coder-1.5b-instruct`, served or in-process).
+   generative model: on a GPU `qwen2.5-coder-1.5b-instruct`, served or in-process). `--serve` starts a vLLM
+   CPU server for `--model` from .venv-vllm on `--port` (only while a transcript is unfinished) and generates
+   through it.
 2. Four `llmst w2s` runs on the same rows, seeds and strong model (mpnet-base): `single` (one weak minilm-l6),
    `ensemble` (three weak members), `consultancy` and `debate` (the same three members, each reading the
-   transcript after its input). The strong model never sees a transcript.
+   transcript after its input). The strong model never sees a transcript; its ceiling is trained once per seed
+   and copied to the other setups (reused only where its signature matches). Every weak member of every setup
+   reads `--weak-max-length` tokens (the transcript comes after the passage, so it needs the room); the strong
+   model reads `--max-length`.
 Prints generation throughput (tokens/s) and the PGR table, and writes JSON with every run's report.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,11 +40,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import w2s_data  # noqa: E402
 
+from llmst import stage  # noqa: E402
 from llmst.debate import DebateConfig  # noqa: E402
 from llmst.debate.run import run_debate  # noqa: E402
 from llmst.experiments.pgr import compare  # noqa: E402
 from llmst.experiments.w2s import load_scored, run_w2s  # noqa: E402
-from llmst.experiments.w2s_config import load_w2s_config  # noqa: E402
+from llmst.experiments.w2s_config import W2SConfig, load_w2s_config  # noqa: E402
+from llmst.models import resolve_model  # noqa: E402
 
 MEMBERS = [
     {"student": "minilm-l6"},
@@ -61,6 +73,22 @@ def _read(path: Path, limit: int) -> list[dict]:
         return [json.loads(line) for _, line in zip(range(limit), handle, strict=False)]
 
 
+def _share_ceiling(source: Path, target: Path) -> None:
+    """Copy one seed's ceiling (the strong model trained on B's gold labels: the same stage in every setup)
+    from a setup that finished that seed into another's seed folder, so it is trained once per seed, not four
+    times. `run_w2s` reuses a copied stage only when its signature (content of inputs and options) matches."""
+    for item in source.glob("ceiling*"):
+        dest = target / item.name
+        if not dest.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
+
+
+def _generated(summary: Path, options: dict) -> bool:
+    """Whether a finished generation with these options left its summary (then a rerun reuses it as is)."""
+    return summary.is_file() and json.loads(summary.read_text())["options"] == options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,10 +98,17 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--backend", choices=["hf", "openai", "vllm"], default="hf")
     parser.add_argument("--base-url", default=None)
+    parser.add_argument("--serve", action="store_true", help="start a vLLM CPU server for --model (openai)")
+    parser.add_argument("--concurrency", type=int, default=32, help="openai: requests in flight")
+    # a fixed port: the served model's identity in the transcripts' signature is its name at the server's URL,
+    # so a rerun after a kill resumes (and hits the cache) only on the same URL
+    parser.add_argument("--port", type=int, default=8011, help="--serve: the server's port")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256, help="strong model's tokens per input")
+    parser.add_argument("--weak-max-length", type=int, default=512, help="weak members' tokens per input")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every training (CPUs with AMX)")
     parser.add_argument("--strong", default="mpnet-base")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/llmst-eval/w2s-debate"))
@@ -89,40 +124,64 @@ def main() -> None:
     rows = _read(train, args.rows) + _read(test, args.rows)
     questions.write_text("".join(json.dumps(q) + "\n" for q in _questions(args.dataset, rows)))
 
-    generation = {}
-    transcripts = {}
-    for protocol in ("debate", "consultancy"):
-        config = DebateConfig(
-            model=args.model, backend=args.backend, base_url=args.base_url, protocol=protocol,
-            turns=3 if protocol == "debate" else 2, context_fields="context", max_tokens=args.max_tokens,
+    transcripts = {protocol: out / f"{protocol}.jsonl" for protocol in ("debate", "consultancy")}
+    backend, base_url = args.backend, args.base_url
+    if args.serve:
+        backend, base_url = "openai", f"http://127.0.0.1:{args.port}/v1"
+    configs = {
+        protocol: DebateConfig(
+            model=args.model,
+            backend=backend,
+            base_url=base_url,
+            protocol=protocol,
+            turns=3 if protocol == "debate" else 2,
+            context_fields="context",
+            max_tokens=args.max_tokens,
+            concurrency=args.concurrency,
             cache_path=str(args.out_dir / "cache.sqlite"),
-        )  # fmt: skip
-        transcripts[protocol] = out / f"{protocol}.jsonl"
-        summary = run_debate(questions, transcripts[protocol], config)
-        generation[protocol] = summary.to_json()
-        print(f"[debate] {protocol}: {summary.questions} questions, {summary.tokens} tokens generated, "
-              f"{summary.tokens_per_second} tokens/s ({args.backend})", file=sys.stderr, flush=True)  # fmt: skip
+        )
+        for protocol in transcripts
+    }
+    # each finished generation leaves its summary and options: a rerun with the same options needs no server
+    saved = {protocol: out / f"{protocol}.summary.json" for protocol in transcripts}
+    todo = [p for p in transcripts if not _generated(saved[p], stage.signature_fields(configs[p]))]
+    with contextlib.ExitStack() as stack:
+        if args.serve and todo:
+            from llmst.backends.vllm_server import start_vllm_server
+
+            model_dir = resolve_model(args.model).path
+            stack.enter_context(
+                start_vllm_server(
+                    model_dir, served_name=args.model, port=args.port, log_path=out / "vllm.log"
+                )
+            )
+        for protocol in todo:
+            summary = run_debate(questions, transcripts[protocol], configs[protocol]).to_json()
+            options = stage.signature_fields(configs[protocol])
+            saved[protocol].write_text(json.dumps({"options": options, "summary": summary}, indent=1))
+    generation = {protocol: json.loads(saved[protocol].read_text())["summary"] for protocol in transcripts}
+    for protocol, summary in generation.items():
+        speed = f"{summary['tokens_per_second']} tokens/s ({backend})"
+        print(f"[debate] {protocol}: {summary['questions']} questions, {summary['tokens']} tokens generated, "
+              f"{speed}", file=sys.stderr, flush=True)  # fmt: skip
 
     spec = w2s_data.DATASETS[args.dataset]
-    options = {"epochs": args.epochs, "max_length": args.max_length}
+    options = {"epochs": args.epochs, "max_length": args.max_length, **({"bf16": True} if args.bf16 else {})}
+    members = [{**m, **options, "max_length": args.weak_max_length} for m in MEMBERS]
     weak_setups = {
-        "single": {**MEMBERS[0], **options},
-        "ensemble": {"ensemble": [{**m, **options} for m in MEMBERS]},
-        "consultancy": {
-            "ensemble": [{**m, **options} for m in MEMBERS],
-            "context": str(transcripts["consultancy"]),
-        },
-        "debate": {"ensemble": [{**m, **options} for m in MEMBERS], "context": str(transcripts["debate"])},
+        "single": members[0],
+        "ensemble": {"ensemble": members},
+        "consultancy": {"ensemble": members, "context": str(transcripts["consultancy"])},
+        "debate": {"ensemble": members, "context": str(transcripts["debate"])},
     }
-    reports, scored = {}, {}
-    started = time.perf_counter()
-    for name, weak in weak_setups.items():
+
+    def run(name: str, seeds: list[int]) -> tuple[dict, W2SConfig]:
         config = {
             "out_dir": str(out / f"w2s-{name}"),
             "data": {"train": str(train), "test": str(test), "text_field": spec["text_fields"],
                      "gold_field": "gold", "labels": spec["labels"]},
-            "seeds": args.seeds,
-            "weak": weak,
+            "seeds": seeds,
+            "weak": weak_setups[name],
             "strong": {"student": args.strong, **options},
             "loss": "xent",
             "bootstrap": args.bootstrap,
@@ -130,7 +189,18 @@ def main() -> None:
         path = out / f"w2s-{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         w2s_config = load_w2s_config(path)
-        reports[name] = run_w2s(w2s_config)
+        return run_w2s(w2s_config), w2s_config
+
+    started = time.perf_counter()
+    # every setup on one seed before the next seed, so an interrupted run already holds whole comparisons
+    for seed in args.seeds:
+        for name in weak_setups:
+            if name != "single":
+                _share_ceiling(out / "w2s-single" / f"seed{seed}", out / f"w2s-{name}" / f"seed{seed}")
+            run(name, [seed])
+    reports, scored = {}, {}
+    for name in weak_setups:  # every stage is done: this reads them and reports over all seeds
+        reports[name], w2s_config = run(name, args.seeds)
         scored[name] = load_scored(w2s_config, reports[name]["labels"])["xent"]
     lines = [
         "| weak supervisor | weak acc | transfer acc | ceiling acc | PGR acc | 95% CI |",
@@ -145,11 +215,17 @@ def main() -> None:
         name: compare(scored[name], scored["ensemble"], n_boot=args.bootstrap)
         for name in ("debate", "consultancy", "single")
     }
-    lines += ["", "| vs plain ensemble | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| vs plain ensemble | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI | Δweak acc | 95% CI "
+        "| Δtransfer acc | 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, diff in versus.items():
-        lines.append(
-            f"| {name} | {diff['accuracy']} | {diff['accuracy_ci']} | {diff['auroc']} | {diff['auroc_ci']} |"
-        )
+        cells = [diff["accuracy"], diff["accuracy_ci"], diff["auroc"], diff["auroc_ci"]]
+        for role in ("weak", "transfer"):
+            cells += [diff[role]["accuracy"], diff[role]["accuracy_ci"]]
+        lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
     print("\n".join(lines))
     path = args.json or Path(f"eval/results/w2s_debate_{args.dataset}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

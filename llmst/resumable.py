@@ -79,7 +79,7 @@ def open_checkpoint(
         if state.get("job") != job["job"]:
             raise ConfigError(
                 f"{out_path} was written by a different {what} job (other model, dtype, device, task or "
-                "options)",
+                "options; a served model is known by its name at the server's URL)",
                 hint="pass --overwrite to replace it, or choose another -o",
             )
         _truncate_to(out_path, state["output_bytes"])

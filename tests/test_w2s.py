@@ -79,12 +79,25 @@ def test_pgr_interval_is_exact_when_transfer_equals_weak_or_ceiling():
     assert high["mean"]["pgr"]["accuracy"] == 1.0 and high["mean"]["pgr"]["accuracy_ci"] == [1.0, 1.0]
     diff = compare([at_ceiling] * 2, [at_weak] * 2, n_boot=200)
     assert diff["accuracy"] == 1.0 and diff["accuracy_ci"] == [1.0, 1.0]
+    # the models' own paired differences: same weak model (0 exactly), transfer = ceiling minus weak accuracy
+    assert diff["weak"]["accuracy"] == 0.0 and diff["weak"]["accuracy_ci"] == [0.0, 0.0]
+    gain = round(1.0 - float(np.mean(weak.argmax(1) == gold)), 4)
+    assert diff["transfer"]["accuracy"] == gain
+    low_ci, high_ci = diff["transfer"]["accuracy_ci"]
+    assert 0 < low_ci < gain < high_ci
     # two identical noisy variants: the paired draws cancel exactly, so the difference and its interval are 0
     noisy = _one_hot_probs(list(np.where(rng.random(200) < 0.8, gold, 1 - gold)))
     middle = Scored(gold, {"weak": weak, "transfer": noisy, "ceiling": ceiling})
     same = compare([middle] * 2, [middle] * 2, n_boot=200)
     assert same["accuracy"] == 0.0 and same["accuracy_ci"] == [0.0, 0.0]
     assert summarize([middle] * 2, n_boot=200)["mean"]["pgr"]["accuracy_ci"][0] < 1.0
+    # no gap (weak = ceiling): PGR undefined in both, the transfer models' difference still measured
+    no_gap = Scored(gold, {"weak": ceiling, "transfer": noisy, "ceiling": ceiling})
+    perfect = Scored(gold, {"weak": ceiling, "transfer": ceiling, "ceiling": ceiling})
+    undefined = compare([no_gap] * 2, [perfect] * 2, n_boot=200)
+    assert undefined["accuracy"] is None and undefined["accuracy_ci"] is None
+    loss = round(float(np.mean(noisy.argmax(1) == gold)) - 1.0, 4)
+    assert undefined["transfer"]["accuracy"] == loss < 0 and undefined["transfer"]["accuracy_ci"][1] < 0
     with pytest.raises(ValueError, match="same seeds and test rows"):
         compare([middle], [Scored(1 - gold, middle.probs)], n_boot=200)
 

@@ -1,10 +1,11 @@
 """Performance gap recovered (PGR) and its paired bootstrap intervals, for weak-to-strong experiments.
 
 PGR = (transfer - weak) / (ceiling - weak) (Burns et al. 2023), for accuracy and ROC AUC. The three models are
-scored on the same test rows, so an interval resamples rows *paired*: one draw of row indices scores all three.
-Across seeds the draw is hierarchical: seeds with replacement, then rows within each drawn seed, and the PGR of
-the means over the drawn seeds. scipy's `bootstrap` cannot resample in two levels, hence this small numpy one.
-A PGR whose ceiling is less than `min_gap` above the weak model is undefined (None): there is no gap to recover.
+scored on the same test rows, so an interval resamples rows *paired*: one draw of row indices scores all
+three. Across seeds the draw is hierarchical: seeds with replacement, then rows within each drawn seed, and
+the PGR of the means over the drawn seeds. scipy's `bootstrap` cannot resample in two levels, hence this
+small numpy one. A PGR whose ceiling is less than `min_gap` above the weak model is undefined (None): there
+is no gap to recover.
 """
 
 from __future__ import annotations
@@ -84,8 +85,12 @@ def _scores(seeds: Sequence[Scored]) -> list[dict[str, dict[str, float]]]:
     ]
 
 
+def _mean_score(scores: Sequence[dict[str, dict[str, float]]], name: str, role: str) -> float:
+    return float(np.mean([s[name][role] for s in scores]))
+
+
 def _mean_pgr(scores: Sequence[dict[str, dict[str, float]]], name: str, min_gap: float) -> float | None:
-    means = {role: float(np.mean([s[name][role] for s in scores])) for role in ROLES}
+    means = {role: _mean_score(scores, name, role) for role in ROLES}
     return pgr(means["weak"], means["transfer"], means["ceiling"], min_gap)
 
 
@@ -133,13 +138,15 @@ def _entry(
 
 def _pooled_draws(
     seeds: Sequence[Scored], n_boot: int, rng_seed: int, min_gap: float
-) -> dict[str, list[float | None]]:
+) -> tuple[dict[str, list[float | None]], list[list[_SeedScores]], np.ndarray]:
+    """Per metric, the pooled PGR of every draw; also the draws' scores ([seed][draw]) and chosen seeds."""
     rows, chosen = _draws(seeds, n_boot, rng_seed)
     boot = _boot_scores(seeds, rows)
-    return {
+    pgrs = {
         name: [_mean_pgr([boot[s][b] for s in chosen[b]], name, min_gap) for b in range(n_boot)]
         for name in METRICS
     }
+    return pgrs, boot, chosen
 
 
 def summarize(
@@ -178,20 +185,35 @@ def compare(
     n_boot: int = 1000,
     rng_seed: int = 0,
 ) -> dict[str, object]:
-    """Pooled PGR of `first` minus that of `second` (same seeds and test rows), with a paired 95% interval."""
+    """Pooled PGR of `first` minus that of `second` (same seeds and test rows), with a paired 95% interval;
+    under `weak` and `transfer`, the same paired difference of those models' scores, which stays defined where
+    a PGR is not (a gap under `min_gap`): `{accuracy, accuracy_ci, auroc, auroc_ci, weak: {...}, transfer:
+    {...}}`."""
     if len(first) != len(second) or any(
         not np.array_equal(a.gold, b.gold) for a, b in zip(first, second, strict=False)
     ):
         raise ValueError("compare: both variants must be scored on the same seeds and test rows")
-    a = _pooled_draws(first, n_boot, rng_seed, min_gap)
-    b = _pooled_draws(second, n_boot, rng_seed, min_gap)
+    a, boot_a, chosen = _pooled_draws(first, n_boot, rng_seed, min_gap)
+    b, boot_b, _ = _pooled_draws(second, n_boot, rng_seed, min_gap)  # same draws: paired
+    point_a, point_b = _scores(first), _scores(second)
     out: dict[str, object] = {}
     for name in METRICS:
-        pa, pb = _mean_pgr(_scores(first), name, min_gap), _mean_pgr(_scores(second), name, min_gap)
+        pa, pb = _mean_pgr(point_a, name, min_gap), _mean_pgr(point_b, name, min_gap)
         diffs = [
             x - y if x is not None and y is not None else None for x, y in zip(a[name], b[name], strict=True)
         ]
         out[name] = None if pa is None or pb is None else round(pa - pb, 4)
         ci = _interval(diffs)
         out[f"{name}_ci"] = None if ci is None else [round(v, 4) for v in ci]
+    for role in ("weak", "transfer"):
+        out[role] = {}
+        for name in METRICS:
+            draws = [
+                _mean_score([boot_a[s][d] for s in chosen[d]], name, role)
+                - _mean_score([boot_b[s][d] for s in chosen[d]], name, role)
+                for d in range(n_boot)
+            ]
+            point = _mean_score(point_a, name, role) - _mean_score(point_b, name, role)
+            out[role][name] = round(point, 4)
+            out[role][f"{name}_ci"] = [round(v, 4) for v in _interval(draws)]
     return out

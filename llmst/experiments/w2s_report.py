@@ -43,12 +43,21 @@ def report_markdown(report: dict[str, Any]) -> str:
     versus = report.get(f"versus_{report['primary']}") or {}
     if versus:
         lines += ["", f"PGR difference against {report['primary']} (same seeds and rows, paired):", ""]
-        lines += ["| variant | ΔPGR (acc) | 95% CI | ΔPGR (AUC) | 95% CI |", "|---|---|---|---|---|"]
+        lines += [
+            "| variant | ΔPGR (acc) | 95% CI | ΔPGR (AUC) | 95% CI | Δtransfer acc | 95% CI |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, diff in versus.items():
-            lines.append(
-                f"| {name} | {format_value(diff['accuracy'])} | {format_interval(diff['accuracy_ci'])} | {format_value(diff['auroc'])} | "
-                f"{format_interval(diff['auroc_ci'])} |"
-            )
+            transfer = diff["transfer"]
+            cells = [
+                format_value(diff["accuracy"]),
+                format_interval(diff["accuracy_ci"]),
+                format_value(diff["auroc"]),
+                format_interval(diff["auroc_ci"]),
+                format_value(transfer["accuracy"]),
+                format_interval(transfer["accuracy_ci"]),
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
