@@ -43,7 +43,7 @@ import w2s_data  # noqa: E402
 from llmst import stage  # noqa: E402
 from llmst.debate import DebateConfig  # noqa: E402
 from llmst.debate.run import run_debate  # noqa: E402
-from llmst.experiments.pgr import compare  # noqa: E402
+from llmst.experiments.pgr import ROLES, compare  # noqa: E402
 from llmst.experiments.w2s import load_scored, run_w2s  # noqa: E402
 from llmst.experiments.w2s_config import W2SConfig, load_w2s_config  # noqa: E402
 from llmst.models import resolve_model  # noqa: E402
@@ -191,52 +191,63 @@ def main() -> None:
         w2s_config = load_w2s_config(path)
         return run_w2s(w2s_config), w2s_config
 
+    def report(seeds: list[int]) -> None:
+        """Table and JSON over `seeds` (all of whose stages are done): written after every seed, so an
+        interrupted run leaves the comparison over the seeds it finished (`seeds`, `complete` in the JSON)."""
+        reports, scored = {}, {}
+        for name in weak_setups:  # every stage is done: this reads them and reports over these seeds
+            reports[name], w2s_config = run(name, seeds)
+            scored[name] = load_scored(w2s_config, reports[name]["labels"])["xent"]
+        lines = [
+            f"seeds {seeds}:",
+            "| weak supervisor | weak acc | transfer acc | ceiling acc | PGR acc | 95% CI | weak AUC "
+            "| transfer AUC | ceiling AUC | PGR AUC | 95% CI |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, one in reports.items():
+            mean = one["mean"]
+            cells = [f"{mean[role][metric]:.4f}" for metric in ("accuracy", "auroc") for role in ROLES]
+            cells[3:3] = [str(mean["pgr"]["accuracy"]), str(mean["pgr"]["accuracy_ci"])]
+            cells += [str(mean["pgr"]["auroc"]), str(mean["pgr"]["auroc_ci"])]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        versus = {
+            name: compare(scored[name], scored["ensemble"], n_boot=args.bootstrap)
+            for name in ("debate", "consultancy", "single")
+        }
+        lines += [
+            "",
+            "| vs plain ensemble | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI | Δweak acc | 95% CI | Δweak AUC "
+            "| 95% CI | Δtransfer acc | 95% CI | Δtransfer AUC | 95% CI |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, diff in versus.items():
+            cells = [diff["accuracy"], diff["accuracy_ci"], diff["auroc"], diff["auroc_ci"]]
+            for role in ("weak", "transfer"):
+                for metric in ("accuracy", "auroc"):
+                    cells += [diff[role][metric], diff[role][f"{metric}_ci"]]
+            lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
+        print("\n".join(lines), flush=True)
+        path = args.json or Path(f"eval/results/w2s_debate_{args.dataset}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "command": "python " + " ".join(sys.argv),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "generation": generation,
+            "seeds": seeds,
+            "complete": seeds == list(args.seeds),
+            "w2s_seconds_this_run": round(time.perf_counter() - started, 1),
+            "reports": {name: {k: r[k] for k in ("seeds", "mean")} for name, r in reports.items()},
+            "versus_ensemble": versus,
+        }, indent=1))  # fmt: skip
+
     started = time.perf_counter()
     # every setup on one seed before the next seed, so an interrupted run already holds whole comparisons
-    for seed in args.seeds:
+    for index, seed in enumerate(args.seeds):
         for name in weak_setups:
             if name != "single":
                 _share_ceiling(out / "w2s-single" / f"seed{seed}", out / f"w2s-{name}" / f"seed{seed}")
             run(name, [seed])
-    reports, scored = {}, {}
-    for name in weak_setups:  # every stage is done: this reads them and reports over all seeds
-        reports[name], w2s_config = run(name, args.seeds)
-        scored[name] = load_scored(w2s_config, reports[name]["labels"])["xent"]
-    lines = [
-        "| weak supervisor | weak acc | transfer acc | ceiling acc | PGR acc | 95% CI |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, report in reports.items():
-        mean = report["mean"]
-        ci = mean["pgr"]["accuracy_ci"]
-        lines.append(f"| {name} | {mean['weak']['accuracy']:.4f} | {mean['transfer']['accuracy']:.4f} | "
-                     f"{mean['ceiling']['accuracy']:.4f} | {mean['pgr']['accuracy']} | {ci} |")  # fmt: skip
-    versus = {
-        name: compare(scored[name], scored["ensemble"], n_boot=args.bootstrap)
-        for name in ("debate", "consultancy", "single")
-    }
-    lines += [
-        "",
-        "| vs plain ensemble | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI | Δweak acc | 95% CI "
-        "| Δtransfer acc | 95% CI |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, diff in versus.items():
-        cells = [diff["accuracy"], diff["accuracy_ci"], diff["auroc"], diff["auroc_ci"]]
-        for role in ("weak", "transfer"):
-            cells += [diff[role]["accuracy"], diff[role]["accuracy_ci"]]
-        lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
-    print("\n".join(lines))
-    path = args.json or Path(f"eval/results/w2s_debate_{args.dataset}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "command": "python " + " ".join(sys.argv),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "generation": generation,
-        "w2s_seconds": round(time.perf_counter() - started, 1),
-        "reports": {name: {k: r[k] for k in ("seeds", "mean")} for name, r in reports.items()},
-        "versus_ensemble": versus,
-    }, indent=1))  # fmt: skip
+        report(args.seeds[: index + 1])
 
 
 if __name__ == "__main__":
