@@ -98,6 +98,11 @@ def test_pgr_interval_is_exact_when_transfer_equals_weak_or_ceiling():
     assert undefined["accuracy"] is None and undefined["accuracy_ci"] is None
     loss = round(float(np.mean(noisy.argmax(1) == gold)) - 1.0, 4)
     assert undefined["transfer"]["accuracy"] == loss < 0 and undefined["transfer"]["accuracy_ci"][1] < 0
+    # one gold class: no ROC AUC at all, so its differences are None, never a crash or a NaN
+    ones = np.ones(200, dtype=int)
+    one_class = compare([Scored(ones, middle.probs)], [Scored(ones, no_gap.probs)], n_boot=50)
+    assert one_class["transfer"]["auroc"] is None and one_class["transfer"]["auroc_ci"] is None
+    assert one_class["transfer"]["accuracy"] is not None
     with pytest.raises(ValueError, match="same seeds and test rows"):
         compare([middle], [Scored(1 - gold, middle.probs)], n_boot=200)
 

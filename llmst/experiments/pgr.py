@@ -214,6 +214,7 @@ def compare(
                 for d in range(n_boot)
             ]
             point = _mean_score(point_a, name, role) - _mean_score(point_b, name, role)
-            out[role][name] = round(point, 4)
-            out[role][f"{name}_ci"] = [round(v, 4) for v in _interval(draws)]
+            ci = _interval(draws)  # None when most draws are undefined (an AUC on one-class rows)
+            out[role][name] = round(point, 4) if np.isfinite(point) else None
+            out[role][f"{name}_ci"] = None if ci is None else [round(v, 4) for v in ci]
     return out
