@@ -84,9 +84,12 @@ def _share_ceiling(source: Path, target: Path) -> None:
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
 
 
-def _generated(summary: Path, options: dict) -> bool:
-    """Whether a finished generation with these options left its summary (then a rerun reuses it as is)."""
-    return summary.is_file() and json.loads(summary.read_text())["options"] == options
+def _generated(summary: Path, key: dict) -> bool:
+    """Whether a finished generation on this input with these options left its summary (then reused as is)."""
+    if not summary.is_file():
+        return False
+    saved = json.loads(summary.read_text())
+    return all(saved.get(name) == value for name, value in key.items())
 
 
 def main() -> None:
@@ -142,9 +145,13 @@ def main() -> None:
         )
         for protocol in transcripts
     }
-    # each finished generation leaves its summary and options: a rerun with the same options needs no server
+    # a finished generation leaves its summary, input and options: a rerun with the same needs no server
     saved = {protocol: out / f"{protocol}.summary.json" for protocol in transcripts}
-    todo = [p for p in transcripts if not _generated(saved[p], stage.signature_fields(configs[p]))]
+    keys = {
+        p: {"input": stage.fingerprint(questions), "options": stage.signature_fields(configs[p])}
+        for p in configs
+    }
+    todo = [p for p in transcripts if not _generated(saved[p], keys[p])]
     with contextlib.ExitStack() as stack:
         if args.serve and todo:
             from llmst.backends.vllm_server import start_vllm_server
@@ -157,8 +164,7 @@ def main() -> None:
             )
         for protocol in todo:
             summary = run_debate(questions, transcripts[protocol], configs[protocol]).to_json()
-            options = stage.signature_fields(configs[protocol])
-            saved[protocol].write_text(json.dumps({"options": options, "summary": summary}, indent=1))
+            saved[protocol].write_text(json.dumps({**keys[protocol], "summary": summary}, indent=1))
     generation = {protocol: json.loads(saved[protocol].read_text())["summary"] for protocol in transcripts}
     for protocol, summary in generation.items():
         speed = f"{summary['tokens_per_second']} tokens/s ({backend})"
