@@ -147,10 +147,8 @@ def main() -> None:
     }
     # a finished generation leaves its summary, input and options: a rerun with the same needs no server
     saved = {protocol: out / f"{protocol}.summary.json" for protocol in transcripts}
-    keys = {
-        p: {"input": stage.fingerprint(questions), "options": stage.signature_fields(configs[p])}
-        for p in configs
-    }
+    source = stage.fingerprint(questions)
+    keys = {p: {"input": source, "options": stage.signature_fields(configs[p])} for p in configs}
     todo = [p for p in transcripts if not _generated(saved[p], keys[p])]
     with contextlib.ExitStack() as stack:
         if args.serve and todo:
@@ -197,13 +195,12 @@ def main() -> None:
         w2s_config = load_w2s_config(path)
         return run_w2s(w2s_config), w2s_config
 
-    def report(seeds: list[int]) -> None:
-        """Table and JSON over `seeds` (all of whose stages are done): written after every seed, so an
-        interrupted run leaves the comparison over the seeds it finished (`seeds`, `complete` in the JSON)."""
-        reports, scored = {}, {}
-        for name in weak_setups:  # every stage is done: this reads them and reports over these seeds
-            reports[name], w2s_config = run(name, seeds)
-            scored[name] = load_scored(w2s_config, reports[name]["labels"])["xent"]
+    def report(seeds: list[int], runs: dict[str, tuple[dict, W2SConfig]]) -> None:
+        """Table and JSON over `seeds` from every setup's finished run on them: written after every seed,
+        so an interrupted run leaves the comparison over the seeds it finished (`seeds`, `complete` in the
+        JSON)."""
+        reports = {name: one for name, (one, _) in runs.items()}
+        scored = {name: load_scored(config, one["labels"])["xent"] for name, (one, config) in runs.items()}
         lines = [
             f"seeds {seeds}:",
             "| weak supervisor | weak acc | transfer acc | ceiling acc | PGR acc | 95% CI | weak AUC "
@@ -249,11 +246,13 @@ def main() -> None:
     started = time.perf_counter()
     # every setup on one seed before the next seed, so an interrupted run already holds whole comparisons
     for index, seed in enumerate(args.seeds):
+        done = args.seeds[: index + 1]  # the earlier seeds' stages are reused: only this seed's are computed
+        runs = {}
         for name in weak_setups:
             if name != "single":
                 _share_ceiling(out / "w2s-single" / f"seed{seed}", out / f"w2s-{name}" / f"seed{seed}")
-            run(name, [seed])
-        report(args.seeds[: index + 1])
+            runs[name] = run(name, done)
+        report(done, runs)
 
 
 if __name__ == "__main__":

@@ -167,9 +167,7 @@ def summarize(
         pgrs = {name: pgr(**scores[name], min_gap=min_gap) for name in METRICS}
         cis = {name: _interval([pgr(**d[name], min_gap=min_gap) for d in draws]) for name in METRICS}
         per_seed.append(_entry(scores, pgrs, cis))
-    mean_scores = {
-        name: {role: float(np.mean([p[name][role] for p in point])) for role in ROLES} for name in METRICS
-    }
+    mean_scores = {name: {role: _mean_score(point, name, role) for role in ROLES} for name in METRICS}
     pooled = {name: _mean_pgr(point, name, min_gap) for name in METRICS}
     pooled_cis = {
         name: _interval([_mean_pgr([boot[s][b] for s in chosen[b]], name, min_gap) for b in range(n_boot)])
