@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--serve", action="store_true", help="start a vLLM CPU server for --model (openai)")
     parser.add_argument("--concurrency", type=int, default=32, help="openai: requests in flight")
-    # a fixed port: the served model's identity in the transcripts' signature is its name at the server's URL,
-    # so a rerun after a kill resumes (and hits the cache) only on the same URL
+    # a fixed port: the transcripts' signature names the served model at the server's URL, so a finished
+    # output is current only at the same URL (elsewhere it is resumed, every turn from the answer cache)
     parser.add_argument("--port", type=int, default=8011, help="--serve: the server's port")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -32,6 +32,16 @@ def _truncate_to(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
+def job_options(config: Any) -> dict[str, Any]:
+    """The options a resumed output must share with the run that started it: the signature's fields except
+    `limit` (a longer run extends a shorter one) and a server's URL (the job key identifies a served model by
+    `llmst.cache.model_parts`, so a restarted server on another port continues the same job)."""
+    options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
+    if getattr(config, "backend", None) == "openai":
+        options.pop("base_url", None)
+    return options
+
+
 def open_checkpoint(
     out_path: Path,
     rejects_path: Path,
@@ -79,7 +89,7 @@ def open_checkpoint(
         if state.get("job") != job["job"]:
             raise ConfigError(
                 f"{out_path} was written by a different {what} job (other model, dtype, device, task or "
-                "options; a served model is known by its name at the server's URL)",
+                "options; a served model is known by its id, root and context length in /v1/models)",
                 hint="pass --overwrite to replace it, or choose another -o",
             )
         _truncate_to(out_path, state["output_bytes"])

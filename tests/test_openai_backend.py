@@ -279,8 +279,8 @@ def test_server_gone_then_resume(served, tmp_path):
         done = json.loads(checkpoint.read_text())["labeled"]
         assert 32 <= done < len(rows)
 
-        proxy.start()
-        result = _run(args, tmp_path, **fast_fail)
+        # the server is back at another address (no proxy): the same served model, so the same job
+        result = _run(_label_args(src, out, served.url, "--concurrency", "8"), tmp_path, **fast_fail)
     finally:
         proxy.close()
     assert result.returncode == 0, result.stderr
@@ -339,6 +339,43 @@ def test_generate_sends_at_most_four_stop_strings_and_cuts_at_the_rest(served, m
     cut = backend.generate([prompt], max_tokens=16, stop=[*unused, stop])[0][0]
     assert sent == [unused]
     assert cut == full[: full.find(stop)]
+
+
+@pytest.mark.vllm
+def test_debate_resumes_and_reuses_answers_at_another_url_but_not_for_another_served_model(served, tmp_path):
+    """A served debater is known by what /v1/models says of it (id, root, context length), not by its URL: a run
+    stopped after 2 questions resumes through a proxy on another port with every finished turn kept, and a
+    new output there takes every turn from the answer cache; a different model under the same name does not."""
+    from dataclasses import replace
+
+    from llmst.backends.openai import OpenAIBackend
+    from llmst.debate.config import DebateConfig
+    from llmst.debate.run import run_debate
+
+    rows = [{"id": f"q{i}", "question": f"Is {i} even?", "answers": ["yes", "no"]} for i in range(5)]
+    src, out = write_jsonl(tmp_path / "q.jsonl", rows), tmp_path / "debates.jsonl"
+    config = DebateConfig(
+        model=SERVED, backend="openai", base_url=served.url, turns=2, max_tokens=8, limit=2,
+        cache_path=str(tmp_path / "cache.sqlite"), progress=False,
+    )  # fmt: skip
+    first = run_debate(src, out, config)
+    assert first.questions == 2 and first.generated == 4
+    proxy = FaultyProxy(served.port).start()
+    try:
+        elsewhere = replace(config, base_url=proxy.url, limit=None)
+        resumed = run_debate(src, out, elsewhere)
+        assert resumed.resumed_rows == 2 and resumed.questions == 5 and resumed.generated == 6
+        again = run_debate(src, tmp_path / "again.jsonl", elsewhere)
+        assert again.generated == 0 and again.from_cache == 10
+        assert read_lines(tmp_path / "again.jsonl") == read_lines(out)
+        other = OpenAIBackend(proxy.url, SERVED)
+        other.fingerprint = f"{SERVED}|/elsewhere/other-weights|2048"  # another model under the same name
+        with pytest.raises(ConfigError, match="different debate job"):
+            run_debate(src, out, elsewhere, backend=other)
+        fresh = run_debate(src, tmp_path / "other.jsonl", elsewhere, backend=other)
+        assert fresh.from_cache == 0 and fresh.generated == 10
+    finally:
+        proxy.close()
 
 
 @pytest.mark.vllm

@@ -20,7 +20,9 @@ __all__ = [
 
 def spec_model_identity(spec: BackendSpec) -> str:
     """The model's identity in a stage signature, from the options alone (no model loaded): the weights'
-    fingerprint (hf, vllm: `llmst.models.model_fingerprint`), or the served name at the server's URL."""
+    fingerprint (hf, vllm: `llmst.models.model_fingerprint`), or the served name at the server's URL (a
+    signature is checked without contacting a server; a rerun at another URL resumes and reuses answers, which
+    `llmst.cache.model_parts` keys by what the server says of the model)."""
     from llmst.backends.base import normalize_base_url
     from llmst.models import model_fingerprint
 

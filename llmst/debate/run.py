@@ -2,7 +2,8 @@
 
 Each input row has a question, exactly two candidate answers and optional context. Who defends which answer
 is seeded per row (`protocol.assign`). Turns are generated for a chunk of rows at a time, every turn of the
-chunk in one batched (hf, vllm) or concurrent (openai) `generate` call, each completion cached by its prompt.
+chunk in one batched (hf, vllm) or concurrent (openai) `generate` call, each completion cached by its prompt
+and the model (`llmst.cache.model_parts`: a served model by its id, root and context length, not its URL).
 Output: debate records, `id, question, answers, assigned, protocol, turns: [{speaker, text}], model,
 prompt_hash`, plus the input's other fields. Like `llmst label`: a checkpoint after every chunk (kill -9, rerun
 the same command, nothing is lost or written twice), bad rows to `OUT.rejects.jsonl`, a refusal to resume an
@@ -19,13 +20,13 @@ from typing import Any
 
 from llmst import stage
 from llmst.backends import Backend, backend_model_identity, make_backend, spec_model_identity
-from llmst.cache import AnswerCache, cache_key
+from llmst.cache import AnswerCache, cache_key, model_parts
 from llmst.debate.config import DebateConfig
 from llmst.debate.protocol import DebatePrompts, assign, load_prompts, speakers, turn_variables
 from llmst.models import llmst_home
 from llmst.readers import Reject, Row, read_records
 from llmst.records import keep_input_fields, record_id
-from llmst.resumable import ResumableOutput, run_resumable
+from llmst.resumable import ResumableOutput, job_options, run_resumable
 
 
 @dataclass
@@ -110,9 +111,7 @@ class _Generator:
     def _key(self, prompt: str) -> str:
         return cache_key(
             kind="generate",
-            backend=self.backend.name,
-            model=backend_model_identity(self.backend),
-            dtype=getattr(self.backend, "dtype", None),
+            **model_parts(self.backend),
             prompt=prompt,
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
@@ -186,10 +185,10 @@ def run_debate(
 def _run(source, output: ResumableOutput, rows_iter, prompts, config, backend, cache):
     started = time.perf_counter()
     prompt_hash = prompts.prompt_hash()
-    options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
+    options = job_options(config)
     job = {
         "input": stage.fingerprint(source),
-        "job": cache_key(options=options, prompt_hash=prompt_hash, model=backend_model_identity(backend)),
+        "job": cache_key(options=options, prompt_hash=prompt_hash, **model_parts(backend)),
     }
     summary = DebateSummary(output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash)
     generate = _Generator(backend, config, prompts, cache)

@@ -42,7 +42,7 @@ from llmst.records import (
     record_id,
     record_text,
 )
-from llmst.resumable import ResumableOutput, ResumableRun
+from llmst.resumable import ResumableOutput, ResumableRun, job_options
 from llmst.shard import INPUT_LINE, RESERVED_FIELD, shard_filter
 
 __all__ = [
@@ -220,7 +220,7 @@ def member_prompt_hash(config: LabelConfig) -> str:
 
 def _job_identity(config: LabelConfig, source: str, prompt_hash: str, backend: Backend) -> dict[str, str]:
     """What a resumed output must share with the run that started it (see the module docstring)."""
-    options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
+    options = job_options(config)
     if config.calibration_from:  # the biases come from that file's content, not its name
         options["calibration_from"] = stage.fingerprint(config.calibration_from)
     shard = {"shard": config.shard} if config.shard else {}  # a resume with another shard is refused

@@ -5,7 +5,7 @@ resumably, so that a killed run loses nothing and a rerun reuses what is done.
   one-label model scores in 0..1), chunk by chunk through `llmst.resumable`, each score cached by the model's
   fingerprint and the pair's texts. With `--backend openai --base-url URL`, `cross-encoder:NAME` is a model
   served there (`vllm serve CE_FOLDER`) and scored through its score API (`POST /score`: the same sigmoid
-  score), cached under the served name, URL and the server's description of the model.
+  score), cached under the served name and the server's description of the model (id, root, context length).
 - `bi-encoder:PATH|HUB_ID`: a SentenceTransformer embeds both texts; the score is their cosine clipped to
   [0, 1] (`cosine_to_target`), cached and resumable like a cross-encoder's. This is Trans-Encoder's mapping
   (Liu et al. 2022 train the cross-encoder's BCE on the bi-encoder's raw cosine): a trained sentence encoder
@@ -192,11 +192,11 @@ def model_teacher(
     from llmst.models import llmst_home, model_fingerprint, resolve_model
 
     if kind == "cross-encoder" and config.backend == "openai":
-        from llmst.backends import backend_model_identity
         from llmst.backends.openai import OpenAIBackend
 
         server = OpenAIBackend(config.base_url or "", model)
-        fingerprint = f"served:{backend_model_identity(server)}|{server.fingerprint}"
+        # not the URL: the same server on another port continues the job (`llmst.cache.model_parts`)
+        fingerprint = f"served:{server.model_id}|{server.fingerprint}"
 
         def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
             return np.array(
