@@ -416,10 +416,49 @@ def test_w2s_weak_members_read_the_debate_transcript(tmp_path, tiny_bert_dir):
     write_jsonl(tmp_path / "debates.jsonl", debates[:-1])  # one test row lost its transcript: an error
     with pytest.raises(ConfigError, match="has no transcript"):
         run_w2s(load_w2s_config(path))
-    data["weak"] = {"label": {"model": "x", "labels": "a,b"}, "context": "debates.jsonl"}
+
+
+def test_w2s_llm_labeler_judges_the_debate(tmp_path, tiny_bert_dir, tiny_model_dir):
+    """An LLM labeler with `weak.context` reads each row's transcript in its prompt (B, test); the strong
+    model does not; the same labeler without context is another job (another prompt), not a reused one."""
+    from llmst.label.config import LabelConfig
+
+    path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[])
+    train, test = read_lines(tmp_path / "train.jsonl"), read_lines(tmp_path / "test.jsonl")
+    test_ids = [f"test-{line}" for line in range(1, len(test) + 1)]
+    debates = [
+        {
+            "id": row_id,
+            "assigned": {"A": "positive", "B": "negative"},
+            "turns": [{"speaker": "A", "text": f"Row {row_id} is kind."}, {"speaker": "B", "text": "Dull."}],
+        }
+        for row_id in [r["id"] for r in train] + test_ids
+    ]
+    write_jsonl(tmp_path / "debates.jsonl", debates)
+    label = {"model": tiny_model_dir, "labels": "negative,positive", "cache_path": str(tmp_path / "c.sqlite")}
+    data = yaml.safe_load(open(path))
+    data["weak"] = {"label": label, "context": "debates.jsonl"}
     open(path, "w").write(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="trained weak models only"):
-        load_w2s_config(path)
+    run_w2s(load_w2s_config(path))
+    run = tmp_path / "run" / "seed0"
+    on_test = read_lines(run / "weak.test.jsonl")
+    assert [r["id"] for r in on_test] == test_ids
+    assert all(r["debate"].startswith(f"Debater A (positive): Row {r['id']} is kind.") for r in on_test)
+    # the prompt the labeler scored holds the transcript after the text
+    task = LabelConfig(model=tiny_model_dir, labels="negative,positive", text_fields=["text", "debate"])
+    prompt = task.build_task().render(on_test[0], "")
+    assert f"Text: {on_test[0]['text']}" in prompt and "Debate: Debater A (positive): Row" in prompt
+    assert on_test[0]["calibration_bias"] == read_lines(run / "weak.B.jsonl")[0]["calibration_bias"]
+    strong = json.loads((run / "transfer-xent" / "llmst_student.json").read_text())
+    assert strong["text_fields"] == ["text"]
+
+    data["weak"] = {"label": label}  # without the transcript: relabeled, other probabilities
+    data["out_dir"] = str(tmp_path / "plain")
+    open(path, "w").write(yaml.safe_dump(data))
+    run_w2s(load_w2s_config(path))
+    plain = read_lines(tmp_path / "plain" / "seed0" / "weak.test.jsonl")
+    assert "debate" not in plain[0]
+    assert [r["probs"] for r in plain] != [r["probs"] for r in on_test]
 
 
 def test_w2s_conformal_selection_calibrates_on_a_gold_slice_of_a_held_out_of_weak_training(

@@ -198,12 +198,19 @@ class _Seed:
         run_stage(f"seed {self.seed}: split", folder, sig, write, owner="w2s")
         return a, b, (a_cal if held_out else None)
 
-    def _label(self, options: dict[str, Any], source: Path, out: Path, calibration_from: Path | None) -> None:
+    def _label(
+        self,
+        options: dict[str, Any],
+        source: Path,
+        out: Path,
+        calibration_from: Path | None,
+        text_fields: list[str] | None,
+    ) -> None:
         from llmst.label.config import LabelConfig
         from llmst.label.run import label_corpus, label_signature
 
         extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
-        options = {"text_fields": self.config.data["text_fields"], **options, **extra}
+        options = {"text_fields": text_fields or self.config.data["text_fields"], **options, **extra}
         label_config = LabelConfig(**options, progress=False)
         run_stage(
             f"seed {self.seed}: {label_config.model} labels {source.name}",
@@ -230,16 +237,18 @@ class _Seed:
         if context:  # every weak member reads the debate transcript after the row's own text
             a = self._with_context(a, Path(context))
             inputs = {split: self._with_context(path, Path(context)) for split, path in inputs.items()}
+            # a trained member's input, or an LLM labeler's prompt (an ad-hoc task renders `Debate: ...`;
+            # a task YAML places `{{ debate }}` itself)
             text_fields = [*self.config.data["text_fields"], DEBATE_FIELD]
         outputs: dict[str, list[Path]] = {split: [] for split in inputs}
         for index, member in enumerate(members):
             name = "weak" if len(members) == 1 else f"weak{index}"
             labeled = {split: self.folder / f"{name}.{split}.jsonl" for split in inputs}
             if "label" in member:
-                self._label(member["label"], b, labeled["B"], None)
+                self._label(member["label"], inputs["B"], labeled["B"], None, text_fields)
                 # every other split gets B's fitted calibration: nothing is fitted on test or gold rows
                 for split in [split for split in inputs if split != "B"]:
-                    self._label(member["label"], inputs[split], labeled[split], labeled["B"])
+                    self._label(member["label"], inputs[split], labeled[split], labeled["B"], text_fields)
             else:
                 model = self.train(name, a, self._train_config(member, text_fields))
                 for split, source in inputs.items():

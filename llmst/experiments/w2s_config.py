@@ -148,10 +148,6 @@ class W2SConfig:
                 raise ConfigError(
                     f"w2s: weak.context must be a debate file (llmst debate output), not {context!r}"
                 )
-            if any("label" in member for member in self.weak_members()):
-                raise ConfigError(
-                    "w2s: weak.context is read by trained weak models only, not by an LLM labeler"
-                )
             self.weak["context"] = context
         if "student" not in self.strong:
             raise ConfigError("w2s: 'strong' needs 'student'", hint="e.g. strong: {student: mpnet-base}")
