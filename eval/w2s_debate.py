@@ -5,6 +5,7 @@ ensemble vs a single weak model, same seeds and splits, with paired PGR interval
                               [--backend hf|openai|vllm] [--base-url URL | --serve [--port 8011]]
                               [--concurrency 32]
                               [--seeds 0 1 2] [--epochs 2] [--max-length 256] [--weak-max-length 512] [--bf16]
+                              [--judge smollm2-135m-instruct]
                               [--out-dir /tmp/llmst-eval/w2s-debate]
                               [--json eval/results/w2s_debate_<dataset>.json]
 
@@ -20,6 +21,9 @@ ensemble vs a single weak model, same seeds and splits, with paired PGR interval
    and copied to the other setups (reused only where its signature matches). Every weak member of every setup
    reads `--weak-max-length` tokens (the transcript comes after the passage, so it needs the room); the strong
    model reads `--max-length`.
+3. With `--judge MODEL`, two more setups: `judge` (that LLM labels B and the test rows zero-shot, no training,
+   `--calibrate prior` fitted on B) and `judge-debate` (the same labeler with the debate transcript in its
+   prompt: a weak judge of the debate), compared with each other.
 Prints generation throughput (tokens/s) and the PGR table, and writes JSON with every run's report.
 """
 
@@ -53,6 +57,11 @@ MEMBERS = [
     {"student": "minilm-l6", "learning_rate": 1e-4},
     {"student": "minilm-l3"},
 ]
+
+JUDGE_INSTRUCTION = {
+    "boolq": "Answer the question about the passage with yes or no.",
+    "cosmosqa": "Say whether the answer is the correct answer to the question about the context: yes or no.",
+}
 
 
 def _questions(dataset: str, rows: list[dict]) -> list[dict]:
@@ -113,6 +122,9 @@ def main() -> None:
     parser.add_argument("--weak-max-length", type=int, default=512, help="weak members' tokens per input")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every training (CPUs with AMX)")
     parser.add_argument("--strong", default="mpnet-base")
+    parser.add_argument(
+        "--judge", default=None, help="an LLM labeler as weak supervisor, with and without debate"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/llmst-eval/w2s-debate"))
     parser.add_argument("--json", type=Path, default=None)
@@ -178,6 +190,18 @@ def main() -> None:
         "consultancy": {"ensemble": members, "context": str(transcripts["consultancy"])},
         "debate": {"ensemble": members, "context": str(transcripts["debate"])},
     }
+    versus = {"debate": "ensemble", "consultancy": "ensemble", "single": "ensemble"}  # setup -> its baseline
+    if args.judge:
+        # the ad-hoc prompt with one plain sentence of instruction (not searched), the same with and without
+        judge = {
+            "label": {
+                "model": args.judge, "labels": ",".join(spec["labels"]), "calibrate": "prior",
+                "instruction": JUDGE_INSTRUCTION[args.dataset], "cache_path": str(args.out_dir / "cache.sqlite"),
+            }
+        }  # fmt: skip
+        weak_setups["judge"] = judge
+        weak_setups["judge-debate"] = {**judge, "context": str(transcripts["debate"])}
+        versus["judge-debate"] = "judge"
 
     def run(name: str, seeds: list[int]) -> tuple[dict, W2SConfig]:
         config = {
@@ -213,22 +237,21 @@ def main() -> None:
             cells[3:3] = [str(mean["pgr"]["accuracy"]), str(mean["pgr"]["accuracy_ci"])]
             cells += [str(mean["pgr"]["auroc"]), str(mean["pgr"]["auroc_ci"])]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        versus = {
-            name: compare(scored[name], scored["ensemble"], n_boot=args.bootstrap)
-            for name in ("debate", "consultancy", "single")
+        differences = {
+            name: compare(scored[name], scored[base], n_boot=args.bootstrap) for name, base in versus.items()
         }
         lines += [
             "",
-            "| vs plain ensemble | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI | Δweak acc | 95% CI | Δweak AUC "
+            "| setup - baseline | ΔPGR acc | 95% CI | ΔPGR AUC | 95% CI | Δweak acc | 95% CI | Δweak AUC "
             "| 95% CI | Δtransfer acc | 95% CI | Δtransfer AUC | 95% CI |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, diff in versus.items():
+        for name, diff in differences.items():
             cells = [diff["accuracy"], diff["accuracy_ci"], diff["auroc"], diff["auroc_ci"]]
             for role in ("weak", "transfer"):
                 for metric in ("accuracy", "auroc"):
                     cells += [diff[role][metric], diff[role][f"{metric}_ci"]]
-            lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
+            lines.append(f"| {name} - {versus[name]} | " + " | ".join(map(str, cells)) + " |")
         print("\n".join(lines), flush=True)
         path = args.json or Path(f"eval/results/w2s_debate_{args.dataset}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +263,8 @@ def main() -> None:
             "complete": seeds == list(args.seeds),
             "w2s_seconds_this_run": round(time.perf_counter() - started, 1),
             "reports": {name: {k: r[k] for k in ("seeds", "mean")} for name, r in reports.items()},
-            "versus_ensemble": versus,
+            "versus_ensemble": {name: d for name, d in differences.items() if versus[name] == "ensemble"},
+            **({"versus_judge": differences["judge-debate"]} if args.judge else {}),
         }, indent=1))  # fmt: skip
 
     started = time.perf_counter()
