@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help="start a vLLM CPU server for --model (openai)")
     parser.add_argument("--concurrency", type=int, default=32, help="openai: requests in flight")
     # a fixed port: the transcripts' signature names the served model at the server's URL, so a finished
-    # output is current only at the same URL (elsewhere it is resumed, every turn from the answer cache)
+    # output is current (and its saved summary, with tokens/s, reused) only at the same URL
     parser.add_argument("--port", type=int, default=8011, help="--serve: the server's port")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -123,7 +123,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every training (CPUs with AMX)")
     parser.add_argument("--strong", default="mpnet-base")
     parser.add_argument(
-        "--judge", default=None, help="an LLM labeler as weak supervisor, with and without debate"
+        "--judge",
+        default=None,
+        help="an LLM labeler (hf backend) as weak supervisor, with and without debate",
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/llmst-eval/w2s-debate"))

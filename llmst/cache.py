@@ -22,25 +22,15 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def model_parts(backend: Any) -> dict[str, Any]:
-    """What identifies a built backend's answers in a cache key: backend, model name, the weights'
-    fingerprint (for a server, the served model's id, root and context length from /v1/models, so the same
-    server reached at another URL shares answers and another model served under the same name does not),
-    dtype and device kind."""
-    return {
-        "backend": backend.name,
-        "model": backend.model_id,
-        "fingerprint": backend.fingerprint,
-        "dtype": getattr(backend, "dtype", None),
-        "device": getattr(backend, "device_kind", None),
-    }
-
-
 def score_key(backend: Any, prompt: str, prefix_chars: int, candidates: tuple[str, ...] | list[str]) -> str:
     """Cache key of one scoring request (`backend` follows `llmst.backends.base.Backend`)."""
     return cache_key(
         kind="score",
-        **model_parts(backend),
+        backend=backend.name,
+        model=backend.model_id,
+        fingerprint=backend.fingerprint,
+        dtype=getattr(backend, "dtype", None),
+        device=getattr(backend, "device_kind", None),
         scoring=getattr(backend, "scoring", None),  # e.g. the openai backend's token ids vs text prompts
         prompt=prompt,
         prefix_chars=prefix_chars,  # the prefix is tokenized on its own

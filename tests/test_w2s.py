@@ -420,9 +420,7 @@ def test_w2s_weak_members_read_the_debate_transcript(tmp_path, tiny_bert_dir):
 
 def test_w2s_llm_labeler_judges_the_debate(tmp_path, tiny_bert_dir, tiny_model_dir):
     """An LLM labeler with `weak.context` reads each row's transcript in its prompt (B, test); the strong
-    model does not; the same labeler without context is another job (another prompt), not a reused one."""
-    from llmst.label.config import LabelConfig
-
+    model does not; without the transcript its probabilities differ; a task that cannot show it is refused."""
     path = _w2s_yaml(tmp_path, tiny_bert_dir, seeds=[0], loss="xent", select=[])
     train, test = read_lines(tmp_path / "train.jsonl"), read_lines(tmp_path / "test.jsonl")
     test_ids = [f"test-{line}" for line in range(1, len(test) + 1)]
@@ -444,10 +442,7 @@ def test_w2s_llm_labeler_judges_the_debate(tmp_path, tiny_bert_dir, tiny_model_d
     on_test = read_lines(run / "weak.test.jsonl")
     assert [r["id"] for r in on_test] == test_ids
     assert all(r["debate"].startswith(f"Debater A (positive): Row {r['id']} is kind.") for r in on_test)
-    # the prompt the labeler scored holds the transcript after the text
-    task = LabelConfig(model=tiny_model_dir, labels="negative,positive", text_fields=["text", "debate"])
-    prompt = task.build_task().render(on_test[0], "")
-    assert f"Text: {on_test[0]['text']}" in prompt and "Debate: Debater A (positive): Row" in prompt
+    assert not (run / "context" / "A.jsonl").exists()  # an LLM labeler never reads half A
     assert on_test[0]["calibration_bias"] == read_lines(run / "weak.B.jsonl")[0]["calibration_bias"]
     strong = json.loads((run / "transfer-xent" / "llmst_student.json").read_text())
     assert strong["text_fields"] == ["text"]
@@ -459,6 +454,14 @@ def test_w2s_llm_labeler_judges_the_debate(tmp_path, tiny_bert_dir, tiny_model_d
     plain = read_lines(tmp_path / "plain" / "seed0" / "weak.test.jsonl")
     assert "debate" not in plain[0]
     assert [r["probs"] for r in plain] != [r["probs"] for r in on_test]
+
+    # the shipped sentiment task shows only the `text` field: it would label as if there were no debate
+    sentiment = {"model": tiny_model_dir, "task": "sentiment", "cache_path": label["cache_path"]}
+    data["weak"] = {"label": sentiment, "context": "debates.jsonl"}
+    data["out_dir"] = str(tmp_path / "blind")
+    open(path, "w").write(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="does not show the transcript"):
+        run_w2s(load_w2s_config(path))
 
 
 def test_w2s_conformal_selection_calibrates_on_a_gold_slice_of_a_held_out_of_weak_training(

@@ -12,6 +12,7 @@ __all__ = [
     "Backend",
     "BackendSpec",
     "ScoreRequest",
+    "answer_identity",
     "backend_model_identity",
     "make_backend",
     "spec_model_identity",
@@ -22,7 +23,7 @@ def spec_model_identity(spec: BackendSpec) -> str:
     """The model's identity in a stage signature, from the options alone (no model loaded): the weights'
     fingerprint (hf, vllm: `llmst.models.model_fingerprint`), or the served name at the server's URL (a
     signature is checked without contacting a server; a rerun at another URL resumes and reuses answers, which
-    `llmst.cache.model_parts` keys by what the server says of the model)."""
+    `answer_identity` keys by what the server says of the model)."""
     from llmst.backends.base import normalize_base_url
     from llmst.models import model_fingerprint
 
@@ -35,6 +36,16 @@ def backend_model_identity(backend: Backend) -> str:
     """The same identity from a built backend (`spec_model_identity` of the spec it was built from)."""
     if backend.name == "openai":
         return f"{backend.model_id}@{getattr(backend, 'base_url', '')}"
+    return backend.fingerprint
+
+
+def answer_identity(backend: Backend) -> str:
+    """The model's identity in resume jobs and cached generations: the weights' fingerprint (hf, vllm), or for a
+    served model what the server's /v1/models says of it (`OpenAIBackend.fingerprint`: id, weights path,
+    context length, LoRA parent), not its URL, so a restarted server on another port continues the same job.
+    Two servers of the same weights path with other dtype or quantization flags look the same here."""
+    if backend.name == "openai":
+        return f"served:{backend.model_id}|{backend.fingerprint}"
     return backend.fingerprint
 
 

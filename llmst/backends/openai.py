@@ -96,7 +96,7 @@ def _describe(err: BaseException | None, timeout: float) -> str:
 
 class OpenAIBackend:
     name = "openai"
-    # The server decides dtype and device; `fingerprint` names the served model (id, root, context).
+    # The server decides dtype and device; `fingerprint` names the served model (id, root, context, parent).
     dtype = "server"
     device_kind = "server"
 
@@ -124,6 +124,8 @@ class OpenAIBackend:
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         info = self._server_model()
         self.fingerprint = f"{info.get('id')}|{info.get('root', '')}|{info.get('max_model_len', '')}"
+        if info.get("parent"):  # a LoRA adapter: the base model it runs on
+            self.fingerprint += f"|{info['parent']}"
         self.max_context = int(info.get("max_model_len") or 2048)
         self._tokenizer = self._load_tokenizer([tokenizer] if tokenizer else [info.get("root"), model])
         # vLLM returns the log-prob of any requested token id (`logprob_token_ids`) and accepts logprobs=0

@@ -3,7 +3,7 @@
 Each input row has a question, exactly two candidate answers and optional context. Who defends which answer
 is seeded per row (`protocol.assign`). Turns are generated for a chunk of rows at a time, every turn of the
 chunk in one batched (hf, vllm) or concurrent (openai) `generate` call, each completion cached by its prompt
-and the model (`llmst.cache.model_parts`: a served model by its id, root and context length, not its URL).
+and the model (`llmst.backends.answer_identity`: a served model by what /v1/models says of it, not its URL).
 Output: debate records, `id, question, answers, assigned, protocol, turns: [{speaker, text}], model,
 prompt_hash`, plus the input's other fields. Like `llmst label`: a checkpoint after every chunk (kill -9, rerun
 the same command, nothing is lost or written twice), bad rows to `OUT.rejects.jsonl`, a refusal to resume an
@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from llmst import stage
-from llmst.backends import Backend, backend_model_identity, make_backend, spec_model_identity
-from llmst.cache import AnswerCache, cache_key, model_parts
+from llmst.backends import (
+    Backend,
+    answer_identity,
+    backend_model_identity,
+    make_backend,
+    spec_model_identity,
+)
+from llmst.cache import AnswerCache, cache_key
 from llmst.debate.config import DebateConfig
 from llmst.debate.protocol import DebatePrompts, assign, load_prompts, speakers, turn_variables
 from llmst.models import llmst_home
@@ -111,7 +117,9 @@ class _Generator:
     def _key(self, prompt: str) -> str:
         return cache_key(
             kind="generate",
-            **model_parts(self.backend),
+            backend=self.backend.name,
+            model=answer_identity(self.backend),
+            dtype=getattr(self.backend, "dtype", None),
             prompt=prompt,
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
@@ -188,7 +196,7 @@ def _run(source, output: ResumableOutput, rows_iter, prompts, config, backend, c
     options = job_options(config)
     job = {
         "input": stage.fingerprint(source),
-        "job": cache_key(options=options, prompt_hash=prompt_hash, **model_parts(backend)),
+        "job": cache_key(options=options, prompt_hash=prompt_hash, model=answer_identity(backend)),
     }
     summary = DebateSummary(output=str(output.out), rejects=str(output.rejects), prompt_hash=prompt_hash)
     generate = _Generator(backend, config, prompts, cache)

@@ -212,6 +212,11 @@ class _Seed:
         extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
         options = {"text_fields": text_fields or self.config.data["text_fields"], **options, **extra}
         label_config = LabelConfig(**options, progress=False)
+        if text_fields and DEBATE_FIELD in text_fields:  # a judge of the debate: it must see the transcript
+            if DEBATE_FIELD not in (label_config.text_fields or []):
+                fields = [*(label_config.text_fields or []), DEBATE_FIELD]
+                label_config = replace(label_config, text_fields=fields)
+            _check_shows_transcript(label_config)
         run_stage(
             f"seed {self.seed}: {label_config.model} labels {source.name}",
             out,
@@ -235,7 +240,8 @@ class _Seed:
         inputs = {"B": b, "test": self.test, **({"calibration": a_cal} if a_cal else {})}
         context = self.config.weak.get("context")
         if context:  # every weak member reads the debate transcript after the row's own text
-            a = self._with_context(a, Path(context))
+            if any("label" not in member for member in members):  # an LLM labeler does not use A
+                a = self._with_context(a, Path(context))
             inputs = {split: self._with_context(path, Path(context)) for split, path in inputs.items()}
             # a trained member's input, or an LLM labeler's prompt (an ad-hoc task renders `Debate: ...`;
             # a task YAML places `{{ debate }}` itself)
@@ -324,6 +330,19 @@ class _Seed:
             owner="w2s",
         )
         return out
+
+
+def _check_shows_transcript(config: Any) -> None:
+    """Refuse an LLM labeler whose prompt would not show the debate (e.g. a task template that renders only
+    `{{ text }}` while `text` is a field of its own): its labels would silently be the no-debate ones."""
+    task = config.build_task()
+    marker = "\x1fthe-debate-transcript\x1f"
+    record = {**{name: "..." for name in task.text_fields}, DEBATE_FIELD: marker}
+    if marker not in task.render(record, record_text(record, task.text_fields) or ""):
+        raise ConfigError(
+            f"w2s: weak.context: the LLM labeler's prompt (task '{task.name}') does not show the transcript",
+            hint="an ad-hoc task (labels: ...) renders it after the text; a task YAML must place {{ debate }}",
+        )
 
 
 def _transfer_options(loss: str) -> dict[str, Any]:

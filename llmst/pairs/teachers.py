@@ -192,11 +192,11 @@ def model_teacher(
     from llmst.models import llmst_home, model_fingerprint, resolve_model
 
     if kind == "cross-encoder" and config.backend == "openai":
+        from llmst.backends import answer_identity
         from llmst.backends.openai import OpenAIBackend
 
         server = OpenAIBackend(config.base_url or "", model)
-        # not the URL: the same server on another port continues the job (`llmst.cache.model_parts`)
-        fingerprint = f"served:{server.model_id}|{server.fingerprint}"
+        fingerprint = answer_identity(server)  # not the URL: a server on another port continues the job
 
         def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
             return np.array(
