@@ -90,7 +90,10 @@ def debate_cmd(*, config: DebateConfig, input: str, out: Path) -> None:
     """
     from llmst.debate.run import run_debate
 
-    echo_json(run_debate(input, out, config).to_json())
+    summary = run_debate(input, out, config)
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    echo_json(summary.to_json())
 
 
 def filter_cmd(*, config: FilterConfig, labeled: str, out: Path) -> None:

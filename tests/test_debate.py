@@ -189,3 +189,36 @@ def test_kill_9_then_resume(tmp_path, tiny_model_dir):
     final = read_lines(out)
     assert [r["id"] for r in final] == [r["id"] for r in rows]  # none lost, none twice, input order
     assert summary["resumed_rows"] >= 8 and summary["questions"] == 60
+
+
+def test_empty_and_repeated_turns_are_counted_and_warned(tmp_path, tiny_model_dir):
+    """A model that says the same thing every turn, or nothing, is not debating (injected: the tiny model's
+    generate replaced): the summary counts such turns over the whole output, resumed rows included, and warns."""
+    from itertools import count
+
+    from llmst.backends.hf import HFBackend
+
+    source = write_jsonl(tmp_path / "q.jsonl", _questions(4))
+    backend = HFBackend(tiny_model_dir, dtype="float32")
+    config = DebateConfig(model=tiny_model_dir, turns=3, cache=False, progress=False)
+
+    def replies(make):
+        backend.generate = lambda prompts, **_: [[make()] for _ in prompts]
+
+    replies(lambda: "I am right.")
+    out = tmp_path / "d.jsonl"
+    parrot = run_debate(source, out, replace(config, limit=2), backend=backend)
+    assert (parrot.turns, parrot.repeated_turns, parrot.empty_turns) == (6, 4, 0)
+    assert len(parrot.warnings) == 1 and "4 of 6 turns repeat an earlier turn" in parrot.warnings[0]
+    numbers = count()
+    replies(lambda: f"Point {next(numbers)}.")
+    resumed = run_debate(source, out, config, backend=backend)  # 2 rows resumed, 2 debated properly
+    assert resumed.resumed_rows == 2 and (resumed.turns, resumed.repeated_turns) == (12, 4)
+    assert "4 of 12 turns repeat" in resumed.warnings[0]
+    good = run_debate(source, tmp_path / "good.jsonl", config, backend=backend)
+    assert (good.turns, good.repeated_turns, good.empty_turns, good.warnings) == (12, 0, 0, [])
+    replies(lambda: "")
+    mute = run_debate(source, tmp_path / "mute.jsonl", config, backend=backend)
+    assert (mute.empty_turns, mute.repeated_turns) == (12, 0) and "12 of 12 turns are empty" in mute.warnings[
+        0
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,12 @@ class DebateSummary:
     questions_per_second: float | None = None
     prompt_hash: str = ""
     signature: str = ""
+    # over the whole output (resumed rows included): turns that say nothing, or repeat an earlier turn of
+    # their transcript word for word (a debater copying its opponent instead of arguing)
+    turns: int = 0
+    empty_turns: int = 0
+    repeated_turns: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,4 +255,34 @@ def _run(source, output: ResumableOutput, rows_iter, prompts, config, backend, c
         summary.questions_per_second = round(done / summary.seconds, 3)
     summary.signature = _signature(source, config, backend_model_identity(backend), prompt_hash)
     stage.write_marker(output.out, summary.signature, stage="debate", rows=summary.questions, input=source)
+    _count_degenerate_turns(output.out, summary)
     return summary
+
+
+DEGENERATE_SHARE = 0.1  # warn when more than this share of turns is empty or a copy
+
+
+def _count_degenerate_turns(out: Path, summary: DebateSummary) -> None:
+    """Count empty and repeated turns in the finished output, and warn when they are common."""
+    with open(out, encoding="utf-8") as handle:
+        for line in handle:
+            seen: set[str] = set()
+            for turn in json.loads(line)["turns"]:
+                text = " ".join(turn["text"].split())
+                summary.turns += 1
+                if not text:
+                    summary.empty_turns += 1
+                elif text in seen:
+                    summary.repeated_turns += 1
+                seen.add(text)
+    limit = DEGENERATE_SHARE * summary.turns
+    if summary.empty_turns > limit:
+        summary.warnings.append(
+            f"{summary.empty_turns} of {summary.turns} turns are empty: raise --max-tokens or check the stop "
+            "strings of --prompts"
+        )
+    if summary.repeated_turns > limit:
+        summary.warnings.append(
+            f"{summary.repeated_turns} of {summary.turns} turns repeat an earlier turn word for word: the model "
+            "is not arguing; try --chat (an instruct model's chat template), a larger model or other --prompts"
+        )
