@@ -194,6 +194,7 @@ def test_kill_9_then_resume(tmp_path, tiny_model_dir):
 def test_empty_and_repeated_turns_are_counted_and_warned(tmp_path, tiny_model_dir):
     """A model that says the same thing every turn, or nothing, is not debating (injected: the tiny model's
     generate replaced): the summary counts such turns over the whole output, resumed rows included, and warns."""
+    import hashlib
     from itertools import count
 
     from llmst.backends.hf import HFBackend
@@ -205,13 +206,14 @@ def test_empty_and_repeated_turns_are_counted_and_warned(tmp_path, tiny_model_di
     def replies(make):
         backend.generate = lambda prompts, **_: [[make()] for _ in prompts]
 
-    replies(lambda: "I am right.")
+    turns = count()  # near copies: each reply differs from the others in one number only
+    replies(lambda: f"Turn {next(turns)}. The passage clearly says that the answer is yes, so I am right.")
     out = tmp_path / "d.jsonl"
     parrot = run_debate(source, out, replace(config, limit=2), backend=backend)
     assert (parrot.turns, parrot.repeated_turns, parrot.empty_turns) == (6, 4, 0)
     assert len(parrot.warnings) == 1 and "4 of 6 turns repeat an earlier turn" in parrot.warnings[0]
     numbers = count()
-    replies(lambda: f"Point {next(numbers)}.")
+    replies(lambda: hashlib.sha1(str(next(numbers)).encode()).hexdigest())  # unrelated replies
     resumed = run_debate(source, out, config, backend=backend)  # 2 rows resumed, 2 debated properly
     assert resumed.resumed_rows == 2 and (resumed.turns, resumed.repeated_turns) == (12, 4)
     assert "4 of 12 turns repeat" in resumed.warnings[0]

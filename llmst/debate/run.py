@@ -12,6 +12,7 @@ output that another input or other options started, and the signature marker whe
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,8 +51,8 @@ class DebateSummary:
     questions_per_second: float | None = None
     prompt_hash: str = ""
     signature: str = ""
-    # over the whole output (resumed rows included): turns that say nothing, or repeat an earlier turn of
-    # their transcript word for word (a debater copying its opponent instead of arguing)
+    # over the whole output (resumed rows included): turns that say nothing, or nearly repeat an earlier turn
+    # of their transcript (`REPEAT_RATIO`: a debater copying its opponent instead of arguing)
     turns: int = 0
     empty_turns: int = 0
     repeated_turns: int = 0
@@ -260,21 +261,24 @@ def _run(source, output: ResumableOutput, rows_iter, prompts, config, backend, c
 
 
 DEGENERATE_SHARE = 0.1  # warn when more than this share of turns is empty or a copy
+# a copy: difflib's similarity ratio to an earlier turn of the same transcript at least this (a reply that
+# differs from its opponent's by a first line, e.g. "Debater B defends: yes", still counts)
+REPEAT_RATIO = 0.9
 
 
 def _count_degenerate_turns(out: Path, summary: DebateSummary) -> None:
-    """Count empty and repeated turns in the finished output, and warn when they are common."""
+    """Count empty and (nearly) repeated turns in the finished output, and warn when they are common."""
     with open(out, encoding="utf-8") as handle:
         for line in handle:
-            seen: set[str] = set()
+            earlier: list[str] = []
             for turn in json.loads(line)["turns"]:
                 text = " ".join(turn["text"].split())
                 summary.turns += 1
                 if not text:
                     summary.empty_turns += 1
-                elif text in seen:
+                elif any(_similarity(text, other) >= REPEAT_RATIO for other in earlier):
                     summary.repeated_turns += 1
-                seen.add(text)
+                earlier.append(text)
     limit = DEGENERATE_SHARE * summary.turns
     if summary.empty_turns > limit:
         summary.warnings.append(
@@ -283,6 +287,11 @@ def _count_degenerate_turns(out: Path, summary: DebateSummary) -> None:
         )
     if summary.repeated_turns > limit:
         summary.warnings.append(
-            f"{summary.repeated_turns} of {summary.turns} turns repeat an earlier turn word for word: the model "
-            "is not arguing; try --chat (an instruct model's chat template), a larger model or other --prompts"
+            f"{summary.repeated_turns} of {summary.turns} turns repeat an earlier turn (nearly) word for word: "
+            "the model is not arguing; try --chat (an instruct model's chat template), a larger model or other --prompts"
         )
+
+
+def _similarity(a: str, b: str) -> float:
+    # autojunk off: on texts over 200 characters difflib would otherwise ignore frequent characters
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
