@@ -198,6 +198,22 @@ class _Seed:
         run_stage(f"seed {self.seed}: split", folder, sig, write, owner="w2s")
         return a, b, (a_cal if held_out else None)
 
+    def _label_config(
+        self, options: dict[str, Any], calibration_from: Path | None, text_fields: list[str] | None
+    ) -> Any:
+        """An LLM weak member's `LabelConfig`; as a judge of the debate (`text_fields` has it) it must show it."""
+        from llmst.label.config import LabelConfig
+
+        extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
+        options = {"text_fields": text_fields or self.config.data["text_fields"], **options, **extra}
+        label_config = LabelConfig(**options, progress=False)
+        if text_fields and DEBATE_FIELD in text_fields:
+            if DEBATE_FIELD not in (label_config.text_fields or []):
+                fields = [*(label_config.text_fields or []), DEBATE_FIELD]
+                label_config = replace(label_config, text_fields=fields)
+            _check_shows_transcript(label_config)
+        return label_config
+
     def _label(
         self,
         options: dict[str, Any],
@@ -206,17 +222,9 @@ class _Seed:
         calibration_from: Path | None,
         text_fields: list[str] | None,
     ) -> None:
-        from llmst.label.config import LabelConfig
         from llmst.label.run import label_corpus, label_signature
 
-        extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
-        options = {"text_fields": text_fields or self.config.data["text_fields"], **options, **extra}
-        label_config = LabelConfig(**options, progress=False)
-        if text_fields and DEBATE_FIELD in text_fields:  # a judge of the debate: it must see the transcript
-            if DEBATE_FIELD not in (label_config.text_fields or []):
-                fields = [*(label_config.text_fields or []), DEBATE_FIELD]
-                label_config = replace(label_config, text_fields=fields)
-            _check_shows_transcript(label_config)
+        label_config = self._label_config(options, calibration_from, text_fields)
         run_stage(
             f"seed {self.seed}: {label_config.model} labels {source.name}",
             out,
@@ -246,6 +254,8 @@ class _Seed:
             # a trained member's input, or an LLM labeler's prompt (an ad-hoc task renders `Debate: ...`;
             # a task YAML places `{{ debate }}` itself)
             text_fields = [*self.config.data["text_fields"], DEBATE_FIELD]
+            for member in [m for m in members if "label" in m]:  # a blind judge fails before any training
+                self._label_config(member["label"], None, text_fields)
         outputs: dict[str, list[Path]] = {split: [] for split in inputs}
         for index, member in enumerate(members):
             name = "weak" if len(members) == 1 else f"weak{index}"
