@@ -198,7 +198,8 @@ def main() -> None:
         judge = {
             "label": {
                 "model": args.judge, "labels": ",".join(spec["labels"]), "calibrate": "prior",
-                "instruction": JUDGE_INSTRUCTION[args.dataset], "cache_path": str(args.out_dir / "cache.sqlite"),
+                "instruction": JUDGE_INSTRUCTION[args.dataset],
+                "cache_path": str(args.out_dir / "cache.sqlite"),
             }
         }  # fmt: skip
         weak_setups["judge"] = judge

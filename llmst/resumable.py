@@ -35,7 +35,7 @@ def _truncate_to(path: Path, size: int) -> None:
 def job_options(config: Any) -> dict[str, Any]:
     """The options a resumed output must share with the run that started it: the signature's fields except
     `limit` (a longer run extends a shorter one) and a server's URL (the job key identifies a served model by
-    what the server says of it, `llmst.backends.answer_identity`: a server on another port continues the job)."""
+    what the server says of it, `llmst.backends.answer_identity`: a server on another port continues it)."""
     options = {k: v for k, v in stage.signature_fields(config).items() if k != "limit"}
     if getattr(config, "backend", None) == "openai":
         options.pop("base_url", None)

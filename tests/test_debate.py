@@ -193,7 +193,7 @@ def test_kill_9_then_resume(tmp_path, tiny_model_dir):
 
 def test_empty_and_repeated_turns_are_counted_and_warned(tmp_path, tiny_model_dir):
     """A model that says the same thing every turn, or nothing, is not debating (injected: the tiny model's
-    generate replaced): the summary counts such turns over the whole output, resumed rows included, and warns."""
+    generate replaced): the summary counts them over the whole output, resumed rows included, and warns."""
     import hashlib
     from itertools import count
 

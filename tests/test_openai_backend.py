@@ -343,9 +343,9 @@ def test_generate_sends_at_most_four_stop_strings_and_cuts_at_the_rest(served, m
 
 @pytest.mark.vllm
 def test_debate_resumes_and_reuses_answers_at_another_url_but_not_for_another_served_model(served, tmp_path):
-    """A served debater is known by what /v1/models says of it (id, root, context length), not by its URL: a run
+    """A served debater is known by what /v1/models says of it (id, root, context length), not its URL: a run
     stopped after 2 questions resumes through a proxy on another port with every finished turn kept, and a
-    new output there takes every turn from the answer cache; a different model under the same name does not."""
+    new output there takes every turn from the answer cache; another model under the same name does not."""
     from dataclasses import replace
 
     from llmst.backends.openai import OpenAIBackend

@@ -40,8 +40,8 @@ def backend_model_identity(backend: Backend) -> str:
 
 
 def answer_identity(backend: Backend) -> str:
-    """The model's identity in resume jobs and cached generations: the weights' fingerprint (hf, vllm), or for a
-    served model what the server's /v1/models says of it (`OpenAIBackend.fingerprint`: id, weights path,
+    """The model's identity in resume jobs and cached generations: the weights' fingerprint (hf, vllm), or
+    for a served model what the server's /v1/models says of it (`OpenAIBackend.fingerprint`: id, weights path,
     context length, LoRA parent), not its URL, so a restarted server on another port continues the same job.
     Two servers of the same weights path with other dtype or quantization flags look the same here."""
     if backend.name == "openai":

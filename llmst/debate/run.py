@@ -287,8 +287,9 @@ def _count_degenerate_turns(out: Path, summary: DebateSummary) -> None:
         )
     if summary.repeated_turns > limit:
         summary.warnings.append(
-            f"{summary.repeated_turns} of {summary.turns} turns repeat an earlier turn (nearly) word for word: "
-            "the model is not arguing; try --chat (an instruct model's chat template), a larger model or other --prompts"
+            f"{summary.repeated_turns} of {summary.turns} turns repeat an earlier turn (nearly) word for "
+            "word: the model is not arguing; try --chat (an instruct model's chat template), a larger model "
+            "or other --prompts"
         )
 
 

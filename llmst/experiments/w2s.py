@@ -201,7 +201,7 @@ class _Seed:
     def _label_config(
         self, options: dict[str, Any], calibration_from: Path | None, text_fields: list[str] | None
     ) -> Any:
-        """An LLM weak member's `LabelConfig`; as a judge of the debate (`text_fields` has it) it must show it."""
+        """An LLM weak member's `LabelConfig`; a judge of the debate (`text_fields` has it) must show it."""
         from llmst.label.config import LabelConfig
 
         extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
@@ -351,7 +351,7 @@ def _check_shows_transcript(config: Any) -> None:
     if marker not in task.render(record, record_text(record, task.text_fields) or ""):
         raise ConfigError(
             f"w2s: weak.context: the LLM labeler's prompt (task '{task.name}') does not show the transcript",
-            hint="an ad-hoc task (labels: ...) renders it after the text; a task YAML must place {{ debate }}",
+            hint="an ad-hoc task (labels: ...) shows it after the text; a task YAML must place {{ debate }}",
         )
 
 
