@@ -201,17 +201,15 @@ class _Seed:
     def _label_config(
         self, options: dict[str, Any], calibration_from: Path | None, text_fields: list[str] | None
     ) -> Any:
-        """An LLM weak member's `LabelConfig`; a judge of the debate (`text_fields` has it) must show it."""
+        """An LLM weak member's `LabelConfig`; a judge of the debate (`text_fields` has it) reads it too."""
         from llmst.label.config import LabelConfig
 
         extra = {"calibration_from": str(calibration_from)} if calibration_from else {}
         options = {"text_fields": text_fields or self.config.data["text_fields"], **options, **extra}
         label_config = LabelConfig(**options, progress=False)
-        if text_fields and DEBATE_FIELD in text_fields:
-            if DEBATE_FIELD not in (label_config.text_fields or []):
-                fields = [*(label_config.text_fields or []), DEBATE_FIELD]
-                label_config = replace(label_config, text_fields=fields)
-            _check_shows_transcript(label_config)
+        fields = label_config.text_fields or []
+        if text_fields and DEBATE_FIELD in text_fields and DEBATE_FIELD not in fields:
+            label_config = replace(label_config, text_fields=[*fields, DEBATE_FIELD])
         return label_config
 
     def _label(
@@ -255,7 +253,7 @@ class _Seed:
             # a task YAML places `{{ debate }}` itself)
             text_fields = [*self.config.data["text_fields"], DEBATE_FIELD]
             for member in [m for m in members if "label" in m]:  # a blind judge fails before any training
-                self._label_config(member["label"], None, text_fields)
+                _check_shows_transcript(self._label_config(member["label"], None, text_fields))
         outputs: dict[str, list[Path]] = {split: [] for split in inputs}
         for index, member in enumerate(members):
             name = "weak" if len(members) == 1 else f"weak{index}"
