@@ -9,7 +9,7 @@ Scores the shipped `sentiment` prompt of every SST-2 dev row (872) with the defa
 sets its rows and overhead on it (what `llmst.backends.hf.batching` gives a new backend; the token cap stays
 the CPU one). With `--compile` the decoder is compiled once and every variant warms up before the timed
 rounds. Prints a table (docs/s per round and their median) and writes JSON with the CPU's flags.
-`llmst.backends.hf.AMX_BATCH_SIZE` and `AMX_BATCH_OVERHEAD_TOKENS` were chosen with it; test data is never
+`llmst.backends.hf.BF16_CPU_BATCH_SIZE` and `BF16_CPU_BATCH_OVERHEAD_TOKENS` were chosen with it; test data is never
 read.
 """
 

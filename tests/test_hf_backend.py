@@ -91,16 +91,18 @@ def test_length_batches_keep_to_the_token_cap(max_tokens):
 
 
 def test_batching_defaults_follow_the_device(tmp_path, monkeypatch):
-    amx, plain = tmp_path / "amx", tmp_path / "plain"
-    amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
-    plain.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    assert hf_module.cpu_has_amx(str(amx)) and not hf_module.cpu_has_amx(str(plain))
-    assert not hf_module.cpu_has_amx(str(tmp_path / "missing"))
-    monkeypatch.setattr(hf_module, "cpu_has_amx", lambda: True)
+    amx, avx512, plain = tmp_path / "amx", tmp_path / "avx512", tmp_path / "plain"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\nbugs\t\t: spectre\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx2 avx512_vnni\n")
+    assert hf_module.cpu_has_bf16_matmul(str(amx)) and hf_module.cpu_has_bf16_matmul(str(avx512))
+    assert not hf_module.cpu_has_bf16_matmul(str(plain))
+    assert not hf_module.cpu_has_bf16_matmul(str(tmp_path / "missing"))
+    monkeypatch.setattr(hf_module, "cpu_has_bf16_matmul", lambda: True)
     assert hf_module.batching("cpu", "bfloat16") == (256, 64, hf_module.CPU_MAX_BATCH_TOKENS)
-    assert hf_module.batching("cpu", "float32") == (32, 16, hf_module.CPU_MAX_BATCH_TOKENS)  # AMX: bf16 only
+    assert hf_module.batching("cpu", "float32") == (32, 16, hf_module.CPU_MAX_BATCH_TOKENS)  # bf16 only
     assert hf_module.batching("cuda", "bfloat16") == (32, 1 << 30, None)
-    monkeypatch.setattr(hf_module, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(hf_module, "cpu_has_bf16_matmul", lambda: False)
     assert hf_module.batching("cpu", "bfloat16") == (32, 16, hf_module.CPU_MAX_BATCH_TOKENS)
 
 
@@ -290,7 +292,7 @@ def test_a_compiled_decoder_scores_like_eager_and_is_cached_apart(tiny_model_dir
     requests = [ScoreRequest(p, CANDIDATES) for p in ("short", "a longer prompt, to pad the batch", "mid")]
     requests += [ScoreRequest(prefix + "Example: dull. Answer:", CANDIDATES, len(prefix))]
     assert compiled.score(requests) == [pytest.approx(row, abs=1e-4) for row in backend.score(requests)]
-    assert compiled.scoring == "torch.compile" and backend.scoring is None
+    assert compiled.scoring == "torch.compile+freezing" and backend.scoring is None  # a CPU: frozen weights
     assert score_key(compiled, "p", 0, CANDIDATES) != score_key(backend, "p", 0, CANDIDATES)
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "x"}\n')

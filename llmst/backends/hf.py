@@ -32,14 +32,15 @@ MIN_PREFIX_TOKENS = 32  # below this, re-encoding the prefix is cheaper than cop
 # CPUs a batch's time barely grows with its padding, so there the fewest batches win.
 CPU_BATCH_OVERHEAD_TOKENS = 16
 GPU_BATCH_OVERHEAD_TOKENS = 1 << 30
-# A CPU with AMX tiles multiplies bf16 matrices several times faster than AVX-512 (SmolLM2's MLP shape, 2
-# vCPUs: 2.6 TFLOP/s at 1,225 rows and 3.1 at 9,807, against ~0.4 on 2 AVX-512 cores), so a forward call's
-# fixed cost is worth more tokens and bigger batches pay. Chosen on SST-2 dev (`eval/batching.py`: 2 AMX
-# vCPUs, SmolLM2, bf16) among caps 32-256 and overheads 16-128: 256 rows / 64 tokens labeled 97.8 docs/s
-# against 69.8 at 32 / 16 (eager, +40%) and 130.2 against 88.0 (--compile, +48%); 128 / 64 was within 1%
-# eager, 5% behind compiled.
-AMX_BATCH_SIZE = 256
-AMX_BATCH_OVERHEAD_TOKENS = 64
+# A CPU with bf16 dot-product instructions (AMX tiles or AVX512_BF16) multiplies bf16 matrices fast enough
+# (SmolLM2's MLP shape, 2 vCPUs: AMX 2.6-3.1 TFLOP/s, a recent EPYC's AVX512_BF16 0.85-0.93) that a forward
+# call's fixed cost is worth more tokens and bigger batches pay. Chosen on SST-2 dev (`eval/batching.py`,
+# SmolLM2, bf16) among caps 32-256 and overheads 16-128: on 2 AMX vCPUs 256 rows / 64 tokens labeled 97.8
+# docs/s against 69.8 at 32 / 16 (eager, +40%) and 130.2 against 88.0 (--compile, +48%); on 2 EPYC cores
+# (AVX512_BF16, 0.97 TFLOP/s) 61.2 against 57.8 (eager, 4 rounds) and 77.7 against 67.0 (--compile, 3).
+# Not measured at these sizes: the older EPYC of sessions 8-11 (AVX512_BF16 at 0.4 TFLOP/s).
+BF16_CPU_BATCH_SIZE = 256
+BF16_CPU_BATCH_OVERHEAD_TOKENS = 64
 DEFAULT_BATCH_SIZE = 32
 # On a CPU no batch holds more than this many tokens (rows x longest, one row always fits), so a cap of 256
 # rows does not multiply the activations' memory on long documents.
@@ -112,21 +113,26 @@ def _malloc_trim():
     return trim
 
 
-def cpu_has_amx(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """True on a CPU with AMX bf16 tiles (Linux reports them in /proc/cpuinfo; elsewhere assumed absent)."""
+def cpu_has_bf16_matmul(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True on a CPU with bf16 dot-product instructions, AMX tiles or AVX512_BF16 (Linux reports them in
+    /proc/cpuinfo; elsewhere assumed absent)."""
     try:
         with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in cpuinfo)
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[-1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
     except OSError:
-        return False
+        pass
+    return False
 
 
 def batching(device_kind: str, dtype: str) -> tuple[int, int, int | None]:
     """(default rows per batch, per-call overhead in tokens, token cap) for `length_batches` on a device."""
     if device_kind != "cpu":
         return DEFAULT_BATCH_SIZE, GPU_BATCH_OVERHEAD_TOKENS, None
-    if dtype == "bfloat16" and cpu_has_amx():
-        return AMX_BATCH_SIZE, AMX_BATCH_OVERHEAD_TOKENS, CPU_MAX_BATCH_TOKENS
+    if dtype == "bfloat16" and cpu_has_bf16_matmul():
+        return BF16_CPU_BATCH_SIZE, BF16_CPU_BATCH_OVERHEAD_TOKENS, CPU_MAX_BATCH_TOKENS
     return DEFAULT_BATCH_SIZE, CPU_BATCH_OVERHEAD_TOKENS, CPU_MAX_BATCH_TOKENS
 
 
@@ -224,8 +230,12 @@ class HFBackend:
             register_prefix_attention()
             self.model.set_attn_implementation(PREFIX_ATTENTION)
         if compile:  # fused kernels round differently: compiled answers are cached apart from eager ones
-            self._decoder = torch.compile(self._decoder, dynamic=True)
-            self.scoring = "torch.compile"
+            # On a CPU, inductor's freezing folds the weights in as constants and prepacks them for oneDNN's
+            # matmuls: on 2 EPYC cores (AVX512_BF16) +15% docs/s over plain compiling, no change on AMX
+            # (eval/RESULTS.md, issue 12). The weights must not change afterwards: scoring is inference only.
+            freezing = self.device_kind == "cpu"
+            self._decoder = torch.compile(self._decoder, dynamic=True, options={"freezing": freezing})
+            self.scoring = "torch.compile+freezing" if freezing else "torch.compile"
 
     @property
     def chunk_size(self) -> int:
@@ -335,7 +345,7 @@ class HFBackend:
             )
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].tokens))
         # a compiled decoder specialises on a batch of one row: a second compile, so avoid lone rows
-        min_rows = 2 if self.scoring == "torch.compile" else 1
+        min_rows = 1 if self.scoring is None else 2
         lengths = [len(seqs[i].tokens) for i in order]
         spans = length_batches(lengths, self.batch_size, self._batch_overhead, min_rows, self._batch_tokens)
         for start, end in spans:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from llmst.backends.base import BackendSpec
-from llmst.backends.hf import AMX_BATCH_SIZE, DEFAULT_BATCH_SIZE
+from llmst.backends.hf import BF16_CPU_BATCH_SIZE, DEFAULT_BATCH_SIZE
 from llmst.engine_options import check_ray_options, ray_address_field
 from llmst.errors import ConfigError
 from llmst.models import DEFAULT_LABELER
@@ -163,7 +163,8 @@ class LabelConfig:
         default=None,
         metadata=runtime(
             "Sequences per forward pass at most (hf; on a CPU split by length into smaller ones). Default: "
-            f"{AMX_BATCH_SIZE} on a CPU with AMX running bfloat16 (bigger matmuls run faster there), "
+            f"{BF16_CPU_BATCH_SIZE} on a CPU with AMX or AVX512_BF16 running bfloat16 (fast bf16 matmuls: "
+            "bigger batches pay there), "
             f"else {DEFAULT_BATCH_SIZE}."
         ),
     )
