@@ -188,9 +188,10 @@ class LabelConfig:
     compile: bool = field(
         default=False,
         metadata={
-            "help": "hf: torch.compile the decoder (dynamic shapes). Pays a one-time compile (~80 s for the "
-            "default model on 2 CPU cores) for ~8% more docs/s there (~28% on 2 AMX vCPUs): for corpora of "
-            "tens of thousands of rows. Scores differ from eager ones within the dtype's rounding (a few "
+            "help": "hf: torch.compile the decoder (dynamic shapes; on a CPU with the weights frozen into the "
+            "graph). Pays a one-time compile (60-95 s for the default model on 2 CPU cores) for ~17% more "
+            "docs/s on 2 EPYC cores with AVX512_BF16 and ~28% on 2 AMX vCPUs: for corpora of tens of "
+            "thousands of rows. Scores differ from eager ones within the dtype's rounding (a few "
             "labels near 0.5 flip in bfloat16), so compiled answers have their own cache keys and signature."
         },
     )
