@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, Union
 import typer
 
 from llmst.errors import ConfigError
+from llmst.option_values import check_number_types
 from llmst.stage import read_options_file
 
 CONFIG_OPTION = "config_file"
@@ -127,6 +128,7 @@ def load_config_file(path: Path, config_cls: type) -> dict[str, Any]:
 
 def build_config(config_cls: type, values: dict[str, Any]) -> Any:
     """`config_cls(**values)`, with wrong types reported as a usage error instead of a traceback."""
+    check_number_types(config_cls, values)
     try:
         return config_cls(**values)
     except TypeError as error:

@@ -4,7 +4,9 @@ the same way everywhere: comma lists from the CLI or lists from Python/YAML, and
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from llmst.errors import ConfigError
@@ -86,3 +88,27 @@ def check_choices(config: Any) -> None:
         if choices and value not in choices:
             option = "--" + item.name.replace("_", "-")
             raise ConfigError(f"{option}: unknown value '{value}'", hint="use one of: " + ", ".join(choices))
+
+
+_NUMBERS = {int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def check_number_types(config_cls: type, values: Mapping[str, Any], where: str = "") -> None:
+    """Values from a YAML file for the plain int, float or bool fields (optional ones too) of a config
+    dataclass have that type (an int is a float too), else one ConfigError naming the option: `abc` or a
+    quoted "5" would otherwise fail deep inside the config's validation with an unrelated TypeError."""
+    hints = typing.get_type_hints(config_cls)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is None or value is None:
+            continue
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
+        if len(kinds) != 1 or kinds[0] not in _NUMBERS:
+            continue
+        kind = kinds[0]
+        fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if fits and (kind is bool or not isinstance(value, bool)):
+            continue
+        option = "--" + name.replace("_", "-")
+        raise ConfigError(f"{where}{option}: expected {_NUMBERS[kind]}, got {value!r}")

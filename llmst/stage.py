@@ -168,6 +168,24 @@ def clear_marker(out: str | Path) -> None:
     marker_path(out).unlink(missing_ok=True)
 
 
+def _options_yaml_loader():
+    """PyYAML's safe loader, with floats as YAML 1.2 writes them: PyYAML (YAML 1.1) reads `1e-5` and `2E3`,
+    which have no dot, as strings, so `learning_rate: 1e-5` would reach a config as "1e-5"."""
+    import re
+
+    import yaml
+
+    class OptionsYamlLoader(yaml.SafeLoader):
+        pass
+
+    OptionsYamlLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return OptionsYamlLoader
+
+
 def read_options_file(path: str | Path, what: str) -> dict[str, Any]:
     """A YAML file holding a mapping of options (for `--config FILE.yaml` and `llmst selftrain`)."""
     import yaml
@@ -178,7 +196,7 @@ def read_options_file(path: str | Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_options_yaml_loader()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{what} {path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):

@@ -226,6 +226,35 @@ def test_config_file_fills_options_and_command_line_wins(tmp_path, tiny_model_di
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3  # --limit 3 beat the file's 2
 
 
+def test_config_files_read_yaml_1_2_floats_and_name_a_wrong_number_type(tmp_path):
+    """PyYAML reads `1e-5` (no dot) as a string; a config file must give the float. A value of the wrong type
+    for a number or boolean option is one ConfigError naming the option, not a TypeError from inside."""
+    from llmst.cli_options import build_config, load_config_file
+    from llmst.errors import ConfigError
+
+    options = tmp_path / "opts.yaml"
+    options.write_text("learning_rate: 1e-5\nwarmup-ratio: 5E-2\nbatch_size: 8\nepochs: 3\nbf16: false\n")
+    values = load_config_file(options, TrainConfig)
+    assert values == {
+        "learning_rate": 1e-5,
+        "warmup_ratio": 0.05,
+        "batch_size": 8,
+        "epochs": 3,
+        "bf16": False,
+    }
+    assert build_config(TrainConfig, values).learning_rate == 1e-5
+    for text, message in (
+        ("learning_rate: abc", "--learning-rate: expected a number, got 'abc'"),
+        ("learning_rate: '1e-5'", "--learning-rate: expected a number, got '1e-5'"),
+        ("batch_size: 8.5", "--batch-size: expected a whole number, got 8.5"),
+        ("batch_size: true", "--batch-size: expected a whole number, got True"),
+        ("bf16: 1", "--bf16: expected true or false, got 1"),
+    ):
+        options.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            build_config(TrainConfig, load_config_file(options, TrainConfig))
+
+
 # --- usage errors ----------------------------------------------------------------------------------------
 
 

@@ -308,6 +308,8 @@ def test_w2s_config_errors(tmp_path, tiny_bert_dir):
         load(strong={"student": tiny_bert_dir, "seed": 3})
     with pytest.raises(ConfigError, match="bad 'strong' options"):
         load(strong={"student": tiny_bert_dir, "epochz": 3})
+    with pytest.raises(ConfigError, match="'strong' options: --learning-rate: expected a number, got 'fast'"):
+        load(strong={"student": tiny_bert_dir, "learning_rate": "fast"})
     with pytest.raises(ConfigError, match="at least two"):
         load(weak={"ensemble": [{"student": tiny_bert_dir}]})
     with pytest.raises(ConfigError, match="data.train not found"):

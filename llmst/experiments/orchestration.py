@@ -11,6 +11,7 @@ from typing import Any
 
 from llmst.distributed import is_main_process, wait_for_ranks
 from llmst.errors import ConfigError
+from llmst.option_values import check_number_types
 from llmst.stage import clear_marker, is_current, read_options_file, write_marker
 
 
@@ -76,6 +77,7 @@ def run_stage(
 
 def build(cls, options: dict[str, Any], section: str, owner: str = "selftrain", **overrides: Any):
     """`cls(**options, **overrides)`, with a bad option reported as one ConfigError naming the section."""
+    check_number_types(cls, options, f"{owner}: '{section}' options: ")
     try:
         return cls(**{**options, **overrides})
     except TypeError as error:
